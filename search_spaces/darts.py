@@ -1,0 +1,255 @@
+"""The DARTS CNN search space (Liu, Simonyan, Yang, ICLR 2019, Sec. 2.1-2.4 and App. A.1.1).
+
+A cell has two inputs (c_{k-2}, c_{k-1}), `nodes` intermediate nodes and outputs the concatenation of the
+intermediate nodes. Each node sums two edges chosen from all earlier states. The network stacks
+`layers` cells; those at 1/3 and 2/3 of the depth are reduction cells (stride 2, twice the channels).
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ssnas.errors import UserError
+from ssnas.mixed import MixedOp
+from ssnas.ops import DARTS_OPS, FactorizedReduce, ReLUConvBN
+from ssnas.space import SpaceConfig, Supernet
+
+NAME = "darts"
+
+# The 8 candidate ops, in DARTS's order (quark0/darts cnn/genotypes.py).
+PRIMITIVES = [
+    "none", "max_pool_3x3", "avg_pool_3x3", "skip_connect",
+    "sep_conv_3x3", "sep_conv_5x5", "dil_conv_3x3", "dil_conv_5x5",
+]
+CELL_KINDS = ("normal", "reduce")
+
+Pair = tuple[str, int]
+
+
+@dataclass(frozen=True)
+class DartsGenotype:
+    """Two `(op, input)` pairs per intermediate node, for the normal and the reduction cell.
+
+    Node i (counting the two cell inputs as 0 and 1, so intermediate nodes are 2, 3, ...) owns pairs
+    2(i-2) and 2(i-2)+1; an input index j < i names state j.
+    """
+
+    normal: tuple[Pair, ...]
+    normal_concat: tuple[int, ...]
+    reduce: tuple[Pair, ...]
+    reduce_concat: tuple[int, ...]
+    meta: dict[str, Any] = field(default_factory=dict, compare=False, hash=False)
+    space: str = field(default=NAME, init=False)
+
+    @property
+    def nodes(self) -> int:
+        return len(self.normal) // 2
+
+    def to_json(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"space": NAME}
+        for kind in CELL_KINDS:
+            out[kind] = [[op, j] for op, j in getattr(self, kind)]
+            out[f"{kind}_concat"] = list(getattr(self, f"{kind}_concat"))
+        if self.meta:
+            out["meta"] = dict(self.meta)
+        return out
+
+    @classmethod
+    def from_json(cls, data: Any, source: str = "genotype") -> "DartsGenotype":
+        """Parse and validate; every problem is a one-line UserError naming the field."""
+        if not isinstance(data, dict):
+            raise UserError(f"{source}: expected a JSON object with normal/reduce cells, got {type(data).__name__}")
+        space = data.get("space", NAME)
+        if space != NAME:
+            raise UserError(f"{source}: field 'space' is {space!r}, but this is the {NAME!r} space; "
+                            f"pass --space {space} or a DARTS genotype")
+        unknown = set(data) - {"space", "meta", *CELL_KINDS, *(f"{k}_concat" for k in CELL_KINDS)}
+        if unknown:
+            raise UserError(f"{source}: unknown field(s) {sorted(unknown)}; a DARTS genotype has "
+                            f"normal, normal_concat, reduce, reduce_concat (and optional meta)")
+        cells = {kind: _parse_cell(data, kind, source) for kind in CELL_KINDS}
+        if len(cells["normal"]) != len(cells["reduce"]):
+            raise UserError(f"{source}: normal has {len(cells['normal'])} pairs but reduce has "
+                            f"{len(cells['reduce'])}; both cells need two pairs per node")
+        nodes = len(cells["normal"]) // 2
+        concats = {kind: _parse_concat(data, kind, nodes, source) for kind in CELL_KINDS}
+        meta = data.get("meta", {})
+        if not isinstance(meta, dict):
+            raise UserError(f"{source}: field 'meta' must be an object")
+        return cls(cells["normal"], concats["normal"], cells["reduce"], concats["reduce"], meta)
+
+
+def _parse_cell(data: dict, kind: str, source: str) -> tuple[Pair, ...]:
+    if kind not in data:
+        raise UserError(f"{source}: field {kind!r} is missing; a DARTS genotype needs both a normal and a reduce cell")
+    pairs = data[kind]
+    if not isinstance(pairs, (list, tuple)) or not pairs or len(pairs) % 2:
+        n = len(pairs) if isinstance(pairs, (list, tuple)) else "no"
+        raise UserError(f"{source}: field {kind!r} has {n} pairs; it needs two (op, input) pairs per node "
+                        f"(8 for DARTS's 4 nodes)")
+    parsed = []
+    for p, pair in enumerate(pairs):
+        where = f"{source}: field '{kind}[{p}]'"
+        if not isinstance(pair, (list, tuple)) or len(pair) != 2:
+            raise UserError(f"{where} must be an [op, input] pair, got {pair!r}")
+        op, j = pair
+        if op not in PRIMITIVES or op == "none":
+            raise UserError(f"{where}: {op!r} is not a DARTS op; use one of {PRIMITIVES[1:]}")
+        node = 2 + p // 2
+        if isinstance(j, bool) or not isinstance(j, int) or not 0 <= j < node:
+            raise UserError(f"{where}: input {j!r} is out of range for node {node} (must be 0..{node - 1})")
+        parsed.append((op, j))
+    return tuple(parsed)
+
+
+def _parse_concat(data: dict, kind: str, nodes: int, source: str) -> tuple[int, ...]:
+    key = f"{kind}_concat"
+    concat = data.get(key, list(range(2, 2 + nodes)))
+    valid = range(2, 2 + nodes)
+    if (not isinstance(concat, (list, tuple)) or not concat
+            or any(isinstance(c, bool) or not isinstance(c, int) or c not in valid for c in concat)):
+        raise UserError(f"{source}: field {key!r} must list intermediate nodes in {list(valid)}, got {concat!r}")
+    return tuple(concat)
+
+
+def _published(normal: list, reduce: list) -> DartsGenotype:
+    return DartsGenotype(tuple(normal), (2, 3, 4, 5), tuple(reduce), (2, 3, 4, 5), {"source": "DARTS paper"})
+
+
+# Verbatim from quark0/darts cnn/genotypes.py (HEAD f276dd3): first-order (V1) and second-order (V2) cells.
+PUBLISHED: dict[str, DartsGenotype] = {
+    "DARTS_V1": _published(
+        [("sep_conv_3x3", 1), ("sep_conv_3x3", 0), ("skip_connect", 0), ("sep_conv_3x3", 1),
+         ("skip_connect", 0), ("sep_conv_3x3", 1), ("sep_conv_3x3", 0), ("skip_connect", 2)],
+        [("max_pool_3x3", 0), ("max_pool_3x3", 1), ("skip_connect", 2), ("max_pool_3x3", 0),
+         ("max_pool_3x3", 0), ("skip_connect", 2), ("skip_connect", 2), ("avg_pool_3x3", 0)]),
+    "DARTS_V2": _published(
+        [("sep_conv_3x3", 0), ("sep_conv_3x3", 1), ("sep_conv_3x3", 0), ("sep_conv_3x3", 1),
+         ("sep_conv_3x3", 1), ("skip_connect", 0), ("skip_connect", 0), ("dil_conv_3x3", 2)],
+        [("max_pool_3x3", 0), ("max_pool_3x3", 1), ("skip_connect", 2), ("max_pool_3x3", 1),
+         ("max_pool_3x3", 0), ("skip_connect", 2), ("skip_connect", 2), ("max_pool_3x3", 1)]),
+}
+PUBLISHED["DARTS"] = PUBLISHED["DARTS_V2"]
+
+
+def edge_names(nodes: int) -> list[str]:
+    """Edge k of a cell, in the order of the alpha rows: 'j->i' from state j into node i."""
+    return [f"{j}->{i + 2}" for i in range(nodes) for j in range(i + 2)]
+
+
+def derive_cell(weights: torch.Tensor, nodes: int) -> tuple[Pair, ...]:
+    """DARTS's discretisation (Sec. 2.4): for each node keep the 2 incoming edges whose strongest non-`none`
+    op weighs most, and on each kept edge that strongest op. Pairs are listed strongest edge first, as the
+    reference code does."""
+    none = PRIMITIVES.index("none")
+    w = weights.detach().float().cpu().clone()
+    w[:, none] = -math.inf
+    pairs: list[Pair] = []
+    start = 0
+    for i in range(nodes):
+        rows = w[start:start + i + 2]
+        best_weight, best_op = rows.max(dim=1)
+        # stable sort so that ties go to the lower input index, deterministically
+        order = sorted(range(i + 2), key=lambda j: -best_weight[j].item())[:2]
+        pairs.extend((PRIMITIVES[int(best_op[j])], j) for j in order)
+        start += i + 2
+    return tuple(pairs)
+
+
+class SearchCell(nn.Module):
+    def __init__(self, nodes: int, c_pp: int, c_p: int, c: int, reduction: bool, reduction_prev: bool):
+        super().__init__()
+        self.reduction = reduction
+        self.nodes = nodes
+        # BN without affine parameters during search (App. A.1.1): a learnt scale would fight the alphas.
+        self.pre0 = FactorizedReduce(c_pp, c, affine=False) if reduction_prev else ReLUConvBN(c_pp, c, 1, 1, 0, False)
+        self.pre1 = ReLUConvBN(c_p, c, 1, 1, 0, affine=False)
+        self.edges = nn.ModuleList(
+            MixedOp(PRIMITIVES, DARTS_OPS, c, 2 if reduction and j < 2 else 1)
+            for i in range(nodes) for j in range(i + 2))
+
+    def forward(self, s0: torch.Tensor, s1: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
+        states = [self.pre0(s0), self.pre1(s1)]
+        k = 0
+        for _ in range(self.nodes):
+            node = None
+            for h in states:
+                y = self.edges[k](h, weights[k])
+                node = y if node is None else node + y
+                k += 1
+            states.append(node)
+        return torch.cat(states[2:], dim=1)
+
+
+def reduction_layers(layers: int) -> set[int]:
+    """Cells at 1/3 and 2/3 of the depth reduce (DARTS Sec. 3.1.1)."""
+    return {layers // 3, 2 * layers // 3}
+
+
+class DartsSupernet(Supernet):
+    """The over-parameterised network: every edge a mixed op over all 8 primitives."""
+
+    def __init__(self, cfg: SpaceConfig, in_channels: int):
+        super().__init__()
+        if cfg.layers < 1 or cfg.init_channels < 1 or cfg.nodes < 1:
+            raise UserError("--layers, --init-channels and --nodes must all be at least 1")
+        self.nodes = cfg.nodes
+        c_curr = cfg.stem_multiplier * cfg.init_channels
+        self.stem = nn.Sequential(nn.Conv2d(in_channels, c_curr, 3, padding=1, bias=False), nn.BatchNorm2d(c_curr))
+        c_pp, c_p, c = c_curr, c_curr, cfg.init_channels
+        reductions = reduction_layers(cfg.layers)
+        self.cells = nn.ModuleList()
+        reduction_prev = False
+        for layer in range(cfg.layers):
+            reduction = layer in reductions
+            if reduction:
+                c *= 2
+            self.cells.append(SearchCell(cfg.nodes, c_pp, c_p, c, reduction, reduction_prev))
+            reduction_prev = reduction
+            c_pp, c_p = c_p, cfg.nodes * c
+        self.feature_dim = c_p
+        n_edges = sum(i + 2 for i in range(cfg.nodes))
+        # The reference code initialises alphas at 1e-3 * N(0, 1) (cnn/model_search.py): near-uniform
+        # mixtures, with ties broken at random rather than by op order.
+        self.alphas_normal = nn.Parameter(1e-3 * torch.randn(n_edges, len(PRIMITIVES)))
+        self.alphas_reduce = nn.Parameter(1e-3 * torch.randn(n_edges, len(PRIMITIVES)))
+
+    def arch_parameters(self) -> list[nn.Parameter]:
+        return [self.alphas_normal, self.alphas_reduce]
+
+    def alphas(self, kind: str) -> torch.Tensor:
+        return self.alphas_reduce if kind == "reduce" else self.alphas_normal
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        w_normal = F.softmax(self.alphas_normal, dim=-1)
+        w_reduce = F.softmax(self.alphas_reduce, dim=-1)
+        s0 = s1 = self.stem(x)
+        for cell in self.cells:
+            s0, s1 = s1, cell(s0, s1, w_reduce if cell.reduction else w_normal)
+        return F.adaptive_avg_pool2d(s1, 1).flatten(1)
+
+    def probs(self) -> dict[str, dict[str, dict[str, float]]]:
+        names = edge_names(self.nodes)
+        out: dict[str, dict[str, dict[str, float]]] = {}
+        for kind in CELL_KINDS:
+            p = F.softmax(self.alphas(kind).detach().float(), dim=-1).cpu()
+            out[kind] = {names[e]: {op: float(p[e, o]) for o, op in enumerate(PRIMITIVES)} for e in range(len(names))}
+        return out
+
+    def derive(self) -> DartsGenotype:
+        concat = tuple(range(2, 2 + self.nodes))
+        cells = {kind: derive_cell(F.softmax(self.alphas(kind), dim=-1), self.nodes) for kind in CELL_KINDS}
+        return DartsGenotype(cells["normal"], concat, cells["reduce"], concat)
+
+
+def build_supernet(cfg: SpaceConfig, in_channels: int) -> DartsSupernet:
+    return DartsSupernet(cfg, in_channels)
+
+
+def genotype_from_json(data: Any, source: str = "genotype") -> DartsGenotype:
+    return DartsGenotype.from_json(data, source)

@@ -1,0 +1,109 @@
+"""The contract every objective in ``objectives/`` fulfils; the search and retrain loops only know this.
+
+An objective owns its heads (and, where the method needs them, momentum encoders and queues), says which
+views it needs, returns ``{"loss": ..., <named parts>}`` from ``forward`` and updates its own state in
+``after_step``. ``forward`` must not change state: the second-order architecture step calls it several
+times on the same batch.
+"""
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from typing import Any, ClassVar
+
+import torch
+from torch import nn
+
+from ssnas.errors import UserError
+
+
+@dataclass
+class ObjectiveConfig:
+    """Settings shared by the contrastive objectives; method-specific ones go to `options`."""
+
+    name: str = field(default="simclr", metadata={"flag": "--objective",
+                                                  "help": "what drives the search: simclr, or any objective listed by `ssnas list`"})
+    temperature: float = field(default=0.5, metadata={
+        "help": "softmax temperature of the contrastive loss (SimCLR App. B.9: 0.5 on CIFAR-10)"})
+    proj_hidden_dim: int = field(default=0, metadata={
+        "help": "hidden width of the projection MLP; 0 = the encoder's feature size (SimCLR Sec. 2.1)"})
+    proj_dim: int = field(default=128, metadata={"help": "output size of the projection head (SimCLR: 128)"})
+    options: dict[str, Any] = field(default_factory=dict, metadata={
+        "help": "objective-specific settings, e.g. objective.queue_size=4096 for CLSA"})
+
+
+@dataclass(frozen=True)
+class ViewSpec:
+    """How many augmented views of each image an objective consumes per step."""
+
+    weak: int = 2
+    strong: int = 0
+
+
+@dataclass
+class Batch:
+    """What an objective sees: augmented views, instance ids, and labels only if it is allowed them."""
+
+    views: list[torch.Tensor]
+    index: torch.Tensor
+    strong: list[torch.Tensor] = field(default_factory=list)
+    labels: torch.Tensor | None = None  # -1 marks an unlabelled image
+
+    @property
+    def size(self) -> int:
+        return int(self.index.numel())
+
+
+@dataclass
+class NoOptions:
+    """For objectives without settings of their own."""
+
+
+class Objective(nn.Module):
+    """Base class. Subclasses set `name`, optionally `Options`, `labels` and override `forward`."""
+
+    name: ClassVar[str] = ""
+    # "none": never reads labels (the search gets a dataset whose labels raise);
+    # "fraction": reads only a chosen fraction (SuNCEt); "all": supervised.
+    labels: ClassVar[str] = "none"
+    Options: ClassVar[type] = NoOptions
+
+    def __init__(self, cfg: ObjectiveConfig, feature_dim: int, num_classes: int = 0):
+        super().__init__()
+        self.cfg = cfg
+        self.feature_dim = feature_dim
+        self.num_classes = num_classes
+        self.opts = parse_options(type(self), cfg.options)
+
+    def view_spec(self) -> ViewSpec:
+        return ViewSpec()
+
+    def attach(self, encoder: nn.Module) -> None:
+        """Called once with the encoder before training: momentum copies are made here."""
+
+    def forward(self, encoder: nn.Module, batch: Batch) -> dict[str, torch.Tensor]:  # pragma: no cover
+        raise NotImplementedError
+
+    @torch.no_grad()
+    def after_step(self, encoder: nn.Module, progress: float) -> None:
+        """After each weight step; `progress` runs from 0 to 1 over training (for EMA schedules)."""
+
+
+def parse_options(cls: type[Objective], options: dict[str, Any]) -> Any:
+    """Validate an objective's `options` table against its `Options` dataclass."""
+    from ssnas.config import apply_overrides  # local: config imports nothing from here, keep it that way
+
+    valid = {f.name for f in dataclasses.fields(cls.Options)}
+    unknown = sorted(set(options) - valid)
+    if unknown:
+        hint = f"valid: {', '.join(sorted(valid))}" if valid else "it takes no extra options"
+        raise UserError(f"objective {cls.name!r} has no option {unknown[0]!r}; {hint}")
+    return apply_overrides(cls.Options(), {k: options[k] for k in options})
+
+
+def projection_head(in_dim: int, hidden_dim: int, out_dim: int) -> nn.Sequential:
+    """SimCLR's g(.) (Chen et al. 2020, Sec. 2.1): a 2-layer MLP, W2 relu(W1 h). BN after the hidden layer, as
+    in SimCLR v2's and most CIFAR reproductions' heads, keeps small-batch training stable."""
+    hidden = hidden_dim or in_dim
+    return nn.Sequential(nn.Linear(in_dim, hidden, bias=False), nn.BatchNorm1d(hidden), nn.ReLU(inplace=True),
+                         nn.Linear(hidden, out_dim))

@@ -1,0 +1,49 @@
+"""The contract every search space module in ``search_spaces/`` fulfils, and its shared settings."""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+import torch
+from torch import nn
+
+
+@dataclass
+class SpaceConfig:
+    """Size of the supernet. Defaults are DARTS's CIFAR-10 search (Liu et al. 2019, App. A.1.1)."""
+
+    layers: int = field(default=8, metadata={"help": "cells in the supernet (DARTS search: 8)"})
+    init_channels: int = field(default=16, metadata={"help": "channels of the first cell (DARTS search: 16)"})
+    nodes: int = field(default=4, metadata={"help": "intermediate nodes per cell (DARTS: 4)"})
+    stem_multiplier: int = field(default=3, metadata={"help": "stem width = stem_multiplier * init_channels"})
+
+
+class Genotype(Protocol):
+    """A discrete architecture: a frozen value that serialises to JSON and validates itself."""
+
+    space: str
+
+    def to_json(self) -> dict[str, Any]: ...
+
+
+class Supernet(nn.Module):
+    """A supernet is an encoder: images -> feature vectors, with architecture parameters beside its weights."""
+
+    feature_dim: int
+
+    def arch_parameters(self) -> list[nn.Parameter]:
+        raise NotImplementedError
+
+    def weight_parameters(self) -> list[nn.Parameter]:
+        arch = {id(p) for p in self.arch_parameters()}
+        return [p for p in self.parameters() if id(p) not in arch]
+
+    def probs(self) -> dict[str, dict[str, dict[str, float]]]:
+        """Softmaxed architecture weights: {cell kind: {edge name: {op: prob}}}."""
+        raise NotImplementedError
+
+    def derive(self) -> Genotype:
+        raise NotImplementedError
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:  # pragma: no cover - abstract
+        raise NotImplementedError

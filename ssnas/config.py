@@ -116,11 +116,17 @@ def flatten(table: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
     return out
 
 
-def load_toml(path: str | Path) -> dict[str, Any]:
+def load_file(path: str | Path) -> dict[str, Any]:
+    """A TOML config, or the config.json a run wrote (so any run can be repeated from its folder)."""
     path = Path(path)
     if not path.is_file():
         raise UserError(f"config file {path} does not exist; pass --config with a TOML file such as "
-                        f"experiments/darts_cifar10_simclr.toml")
+                        f"experiments/darts_cifar10_simclr.toml, or a run's config.json")
+    if path.suffix == ".json":
+        try:
+            return json.loads(path.read_text())
+        except json.JSONDecodeError as e:
+            raise UserError(f"config file {path} is not valid JSON: {e}") from None
     try:
         return tomllib.loads(path.read_text())
     except tomllib.TOMLDecodeError as e:
@@ -196,8 +202,8 @@ def parse_set(items: list[str] | None) -> dict[str, Any]:
 
 
 def resolve(cls: type, config_file: str | None, overrides: Mapping[str, Any]) -> Any:
-    """defaults < --config TOML < flags and --set."""
+    """defaults < --config file < flags and --set."""
     cfg = cls()
     if config_file:
-        apply_overrides(cfg, flatten(load_toml(config_file)))
+        apply_overrides(cfg, flatten(load_file(config_file)))
     return apply_overrides(cfg, overrides)

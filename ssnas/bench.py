@@ -1,0 +1,105 @@
+"""Throughput of the hot paths, through the same code the real loops run (not a copy of it).
+
+A search "step" is one architecture step plus one weight step, each on a batch of B images; images/s is
+B / seconds-per-step, so every image counts once however many views an objective makes of it (the same
+definition as benchmarks/nni_darts_peer.py, so the two are comparable).
+"""
+from __future__ import annotations
+
+import dataclasses
+import os
+import platform
+import resource
+import time
+from typing import Any
+
+import torch
+
+from ssnas.data import load_dataset
+from ssnas.run import resolve_device, seed_everything
+
+
+def peak_memory_mb(device: torch.device) -> float:
+    if device.type == "cuda":
+        return torch.cuda.max_memory_allocated(device) / 2**20
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux reports KiB
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def _environment(device: torch.device) -> dict[str, Any]:
+    return {"device": str(device), "torch": torch.__version__, "threads": torch.get_num_threads(),
+            "cpu_count": os.cpu_count(), "machine": platform.machine()}
+
+
+def bench_search(cfg, steps: int = 10, warmup: int = 3, bench_subset: int = 2048) -> dict[str, Any]:
+    """Time `Searcher.train_step` (views + arch step + weight step) on real images."""
+    from ssnas import registry
+    from ssnas.search import Searcher
+
+    cfg = dataclasses.replace(cfg, data=dataclasses.replace(cfg.data, subset=cfg.data.subset or bench_subset))
+    device = resolve_device(cfg.run.device)
+    seed_everything(cfg.run.seed)
+    train = load_dataset(cfg.data, "train", seed=cfg.run.seed)
+    labelled = registry.objective(cfg.objective.name).labels != "none"
+    labels = train.labels if labelled else None
+    mean, std = train.mean_std()
+    searcher = Searcher(cfg, train.channels, mean, std, device, num_classes=len(train.classes) if labelled else 0)
+    images = train.images.to(device)
+    b = cfg.optim.batch_size
+    generator = torch.Generator(device=device).manual_seed(cfg.run.seed)
+    order = torch.randperm(len(train), generator=torch.Generator().manual_seed(cfg.run.seed))
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
+    elapsed = 0.0
+    for i in range(warmup + steps):
+        w_index = order[torch.arange(2 * i * b, (2 * i + 1) * b) % len(order)]
+        a_index = order[torch.arange((2 * i + 1) * b, (2 * i + 2) * b) % len(order)]
+        _sync(device)
+        t0 = time.perf_counter()
+        searcher.train_step(images, labels, w_index, a_index, generator, progress=0.0)
+        _sync(device)
+        if i >= warmup:
+            elapsed += time.perf_counter() - t0
+    s_per_step = elapsed / max(steps, 1)
+    return {"impl": "ssnas", "bench": "search", "objective": cfg.objective.name, "space": cfg.space,
+            "order": cfg.optim.order, "layers": cfg.supernet.layers, "init_channels": cfg.supernet.init_channels,
+            "batch_size": b, "views": searcher.view_spec.weak + searcher.view_spec.strong,
+            "image_size": train.image_size, "dataset": cfg.data.dataset,
+            "images_per_s": round(b / s_per_step, 2), "s_per_step": round(s_per_step, 4),
+            "peak_mem_mb": round(peak_memory_mb(device), 1), "steps_timed": steps, "warmup_steps": warmup,
+            **_environment(device)}
+
+
+def bench_augment(cfg, steps: int = 10, warmup: int = 3, bench_subset: int = 2048) -> dict[str, Any]:
+    """Batched per-sample views against the per-image torchvision pipeline, on the same real images."""
+    from ssnas.augment import ViewMaker, naive_view
+
+    cfg = dataclasses.replace(cfg, data=dataclasses.replace(cfg.data, subset=cfg.data.subset or bench_subset))
+    device = resolve_device(cfg.run.device)
+    train = load_dataset(cfg.data, "train", seed=cfg.run.seed)
+    mean, std = train.mean_std()
+    b = cfg.optim.batch_size
+    x = train.images[:b].to(device)
+    maker = ViewMaker(cfg.augment, mean, std)
+    generator = torch.Generator(device=device).manual_seed(0)
+
+    def timed(fn) -> float:
+        for _ in range(warmup):
+            fn()
+        _sync(device)
+        t0 = time.perf_counter()
+        for _ in range(steps):
+            fn()
+        _sync(device)
+        return (time.perf_counter() - t0) / max(steps, 1)
+
+    batched = timed(lambda: maker(x, generator))
+    naive = timed(lambda: naive_view(x.cpu(), cfg.augment, mean, std))
+    return {"impl": "ssnas", "bench": "augment", "batch_size": b, "image_size": train.image_size,
+            "dataset": cfg.data.dataset, "images_per_s": round(b / batched, 1),
+            "naive_images_per_s": round(b / naive, 1), "speedup": round(naive / batched, 2),
+            "peak_mem_mb": round(peak_memory_mb(device), 1), **_environment(device)}

@@ -1,0 +1,735 @@
+"""Datasets: every source (Fashion-MNIST, CIFAR, a folder of images, an .npz file) becomes an ImageSet.
+
+An ImageSet holds all images in memory as one uint8 tensor [N, H, W, C]; the datasets here are small enough,
+and it keeps augmentation and batching on the GPU free of per-image Python work. Labels live beside the
+images and can be dropped (``unlabeled()``) so that the label-free search provably never sees them.
+
+Where each source is looked for:
+
+- ``fashion-mnist``: idx files in ``<root>/fashion-mnist/``, ``<root>/FashionMNIST/raw/`` (torchvision's
+  layout), then ``/usr/share/datasets/fashion-mnist/`` (Debian's ``dataset-fashion-mnist``); else a
+  torchvision download.
+- ``cifar10`` / ``cifar100``: an ImageFolder tree ``<root>/cifar10/<split>/<class>/*.jpg``; else
+  torchvision's pickled batches under ``<root>`` (downloaded if missing and the network answers).
+- a folder: class subfolders give labels (sorted names, as torchvision's ImageFolder); images directly in
+  the folder are unlabeled. ``train/`` and ``test/`` subfolders, when present, are the two splits.
+- an ``.npz`` file with x_train, x_test (uint8, NHWC or NHW) and optional y_train, y_test (and classes).
+
+Decoded image folders are cached as uncompressed .npz in ``<root>/.ssnas-cache/`` when the data root is
+writable, else in ``$XDG_CACHE_HOME/ssnas`` (or ``~/.cache/ssnas``).
+"""
+
+from __future__ import annotations
+
+import gzip
+import hashlib
+import os
+import socket
+import tempfile
+import threading
+import urllib.parse
+import warnings
+import zipfile
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from ssnas.errors import UserError
+
+FASHION_MNIST_CLASSES = [
+    "T-shirt/top", "Trouser", "Pullover", "Dress", "Coat",
+    "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot",
+]
+SYSTEM_FASHION_MNIST = Path("/usr/share/datasets/fashion-mnist")
+_FASHION_MNIST_MIRROR = "http://fashion-mnist.s3-website.eu-central-1.amazonaws.com/"
+IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".ppm", ".bmp", ".pgm", ".tif", ".tiff", ".webp", ".gif")
+DEFAULT_FOLDER_IMAGE_SIZE = 32
+SPLITS = ("train", "test")
+
+_IDX_IMAGES_MAGIC = 2051  # 0x0803: unsigned bytes, 3 dimensions
+_IDX_LABELS_MAGIC = 2049  # 0x0801: unsigned bytes, 1 dimension
+_MEAN_STD_SAMPLE = 10_000
+_CACHE_FORMAT = 1  # bump when the cache layout changes, so old files are ignored
+_NETWORK_PROBE_S = 5.0
+_DOWNLOAD_SOCKET_TIMEOUT_S = 60.0
+_CIFAR = {
+    # name: (display name, class count, torchvision folder holding the pickled batches)
+    "cifar10": ("CIFAR-10", 10, "cifar-10-batches-py"),
+    "cifar100": ("CIFAR-100", 100, "cifar-100-python"),
+}
+_ALIASES = {
+    "fashion-mnist": "fashion-mnist", "fashion_mnist": "fashion-mnist", "fashionmnist": "fashion-mnist",
+    "cifar10": "cifar10", "cifar-10": "cifar10", "cifar100": "cifar100", "cifar-100": "cifar100",
+}
+
+
+@dataclass
+class DataConfig:
+    """Which images to load and how much of them; the CLI turns each field into a --flag."""
+
+    dataset: str = field(default="cifar10", metadata={
+        "help": "fashion-mnist, cifar10, cifar100, a folder of images, or an .npz file"})
+    data_root: str = field(default="", metadata={
+        "help": "folder holding the datasets (default: $SSNAS_DATA if set, else ./data)"})
+    subset: int = field(default=0, metadata={
+        "help": "use only this many training images, class-balanced (0 = all)"})
+    train_portion: float = field(default=0.5, metadata={
+        "help": "share of the training images for the weight step; the rest drive the architecture step"})
+    image_size: int = field(default=0, metadata={
+        "help": "image folders only: resize every image to this square size (0 = 32)"})
+
+
+class ImageSet:
+    """Images in memory as a uint8 tensor [N, H, W, C] (C = 1 or 3), labels kept apart."""
+
+    def __init__(self, images: torch.Tensor, labels: torch.Tensor | None, classes: list[str], name: str,
+                 *, no_labels_hint: str = "") -> None:
+        images = torch.as_tensor(images)
+        if images.dtype != torch.uint8 or images.dim() != 4 or images.shape[3] not in (1, 3):
+            raise ValueError(f"images must be uint8 [N, H, W, C] with C 1 or 3, got {images.dtype} "
+                             f"{list(images.shape)}")
+        if images.shape[1] != images.shape[2]:
+            raise ValueError(f"images must be square, got {images.shape[1]}x{images.shape[2]}")
+        if labels is not None:
+            labels = torch.as_tensor(labels).to(torch.int64).contiguous()
+            if labels.shape != (images.shape[0],):
+                raise ValueError(f"labels must have shape [{images.shape[0]}], got {list(labels.shape)}")
+        self.images = images.contiguous()
+        self._labels = labels
+        self.classes = list(classes)
+        self.name = name
+        self._no_labels_hint = no_labels_hint or (
+            "it serves label-free search only; for training or evaluation with labels use class "
+            "subfolders (folder/<class>/*.png) or y_train/y_test in the .npz")
+
+    @property
+    def labels(self) -> torch.Tensor:
+        """Int64 labels [N]; a UserError when this set has none."""
+        if self._labels is None:
+            raise UserError(f"dataset '{self.name}' has no labels; {self._no_labels_hint}")
+        return self._labels
+
+    @property
+    def has_labels(self) -> bool:
+        return self._labels is not None
+
+    @property
+    def channels(self) -> int:
+        return int(self.images.shape[3])
+
+    @property
+    def image_size(self) -> int:
+        return int(self.images.shape[1])
+
+    def __len__(self) -> int:
+        return int(self.images.shape[0])
+
+    def __repr__(self) -> str:
+        labels = f"{len(self.classes)} classes" if self.has_labels else "unlabeled"
+        return (f"ImageSet('{self.name}', {len(self)} x {self.image_size}x{self.image_size}x{self.channels}, "
+                f"{labels})")
+
+    def subset(self, index: torch.Tensor) -> ImageSet:
+        """The images at ``index`` (indices or a bool mask), labelled iff this set is."""
+        index = torch.as_tensor(index)
+        labels = None if self._labels is None else self._labels[index]
+        return ImageSet(self.images[index], labels, self.classes, self.name,
+                        no_labels_hint=self._no_labels_hint)
+
+    def unlabeled(self) -> ImageSet:
+        """The same images (memory shared, not copied) with no labels: what label-free search receives."""
+        return ImageSet(self.images, None, self.classes, self.name, no_labels_hint=(
+            "this copy was stripped of its labels for label-free search, and code that needs labels "
+            "must be handed the labelled set"))
+
+    def mean_std(self) -> tuple[list[float], list[float]]:
+        """Per-channel mean and standard deviation in [0, 1] units, from at most 10k evenly spaced images."""
+        if len(self) == 0:
+            raise UserError(f"dataset '{self.name}' is empty; cannot compute its mean and std")
+        stride = -(-len(self) // _MEAN_STD_SAMPLE)
+        sample = self.images[::stride]
+        total = torch.zeros(self.channels, dtype=torch.float64)
+        squares = torch.zeros(self.channels, dtype=torch.float64)
+        # chunks keep the float copy small; float64 sums keep 10M-pixel totals exact enough
+        for chunk in sample.split(1000):
+            pixels = chunk.reshape(-1, self.channels).to(torch.float64)
+            total += pixels.sum(0)
+            squares += pixels.square().sum(0)
+        count = sample.shape[0] * self.image_size * self.image_size
+        mean = total / count
+        std = (squares / count - mean.square()).clamp_min(0).sqrt()
+        return (mean / 255).tolist(), (std / 255).tolist()
+
+
+# ----------------------------------------------------------------------------------------------- public API
+
+
+def resolve_data_root(data_root: str) -> Path:
+    """The data root: ``data_root`` if given, else $SSNAS_DATA, else ./data (made absolute)."""
+    raw = data_root or os.environ.get("SSNAS_DATA", "") or "data"
+    return Path(raw).expanduser().absolute()
+
+
+def load_dataset(cfg: DataConfig, split: str, seed: int = 0) -> ImageSet:
+    """Load ``split`` ("train" or "test") of ``cfg.dataset``; ``cfg.subset`` (drawn with ``seed``) thins "train".
+
+    Folder datasets without a ``test/`` subfolder give, for "test", their training images with no labels,
+    so that label-free evaluation works and asking for test labels is a UserError rather than a silent
+    evaluation on the training images.
+    """
+    if split not in SPLITS:
+        raise ValueError(f"split must be 'train' or 'test', got {split!r}")
+    data = _load_split(cfg, split)
+    if split == "train":
+        data = _apply_subset(data, cfg.subset, seed)
+    return data
+
+
+def balanced_subset_indices(labels: torch.Tensor, n: int, seed: int) -> torch.Tensor:
+    """``n`` sorted indices with (as nearly as the class sizes allow) equal counts per class.
+
+    Leftover images (n not divisible by the class count) go one each to classes picked by ``seed``;
+    classes too small for their share are taken whole and the rest spread over the others.
+    """
+    labels = torch.as_tensor(labels)
+    if not 0 < n <= len(labels):
+        raise UserError(f"--subset {n} must be between 1 and the {len(labels)} training images")
+    generator = torch.Generator().manual_seed(seed)
+    classes = torch.unique(labels)
+    members = [torch.nonzero(labels == c).flatten() for c in classes]
+    quotas = _balanced_quotas([len(m) for m in members], n, generator)
+    picked = [m[torch.randperm(len(m), generator=generator)[:q]] for m, q in zip(members, quotas)]
+    return torch.cat(picked).sort().values
+
+
+def bilevel_split(n: int, portion: float, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Disjoint sorted random index sets (weight half, architecture half) of sizes round(n*portion) and rest."""
+    if not 0.0 < portion < 1.0:
+        raise UserError(f"--train-portion {portion} must lie strictly between 0 and 1")
+    n_weights = round(n * portion)
+    if n_weights == 0 or n_weights == n:
+        raise UserError(f"splitting {n} training images with --train-portion {portion} leaves one part "
+                        f"empty; use more images (--subset) or a portion nearer 0.5")
+    order = torch.randperm(n, generator=torch.Generator().manual_seed(seed))
+    return order[:n_weights].sort().values, order[n_weights:].sort().values
+
+
+# ------------------------------------------------------------------------------------------------ dispatch
+
+
+def _load_split(cfg: DataConfig, split: str) -> ImageSet:
+    """Pick the loader from ``cfg.dataset``: a known name first, then an .npz path, then a folder."""
+    kind = _ALIASES.get(cfg.dataset.strip().lower())
+    root = resolve_data_root(cfg.data_root)
+    if kind == "fashion-mnist":
+        _check_fixed_size(cfg, 28, "Fashion-MNIST")
+        return _load_fashion_mnist(root, split)
+    if kind in _CIFAR:
+        _check_fixed_size(cfg, 32, _CIFAR[kind][0])
+        return _load_cifar(root, split, kind)
+    path = Path(cfg.dataset).expanduser()
+    if path.suffix.lower() == ".npz":
+        if not path.is_file():
+            raise UserError(f"no .npz file at {path}; pass --dataset an existing file")
+        return _load_npz(path, split, cfg)
+    if path.is_dir():
+        return _load_folder_dataset(path, split, cfg, root)
+    raise UserError(f"unknown dataset '{cfg.dataset}'; use fashion-mnist, cifar10, cifar100, a folder of images, "
+                    f"or an .npz file")
+
+
+def _check_fixed_size(cfg: DataConfig, native: int, display: str) -> None:
+    # a silently ignored --image-size would make runs look comparable when they are not
+    if cfg.image_size not in (0, native):
+        raise UserError(f"--image-size {cfg.image_size} applies only to image folders; {display} images are "
+                        f"{native}x{native}, so leave it at 0")
+
+
+def _apply_subset(data: ImageSet, n: int, seed: int) -> ImageSet:
+    if n == 0 or n == len(data):
+        return data
+    if not 0 < n < len(data):
+        raise UserError(f"--subset {n} must be 0 (all) or between 1 and the {len(data)} training images "
+                        f"of '{data.name}'")
+    if data.has_labels:
+        index = balanced_subset_indices(data.labels, n, seed)
+    else:
+        index = torch.randperm(len(data), generator=torch.Generator().manual_seed(seed))[:n].sort().values
+    return data.subset(index)
+
+
+def _balanced_quotas(sizes: list[int], n: int, generator: torch.Generator) -> list[int]:
+    """Water-filling: equal shares, capped at each class size, until ``n`` images are allotted."""
+    quotas = [0] * len(sizes)
+    remaining = n
+    open_classes = [k for k, size in enumerate(sizes) if size > 0]
+    while remaining > 0:
+        share = remaining // len(open_classes)
+        if share == 0:
+            # fewer images left than classes: a seeded draw decides who gets one more
+            lucky = torch.randperm(len(open_classes), generator=generator)[:remaining]
+            for k in lucky.tolist():
+                quotas[open_classes[k]] += 1
+            break
+        for k in open_classes:
+            extra = min(share, sizes[k] - quotas[k])
+            quotas[k] += extra
+            remaining -= extra
+        open_classes = [k for k in open_classes if quotas[k] < sizes[k]]
+    return quotas
+
+
+# ------------------------------------------------------------------------------------------- Fashion-MNIST
+
+
+def _load_fashion_mnist(root: Path, split: str) -> ImageSet:
+    found = _find_fashion_mnist(root, split)
+    if found is not None:
+        images = _read_idx(found[0], _IDX_IMAGES_MAGIC)
+        labels = _read_idx(found[1], _IDX_LABELS_MAGIC)
+        if len(images) != len(labels):
+            raise UserError(f"{found[0]} holds {len(images)} images but {found[1]} holds {len(labels)} labels; "
+                            f"re-install the Fashion-MNIST files")
+        if labels.size and labels.max() >= len(FASHION_MNIST_CLASSES):
+            raise UserError(f"{found[1]} holds label {labels.max()}, but Fashion-MNIST has 10 classes")
+        return ImageSet(torch.from_numpy(images[..., None]), torch.from_numpy(labels.astype(np.int64)),
+                        FASHION_MNIST_CLASSES, "fashion-mnist")
+    return _download_fashion_mnist(root, split)
+
+
+def _find_fashion_mnist(root: Path, split: str) -> tuple[Path, Path] | None:
+    """The (images, labels) idx files for ``split`` from the first folder that has both."""
+    prefix = "train" if split == "train" else "t10k"
+    for folder in (root / "fashion-mnist", root / "FashionMNIST" / "raw", SYSTEM_FASHION_MNIST):
+        images = _plain_or_gz(folder / f"{prefix}-images-idx3-ubyte")
+        labels = _plain_or_gz(folder / f"{prefix}-labels-idx1-ubyte")
+        if images and labels:
+            return images, labels
+    return None
+
+
+def _plain_or_gz(path: Path) -> Path | None:
+    # the plain file first: torchvision keeps both, and the plain one skips decompression
+    for candidate in (path, path.with_name(path.name + ".gz")):
+        if candidate.is_file():
+            return candidate
+    return None
+
+
+def _read_idx(path: Path, magic: int) -> np.ndarray:
+    """An idx file (LeCun's MNIST format, optionally gzipped) of unsigned bytes as a numpy array."""
+    try:
+        opener = gzip.open if path.suffix == ".gz" else open
+        with opener(path, "rb") as f:
+            data = f.read()
+    except (OSError, EOFError) as error:
+        raise UserError(f"cannot read {path}: {error}; re-install or re-download it") from error
+    found = int.from_bytes(data[:4], "big") if len(data) >= 4 else None
+    if found != magic:
+        raise UserError(f"{path} is not an idx file of the expected kind (magic number {found}, expected "
+                        f"{magic}); re-install or re-download it")
+    ndim = magic & 0xFF
+    header = 4 + 4 * ndim
+    dims = [int.from_bytes(data[4 + 4 * i: 8 + 4 * i], "big") for i in range(ndim)]
+    if len(data) != header + int(np.prod(dims)):
+        raise UserError(f"{path} is truncated or corrupt ({len(data)} bytes for dimensions {dims}); "
+                        f"re-install or re-download it")
+    # copy: frombuffer over bytes is read-only, which torch.from_numpy warns about
+    return np.frombuffer(data, dtype=np.uint8, offset=header).reshape(dims).copy()
+
+
+def _download_fashion_mnist(root: Path, split: str) -> ImageSet:
+    from torchvision import datasets
+
+    def failure(reason: str) -> UserError:
+        return UserError(
+            f"Fashion-MNIST not found (looked in {root / 'fashion-mnist'}/, {root / 'FashionMNIST' / 'raw'}/ "
+            f"and {SYSTEM_FASHION_MNIST}/) and it could not be downloaded: {reason}; pass --data-root DIR or "
+            f"set SSNAS_DATA, or run `apt-get install dataset-fashion-mnist`")
+
+    mirror = (getattr(datasets.FashionMNIST, "mirrors", None) or [_FASHION_MNIST_MIRROR])[0]
+    ds = _download(lambda: datasets.FashionMNIST(str(root), train=split == "train", download=True),
+                   mirror, failure)
+    images = ds.data.to(torch.uint8).unsqueeze(-1)
+    return ImageSet(images, torch.as_tensor(ds.targets, dtype=torch.int64), FASHION_MNIST_CLASSES, "fashion-mnist")
+
+
+# -------------------------------------------------------------------------------------------------- CIFAR
+
+
+def _load_cifar(root: Path, split: str, kind: str) -> ImageSet:
+    display, n_classes, _ = _CIFAR[kind]
+    tree = root / kind / split
+    if tree.is_dir():
+        data = _load_image_folder(tree, DEFAULT_FOLDER_IMAGE_SIZE, root, kind)
+        if len(data.classes) != n_classes:
+            raise UserError(f"{tree} has {len(data.classes)} class folders, but {display} has {n_classes}; "
+                            f"fix the tree or point --data-root elsewhere")
+        return data
+    return _torchvision_cifar(root, split, kind)
+
+
+def _torchvision_cifar(root: Path, split: str, kind: str) -> ImageSet:
+    """torchvision's pickled CIFAR batches under ``root``, downloaded if missing and the network answers."""
+    from torchvision import datasets
+
+    display, _, batches = _CIFAR[kind]
+    cls = datasets.CIFAR10 if kind == "cifar10" else datasets.CIFAR100
+    train = split == "train"
+
+    def failure(reason: str) -> UserError:
+        return UserError(f"{display} not found under {root} (looked for {root / kind / split}/<class>/ and "
+                         f"torchvision's {batches}) and it could not be downloaded: {reason}; pass --data-root "
+                         f"DIR or set SSNAS_DATA")
+
+    try:
+        ds = cls(str(root), train=train, download=False)
+    except RuntimeError:  # torchvision's "Dataset not found or corrupted"
+        ds = _download(lambda: cls(str(root), train=train, download=True), cls.url, failure)
+    except Exception as error:  # unpickling a damaged batch can fail in many ways
+        raise UserError(f"cannot read {display} from {root / batches}: {_short(error)}; delete it to "
+                        f"re-download, or pass --data-root DIR") from error
+    images = torch.from_numpy(np.ascontiguousarray(ds.data, dtype=np.uint8))
+    return ImageSet(images, torch.as_tensor(ds.targets, dtype=torch.int64), list(ds.classes), kind)
+
+
+# -------------------------------------------------------------------------------------------- downloading
+
+
+def _download(make: Callable[[], Any], url: str, failure: Callable[[str], UserError]) -> Any:
+    """Run torchvision's download ``make`` unless ``url``'s host is unreachable; failures become ``failure``."""
+    reason = _unreachable(url)
+    if reason is not None:
+        raise failure(reason)
+    try:
+        with _socket_timeout(_DOWNLOAD_SOCKET_TIMEOUT_S):
+            return make()
+    except Exception as error:
+        raise failure(_short(error)) from error
+
+
+def _unreachable(url: str, timeout: float = _NETWORK_PROBE_S) -> str | None:
+    """Why ``url``'s host cannot be reached within ``timeout`` seconds, or None when it answers.
+
+    Probed first because an offline machine whose firewall drops packets would otherwise leave
+    torchvision's download hanging; the thread bounds the DNS lookup, which has no timeout of its own.
+    """
+    parts = urllib.parse.urlsplit(url)
+    host = parts.hostname or ""
+    port = parts.port or (443 if parts.scheme == "https" else 80)
+    outcome: list[str | None] = [f"no answer from {host} within {timeout:g} s"]
+
+    def probe() -> None:
+        try:
+            socket.create_connection((host, port), timeout=timeout).close()
+            outcome[0] = None
+        except OSError as error:
+            outcome[0] = f"cannot reach {host} ({error.strerror or error})"
+
+    thread = threading.Thread(target=probe, daemon=True)
+    thread.start()
+    thread.join(timeout)
+    return outcome[0]
+
+
+@contextmanager
+def _socket_timeout(seconds: float) -> Iterator[None]:
+    # torchvision's urllib calls have no timeout: a stalled transfer would hang forever
+    previous = socket.getdefaulttimeout()
+    socket.setdefaulttimeout(seconds)
+    try:
+        yield
+    finally:
+        socket.setdefaulttimeout(previous)
+
+
+def _short(error: BaseException, limit: int = 200) -> str:
+    """One line, at most ``limit`` characters: the CLI prints UserErrors on a single line."""
+    text = " ".join(f"{type(error).__name__}: {error}".split())
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+# ------------------------------------------------------------------------------------------------- folders
+
+
+def _load_folder_dataset(folder: Path, split: str, cfg: DataConfig, root: Path) -> ImageSet:
+    size = cfg.image_size or DEFAULT_FOLDER_IMAGE_SIZE
+    if size < 0:
+        raise UserError(f"--image-size {cfg.image_size} must be positive (or 0 for 32)")
+    train_dir, test_dir = folder / "train", folder / "test"
+    base = train_dir if train_dir.is_dir() else folder
+    if split == "test" and test_dir.is_dir() and base == train_dir:
+        return _load_image_folder(test_dir, size, root, cfg.dataset)
+    data = _load_image_folder(base, size, root, cfg.dataset)
+    if split == "train":
+        return data
+    return ImageSet(data.images, None, data.classes, cfg.dataset, no_labels_hint=(
+        f"{folder} has no test/ subfolder, so its test split is its training images without labels; put "
+        f"held-out images in {folder}/test/ and training images in {folder}/train/"))
+
+
+def _load_image_folder(folder: Path, size: int, root: Path, name: str) -> ImageSet:
+    """Every image under ``folder`` at ``size`` x ``size`` RGB, from the cache when the files are unchanged."""
+    files, labels, classes = _scan_folder(folder)
+    fingerprint = _fingerprint(folder, files)
+    cache_name = _cache_name(folder, size)
+    read_dirs, write_dirs = _cache_dirs(root)
+    images = _read_cache(read_dirs, cache_name, fingerprint, (len(files), size, size, 3))
+    if images is None:
+        images = _decode_images(files, size)
+        _write_cache(write_dirs, cache_name, fingerprint, images)
+    label_tensor = None if labels is None else torch.tensor(labels, dtype=torch.int64)
+    return ImageSet(torch.from_numpy(images), label_tensor, classes, name)
+
+
+def _scan_folder(folder: Path) -> tuple[list[str], list[int] | None, list[str]]:
+    """Image paths, their labels (None when the images sit directly in ``folder``) and the sorted classes."""
+    try:
+        entries = [e for e in os.scandir(folder) if not e.name.startswith(".")]
+    except OSError as error:
+        raise UserError(f"cannot list {folder}: {error.strerror or error}") from error
+    subdirs = sorted(e.name for e in entries if e.is_dir())
+    loose = sorted(e.path for e in entries if e.is_file() and _is_image(e.name))
+    if subdirs and loose:
+        raise UserError(f"{folder} mixes images with subfolders; put all images in class subfolders "
+                        f"(labelled) or all directly in the folder (unlabeled)")
+    if loose:
+        return loose, None, []
+    files: list[str] = []
+    labels: list[int] = []
+    for label, name in enumerate(subdirs):
+        found = _images_below(folder / name)
+        if not found:
+            raise UserError(f"class folder {folder / name} holds no images ({', '.join(IMAGE_EXTENSIONS)})")
+        files += found
+        labels += [label] * len(found)
+    if not files:
+        raise UserError(f"no images in {folder}: expected {', '.join(IMAGE_EXTENSIONS)} files directly in it "
+                        f"or in class subfolders")
+    return files, labels, subdirs
+
+
+def _images_below(folder: Path) -> list[str]:
+    found = []
+    for parent, dirs, names in os.walk(folder, followlinks=True):
+        dirs[:] = sorted(d for d in dirs if not d.startswith("."))
+        found += [os.path.join(parent, n) for n in sorted(names) if _is_image(n) and not n.startswith(".")]
+    return found
+
+
+def _is_image(name: str) -> bool:
+    return name.lower().endswith(IMAGE_EXTENSIONS)
+
+
+def _decode_images(files: list[str], size: int) -> np.ndarray:
+    """Decode ``files`` into one uint8 array [N, size, size, 3]."""
+    out = np.empty((len(files), size, size, 3), dtype=np.uint8)
+    decode = _torchvision_decoder()
+    threads = torch.get_num_threads()
+    # one image at a time is too little work to share: with torch's thread pool on, decoding a 32x32 JPEG
+    # was 8x slower on a busy 2-core machine
+    torch.set_num_threads(1)
+    try:
+        with warnings.catch_warnings():
+            # torchvision 0.29 deprecates its decoders, but they are ~4x faster than PIL on small JPEGs
+            warnings.simplefilter("ignore", DeprecationWarning)
+            for i, path in enumerate(files):
+                out[i] = _decode_one(path, size, decode)
+    finally:
+        torch.set_num_threads(threads)
+    return out
+
+
+def _torchvision_decoder() -> Callable[[str], np.ndarray | None] | None:
+    """A fast JPEG/PNG decoder returning [H, W, 3] uint8, or None where torchvision no longer has one."""
+    try:
+        from torchvision.io import ImageReadMode, decode_image
+    except ImportError:
+        return None
+
+    def decode(path: str) -> np.ndarray | None:
+        if not path.lower().endswith((".jpg", ".jpeg", ".png")):
+            return None
+        try:
+            with open(path, "rb") as f:
+                raw = torch.frombuffer(bytearray(f.read()), dtype=torch.uint8)
+            image = decode_image(raw, mode=ImageReadMode.RGB)
+        except (RuntimeError, ValueError, OSError):
+            return None  # PIL gets a second try and gives the readable error
+        if image.dtype != torch.uint8 or image.dim() != 3:
+            return None  # 16-bit PNGs and the like: let PIL convert
+        return image.permute(1, 2, 0).numpy()
+
+    return decode
+
+
+def _decode_one(path: str, size: int, decode: Callable[[str], np.ndarray | None] | None) -> np.ndarray:
+    from PIL import Image
+
+    array = decode(path) if decode is not None else None
+    if array is not None and array.shape[:2] == (size, size):
+        return array
+    try:
+        image = Image.fromarray(np.ascontiguousarray(array)) if array is not None else _open_with_pil(path)
+    except (OSError, ValueError, Image.DecompressionBombError) as error:
+        raise UserError(f"cannot read image {path}: {error}; remove or replace the file") from error
+    if image.size != (size, size):
+        image = image.resize((size, size), Image.Resampling.BICUBIC)
+    return np.asarray(image)
+
+
+def _open_with_pil(path: str) -> Any:
+    from PIL import Image
+
+    with Image.open(path) as image:
+        return image.convert("RGB")
+
+
+# --------------------------------------------------------------------------------------------------- cache
+
+
+def _cache_dirs(root: Path) -> tuple[list[Path], list[Path]]:
+    """(where to look for caches, where to write them, preferred first).
+
+    Beside the data when we may write there, else the user cache; a cache someone put beside read-only
+    data is still read.
+    """
+    user = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "ssnas"
+    shared = root / ".ssnas-cache"
+    if _writable(shared if shared.is_dir() else root):
+        return [shared, user], [shared, user]
+    return [shared, user], [user]
+
+
+def _writable(folder: Path) -> bool:
+    # root passes os.access on folders marked read-only (dr-xr-xr-x); honour the marking anyway
+    try:
+        mode = folder.stat().st_mode
+    except OSError:
+        return False
+    return folder.is_dir() and os.access(folder, os.W_OK) and bool(mode & 0o222)
+
+
+def _cache_name(folder: Path, size: int) -> str:
+    key = f"{folder.resolve()}|{size}|{_CACHE_FORMAT}"
+    digest = hashlib.sha256(key.encode()).hexdigest()[:16]
+    return f"{folder.parent.name}-{folder.name}-{size}px-{digest}.npz"
+
+
+def _fingerprint(folder: Path, files: list[str]) -> str:
+    """File count plus a digest of the relative paths: adding, removing or renaming images invalidates."""
+    skip = len(str(folder)) + 1  # files all start with "<folder>/"; os.path.relpath is 10x slower
+    names = hashlib.sha256("\n".join(f[skip:] for f in files).encode()).hexdigest()[:16]
+    return f"{len(files)}:{names}"
+
+
+def _read_cache(dirs: list[Path], name: str, fingerprint: str, shape: tuple[int, ...]) -> np.ndarray | None:
+    for folder in dirs:
+        path = folder / name
+        if not path.is_file():
+            continue
+        try:
+            with np.load(path, allow_pickle=False) as cached:
+                if str(cached["fingerprint"]) == fingerprint:
+                    images = cached["images"]
+                    if images.shape == shape and images.dtype == np.uint8:
+                        return images
+        except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile):
+            continue  # a damaged cache is rebuilt, never fatal
+    return None
+
+
+def _write_cache(dirs: list[Path], name: str, fingerprint: str, images: np.ndarray) -> None:
+    """Write atomically to the first directory that takes it; no cache at all is slow but not wrong."""
+    for folder in dirs:
+        try:
+            folder.mkdir(parents=True, exist_ok=True)
+            with tempfile.NamedTemporaryFile(dir=folder, prefix=f".{name}.", suffix=".tmp", delete=False) as tmp:
+                try:
+                    # no fsync: a cache torn by a crash fails its zip CRC or shape check and is rebuilt
+                    np.savez(tmp, images=images, fingerprint=np.array(fingerprint))
+                    os.fchmod(tmp.fileno(), 0o644)  # mkstemp's 0600 would hide a shared cache from others
+                except BaseException:
+                    os.unlink(tmp.name)
+                    raise
+            os.replace(tmp.name, folder / name)
+            return
+        except OSError:
+            continue
+
+
+# ----------------------------------------------------------------------------------------------------- npz
+
+
+def _load_npz(path: Path, split: str, cfg: DataConfig) -> ImageSet:
+    """x_<split> (uint8, NHWC or NHW) and the optional y_<split> and classes from an .npz file."""
+    try:
+        archive = np.load(path, allow_pickle=False)
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile) as error:
+        raise UserError(f"cannot read {path} as an .npz file: {_short(error)}") from error
+    with archive:
+        x_key, y_key = f"x_{split}", f"y_{split}"
+        if x_key not in archive.files:
+            raise UserError(f"{path} has no '{x_key}' array; an .npz dataset needs x_train and x_test (uint8, "
+                            f"N x H x W x C or N x H x W) and may add y_train, y_test and classes")
+        images = _npz_images(archive, x_key, path)
+        if cfg.image_size not in (0, images.shape[1]):
+            raise UserError(f"--image-size {cfg.image_size} applies only to image folders; the images in "
+                            f"{path} are {images.shape[1]}x{images.shape[1]}, so leave it at 0")
+        labels = _npz_labels(archive, y_key, path, len(images)) if y_key in archive.files else None
+        classes = _npz_classes(archive, path)
+    if labels is not None and labels.size and labels.max() >= len(classes):
+        raise UserError(f"'{y_key}' in {path} holds label {labels.max()}, but 'classes' names only "
+                        f"{len(classes)} classes")
+    return ImageSet(torch.from_numpy(images), None if labels is None else torch.from_numpy(labels), classes,
+                    cfg.dataset)
+
+
+def _npz_array(archive: Any, key: str, path: Path) -> np.ndarray:
+    try:
+        return archive[key]
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile) as error:
+        raise UserError(f"cannot read '{key}' from {path}: {_short(error)}") from error
+
+
+def _npz_images(archive: Any, key: str, path: Path) -> np.ndarray:
+    x = _npz_array(archive, key, path)
+    if x.ndim == 3:
+        x = x[..., None]
+    if x.dtype != np.uint8 or x.ndim != 4 or x.shape[3] not in (1, 3):
+        raise UserError(f"'{key}' in {path} must be uint8 with shape N x H x W x C (C 1 or 3) or N x H x W, "
+                        f"got {x.dtype} {list(x.shape)}")
+    if x.shape[1] != x.shape[2]:
+        raise UserError(f"'{key}' in {path} holds {x.shape[1]}x{x.shape[2]} images; they must be square")
+    return np.ascontiguousarray(x)
+
+
+def _npz_labels(archive: Any, key: str, path: Path, n: int) -> np.ndarray:
+    y = _npz_array(archive, key, path)
+    if not np.issubdtype(y.dtype, np.integer) or y.shape != (n,):
+        raise UserError(f"'{key}' in {path} must be integers with shape [{n}] (one per image), got {y.dtype} "
+                        f"{list(y.shape)}")
+    if y.size and y.min() < 0:
+        raise UserError(f"'{key}' in {path} holds the negative label {y.min()}; labels must be 0..classes-1")
+    return y.astype(np.int64)
+
+
+def _npz_classes(archive: Any, path: Path) -> list[str]:
+    """The 'classes' array if present, else "0".."K-1" with K from the largest label of either split."""
+    if "classes" in archive.files:
+        names = _npz_array(archive, "classes", path)
+        if names.ndim != 1:
+            raise UserError(f"'classes' in {path} must be a 1-D array of names, got shape {list(names.shape)}")
+        return [str(c) for c in names.tolist()]
+    largest = -1
+    for key in ("y_train", "y_test"):
+        if key in archive.files:
+            y = _npz_array(archive, key, path)
+            if y.size and np.issubdtype(y.dtype, np.integer):
+                largest = max(largest, int(y.max()))
+    return [str(k) for k in range(largest + 1)]

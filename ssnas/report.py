@@ -1,0 +1,47 @@
+"""Structured logs: one JSON object per line in metrics.jsonl, the same numbers in TensorBoard."""
+from __future__ import annotations
+
+import json
+import math
+import time
+from pathlib import Path
+from typing import Any
+
+
+class RunLog:
+    """Appends rows to `metrics.jsonl` and mirrors numeric fields to TensorBoard as `<kind>/<field>`.
+
+    On resume from epoch E, rows of epochs >= E (written by the run that was killed) are dropped, and
+    TensorBoard's purge_step does the same for its events, so a resumed run logs exactly like an
+    uninterrupted one.
+    """
+
+    def __init__(self, out: Path, resume_epoch: int = 0, resume_step: int = 0, tensorboard: bool = True):
+        self.path = Path(out) / "metrics.jsonl"
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        if resume_epoch > 0 and self.path.exists():
+            kept = [line for line in self.path.read_text().splitlines()
+                    if line.strip() and json.loads(line).get("epoch", 0) < resume_epoch]
+            self.path.write_text("".join(line + "\n" for line in kept))
+        elif resume_epoch == 0:
+            self.path.write_text("")
+        self._file = self.path.open("a")
+        self.writer = None
+        if tensorboard:
+            from torch.utils.tensorboard import SummaryWriter  # heavy import, only when logging
+
+            self.writer = SummaryWriter(str(Path(out) / "tensorboard"), purge_step=resume_step or None)
+
+    def log(self, kind: str, step: int, **fields: Any) -> None:
+        row = {"kind": kind, "step": step, "time": round(time.time(), 3), **fields}
+        self._file.write(json.dumps(row) + "\n")
+        self._file.flush()
+        if self.writer is not None:
+            for name, value in fields.items():
+                if isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value):
+                    self.writer.add_scalar(f"{kind}/{name}", value, step)
+
+    def close(self) -> None:
+        self._file.close()
+        if self.writer is not None:
+            self.writer.close()

@@ -1,0 +1,47 @@
+"""Settings and helpers every long-running command shares: output folder, seed, device."""
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+
+from ssnas.errors import UserError
+
+
+@dataclass
+class RunConfig:
+    out: str = field(default="runs/search", metadata={"help": "output folder of the run"})
+    seed: int = field(default=0, metadata={"help": "random seed: same seed, same data split, same result"})
+    device: str = field(default="auto", metadata={"help": "auto (CUDA when available, else CPU), cpu, cuda, cuda:1, ..."})
+    resume: bool = field(default=False, metadata={"help": "continue the run in --out from its last checkpoint"})
+    stop_after: int = field(default=0, metadata={
+        "help": "stop after N epochs in this invocation (time-limited jobs); continue later with --resume"})
+    log_every: int = field(default=10, metadata={"help": "write a metrics.jsonl row every N steps"})
+    progress: bool = field(default=True, metadata={"help": "show a progress bar"})
+    tensorboard: bool = field(default=True, metadata={"help": "write TensorBoard event files to OUT/tensorboard"})
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        device = torch.device(name)
+    except RuntimeError:
+        raise UserError(f"unknown device {name!r}; use auto, cpu or cuda[:N]") from None
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise UserError(f"--device {name} asked for CUDA, but no CUDA GPU is visible; use --device cpu")
+    return device
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+def epoch_seed(seed: int, epoch: int, stream: int = 0) -> int:
+    """A seed per (run, epoch, stream): an epoch's randomness does not depend on the epochs before it, so a
+    resumed run draws exactly what the uninterrupted one drew."""
+    return (seed * 1_000_003 + epoch * 7_919 + stream) % 2**63

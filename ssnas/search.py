@@ -1,0 +1,305 @@
+"""The bilevel DARTS search loop, driven by any objective (Liu et al. 2019, Sec. 2.3, Algorithm 1).
+
+Weights learn on one half of the (unlabelled) training set, architecture parameters on the other. Each
+step: one architecture step on an `arch` batch, then one weight step on a `weight` batch.
+"""
+from __future__ import annotations
+
+import json
+import math
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from ssnas import checkpoint, registry
+from ssnas.architect import unrolled_arch_grads
+from ssnas.augment import AugmentConfig, ViewMaker
+from ssnas.config import to_dict
+from ssnas.data import DataConfig, ImageSet, bilevel_split, load_dataset
+from ssnas.errors import UserError
+from ssnas.objective import Batch, ObjectiveConfig
+from ssnas.report import RunLog
+from ssnas.run import RunConfig, epoch_seed, resolve_device, seed_everything
+from ssnas.space import SpaceConfig
+
+
+@dataclass
+class SearchOptimConfig:
+    """Defaults: DARTS's CIFAR-10 search (App. A.1.1, cnn/train_search.py)."""
+
+    epochs: int = field(default=50, metadata={"help": "search epochs (DARTS: 50)"})
+    batch_size: int = field(default=64, metadata={"help": "images per step, for each half (DARTS: 64)"})
+    steps_per_epoch: int = field(default=0, metadata={"help": "cap on steps per epoch; 0 = one pass over the weight half"})
+    lr: float = field(default=0.025, metadata={"help": "SGD learning rate of the weights (DARTS: 0.025)"})
+    lr_min: float = field(default=0.001, metadata={"help": "end of the cosine schedule (DARTS code: 0.001)"})
+    momentum: float = field(default=0.9, metadata={"help": "SGD momentum"})
+    weight_decay: float = field(default=3e-4, metadata={"help": "weight decay of the weights (DARTS: 3e-4)"})
+    grad_clip: float = field(default=5.0, metadata={"help": "gradient-norm clip of the weights (DARTS: 5)"})
+    arch_lr: float = field(default=3e-4, metadata={"help": "Adam learning rate of the alphas (DARTS: 3e-4)"})
+    arch_betas: tuple[float, float] = field(default=(0.5, 0.999), metadata={"help": "Adam betas of the alphas"})
+    arch_weight_decay: float = field(default=1e-3, metadata={"help": "weight decay of the alphas (DARTS: 1e-3)"})
+    order: int = field(default=1, metadata={"help": "1: first-order DARTS; 2: unrolled second order (Sec. 2.3)"})
+
+
+@dataclass
+class SearchConfig:
+    space: str = field(default="darts", metadata={"help": "search space: darts (see `ssnas list`)"})
+    data: DataConfig = field(default_factory=DataConfig)
+    augment: AugmentConfig = field(default_factory=AugmentConfig)
+    supernet: SpaceConfig = field(default_factory=SpaceConfig)
+    objective: ObjectiveConfig = field(default_factory=ObjectiveConfig)
+    optim: SearchOptimConfig = field(default_factory=SearchOptimConfig)
+    run: RunConfig = field(default_factory=RunConfig)
+
+
+# Keys that may differ between a run and its resumption (they do not change the maths).
+RESUMABLE_DIFFERENCES = ("run.resume", "run.stop_after", "run.progress", "run.log_every", "run.device", "run.out", "run.tensorboard")
+
+
+def validate(cfg: SearchConfig) -> None:
+    if cfg.optim.order not in (1, 2):
+        raise UserError(f"--order must be 1 or 2, got {cfg.optim.order}")
+    if cfg.optim.epochs < 1 or cfg.optim.batch_size < 1:
+        raise UserError("--epochs and --batch-size must be at least 1")
+    if cfg.objective.temperature <= 0:
+        raise UserError(f"--temperature must be positive, got {cfg.objective.temperature}")
+    if hasattr(cfg.augment, "validate"):
+        cfg.augment.validate()
+
+
+class Searcher:
+    """The supernet, the objective and both optimisers; one `step` = one arch step + one weight step."""
+
+    def __init__(self, cfg: SearchConfig, channels: int, mean: list[float], std: list[float],
+                 device: torch.device, num_classes: int = 0):
+        self.cfg = cfg
+        self.device = device
+        self.space = registry.space(cfg.space)
+        objective_cls = registry.objective(cfg.objective.name)
+        self.supernet = self.space.build_supernet(cfg.supernet, channels)
+        self.objective = objective_cls(cfg.objective, self.supernet.feature_dim, num_classes)
+        # channels_last: depthwise convs and pools, the bulk of a DARTS cell, run 2-5x faster in NHWC on CPU
+        self.supernet.to(device, memory_format=torch.channels_last)
+        self.objective.to(device)
+        self.objective.attach(self.supernet)
+        self.alphas = self.supernet.arch_parameters()
+        self.weights = self.supernet.weight_parameters() + [p for p in self.objective.parameters() if p.requires_grad]
+        o = cfg.optim
+        self.opt_w = torch.optim.SGD(self.weights, lr=o.lr, momentum=o.momentum, weight_decay=o.weight_decay)
+        self.opt_a = torch.optim.Adam(self.alphas, lr=o.arch_lr, betas=tuple(o.arch_betas),
+                                      weight_decay=o.arch_weight_decay)
+        self.schedule = torch.optim.lr_scheduler.CosineAnnealingLR(self.opt_w, o.epochs, eta_min=o.lr_min)
+        self.views = ViewMaker(cfg.augment, mean, std)
+        self.view_spec = self.objective.view_spec()
+        self.strong_views = getattr(self.objective, "strong_view_maker", lambda: None)()
+
+    # ---- batches -----------------------------------------------------------------------------------
+    def make_batch(self, images: torch.Tensor, index: torch.Tensor, generator: torch.Generator,
+                   labels: torch.Tensor | None = None) -> Batch:
+        x = images[index.to(images.device)]
+        views = [self.views(x, generator) for _ in range(self.view_spec.weak)]
+        strong = [self.strong_views(x, generator) for _ in range(self.view_spec.strong)] if self.strong_views else []
+        return Batch(views=views, index=index.to(self.device), strong=strong,
+                     labels=None if labels is None else labels.to(self.device))
+
+    def loss(self, batch: Batch) -> dict[str, torch.Tensor]:
+        return self.objective(self.supernet, batch)
+
+    # ---- steps -------------------------------------------------------------------------------------
+    def arch_step(self, batch_w: Batch, batch_a: Batch) -> torch.Tensor:
+        self.opt_a.zero_grad(set_to_none=True)
+        if self.cfg.optim.order == 2:
+            batches = {"train": batch_w, "val": batch_a}
+            grads = unrolled_arch_grads(lambda which: self.loss(batches[which])["loss"], self.weights,
+                                        self.alphas, self.opt_w)
+            loss = torch.tensor(float("nan"))
+        else:
+            loss = self.loss(batch_a)["loss"]
+            # only the alphas' gradients: the weights' would be thrown away, so autograd skips them
+            grads = torch.autograd.grad(loss, self.alphas, allow_unused=True)
+        for a, g in zip(self.alphas, grads):
+            a.grad = torch.zeros_like(a) if g is None else g
+        self.opt_a.step()
+        return loss.detach()
+
+    def weight_step(self, batch: Batch, progress: float) -> dict[str, torch.Tensor]:
+        self.opt_w.zero_grad(set_to_none=True)
+        out = self.loss(batch)
+        out["loss"].backward(inputs=self.weights)
+        if self.cfg.optim.grad_clip > 0:
+            nn.utils.clip_grad_norm_(self.weights, self.cfg.optim.grad_clip)
+        self.opt_w.step()
+        self.objective.after_step(self.supernet, progress)
+        return out
+
+    def train_step(self, images: torch.Tensor, labels: torch.Tensor | None, w_index: torch.Tensor,
+                   a_index: torch.Tensor, generator: torch.Generator, progress: float
+                   ) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
+        """Views for both batches, the architecture step, then the weight step (Algorithm 1 of DARTS)."""
+        batch_w = self.make_batch(images, w_index, generator, None if labels is None else labels[w_index])
+        batch_a = self.make_batch(images, a_index, generator, None if labels is None else labels[a_index])
+        arch_loss = self.arch_step(batch_w, batch_a)
+        return self.weight_step(batch_w, progress), arch_loss
+
+    # ---- state -------------------------------------------------------------------------------------
+    def state_dict(self) -> dict[str, Any]:
+        return {"supernet": self.supernet.state_dict(), "objective": self.objective.state_dict(),
+                "opt_w": self.opt_w.state_dict(), "opt_a": self.opt_a.state_dict(),
+                "schedule": self.schedule.state_dict()}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.supernet.load_state_dict(state["supernet"])
+        self.objective.load_state_dict(state["objective"])
+        self.opt_w.load_state_dict(state["opt_w"])
+        self.opt_a.load_state_dict(state["opt_a"])
+        self.schedule.load_state_dict(state["schedule"])
+
+
+@dataclass
+class SearchResult:
+    genotype: Any
+    out: Path
+    epochs_run: int
+    finished: bool = True
+
+
+def _config_differences(saved: dict[str, Any], current: dict[str, Any], prefix: str = "") -> list[str]:
+    keys = []
+    for k in sorted(set(saved) | set(current)):
+        a, b, key = saved.get(k), current.get(k), f"{prefix}{k}"
+        if isinstance(a, dict) and isinstance(b, dict) and k != "options":
+            keys += _config_differences(a, b, key + ".")
+        elif a != b and key not in RESUMABLE_DIFFERENCES:
+            keys.append(key)
+    return keys
+
+
+def _check_finite(loss: torch.Tensor, epoch: int, step: int, out: Path) -> float:
+    value = float(loss)
+    if not math.isfinite(value):
+        raise UserError(f"the loss became {value} at epoch {epoch + 1}, step {step + 1}; lower --lr or --arch-lr "
+                        f"(or raise --temperature), then rerun; the last good checkpoint is kept in {out}")
+    return value
+
+
+def _prepare_out(cfg: SearchConfig, out: Path) -> dict[str, Any] | None:
+    """Return the checkpoint to resume from, if any; refuse to overwrite a finished or running search."""
+    ckpt = out / "checkpoint.pt"
+    if not ckpt.exists():
+        return None
+    if not cfg.run.resume:
+        raise UserError(f"{out} already holds a search (checkpoint.pt); pass --resume to continue it, "
+                        f"or choose another --out")
+    state = checkpoint.load(ckpt)
+    diffs = _config_differences(state["config"], to_dict(cfg))
+    if diffs:
+        raise UserError(f"cannot resume {out}: the settings differ from the saved run in {', '.join(diffs)}; "
+                        f"rerun with the original settings (see {out / 'config.json'})")
+    return state
+
+
+def run_search(cfg: SearchConfig, train: ImageSet | None = None) -> SearchResult:
+    """Run (or resume) a search; `train` may be given directly (tests, benchmarks), else it is loaded."""
+    validate(cfg)
+    out = Path(cfg.run.out)
+    resume_state = _prepare_out(cfg, out)
+    device = resolve_device(cfg.run.device)
+    seed_everything(cfg.run.seed)
+    objective_cls = registry.objective(cfg.objective.name)
+    if train is None:
+        train = load_dataset(cfg.data, "train", seed=cfg.run.seed)
+    labels = None
+    if objective_cls.labels == "none":
+        train = train.unlabeled()  # from here on, reading a label raises
+    else:
+        labels = train.labels
+    mean, std = train.mean_std()
+    idx_w, idx_a = bilevel_split(len(train), cfg.data.train_portion, cfg.run.seed)
+    o = cfg.optim
+    steps = len(idx_w) // o.batch_size
+    if steps == 0:
+        raise UserError(f"--batch-size {o.batch_size} is larger than the weight half ({len(idx_w)} images); "
+                        f"lower --batch-size or raise --subset")
+    if o.steps_per_epoch:
+        steps = min(steps, o.steps_per_epoch)
+
+    searcher = Searcher(cfg, train.channels, mean, std, device,
+                        num_classes=len(train.classes) if labels is not None else 0)
+    start_epoch, history = 0, []
+    if resume_state is not None:
+        searcher.load_state_dict(resume_state["searcher"])
+        torch.set_rng_state(resume_state["torch_rng"])
+        start_epoch, history = resume_state["epoch"] + 1, resume_state["history"]
+    out.mkdir(parents=True, exist_ok=True)
+    checkpoint.write_json(out / "config.json", to_dict(cfg))
+    log = RunLog(out, resume_epoch=start_epoch, resume_step=start_epoch * steps, tensorboard=cfg.run.tensorboard)
+    images = train.images.to(device)
+    try:
+        last = o.epochs if not cfg.run.stop_after else min(o.epochs, start_epoch + cfg.run.stop_after)
+        for epoch in range(start_epoch, last):
+            stats = _run_epoch(searcher, images, labels, idx_w, idx_a, epoch, steps, log, out)
+            searcher.schedule.step()
+            genotype = searcher.supernet.derive()
+            history.append({"epoch": epoch, "genotype": genotype.to_json()})
+            _write_epoch_outputs(out, searcher, genotype, epoch, cfg, history)
+            log.log("epoch", (epoch + 1) * steps, epoch=epoch, **stats)
+            checkpoint.save(out / "checkpoint.pt", {
+                "epoch": epoch, "config": to_dict(cfg), "searcher": searcher.state_dict(),
+                "torch_rng": torch.get_rng_state(), "history": history})
+    finally:
+        log.close()
+    genotype = searcher.supernet.derive()
+    return SearchResult(genotype, out, last - start_epoch, finished=last == o.epochs)
+
+
+def _run_epoch(searcher: Searcher, images: torch.Tensor, labels: torch.Tensor | None, idx_w: torch.Tensor,
+               idx_a: torch.Tensor, epoch: int, steps: int, log: RunLog, out: Path) -> dict[str, float]:
+    from tqdm.auto import tqdm
+
+    cfg = searcher.cfg
+    b = cfg.optim.batch_size
+    order = torch.Generator().manual_seed(epoch_seed(cfg.run.seed, epoch, 0))
+    perm_w = idx_w[torch.randperm(len(idx_w), generator=order)]
+    perm_a = idx_a[torch.randperm(len(idx_a), generator=order)]
+    augment = torch.Generator(device=searcher.device).manual_seed(epoch_seed(cfg.run.seed, epoch, 1))
+    searcher.supernet.train()
+    searcher.objective.train()
+    total, seen, started = 0.0, 0, time.perf_counter()
+    bar = tqdm(range(steps), desc=f"epoch {epoch + 1}/{cfg.optim.epochs}", disable=not cfg.run.progress,
+               leave=False, dynamic_ncols=True)
+    for step in bar:
+        t0 = time.perf_counter()
+        w_index = perm_w[step * b:(step + 1) * b]
+        a_index = perm_a[torch.arange(step * b, (step + 1) * b) % len(perm_a)]  # the arch half may be smaller
+        progress = (epoch * steps + step + 1) / (cfg.optim.epochs * steps)
+        parts, arch_loss = searcher.train_step(images, labels, w_index, a_index, augment, progress)
+        loss = _check_finite(parts["loss"].detach(), epoch, step, out)
+        images_per_s = b / (time.perf_counter() - t0)
+        total, seen = total + loss, seen + 1
+        bar.set_postfix(loss=f"{loss:.4f}", img_s=f"{images_per_s:.1f}")
+        global_step = epoch * steps + step + 1
+        if step % max(cfg.run.log_every, 1) == 0 or step == steps - 1:
+            row = {k: float(v) for k, v in parts.items() if k != "loss"}
+            log.log("step", global_step, epoch=epoch, loss=loss, arch_loss=float(arch_loss),
+                    lr=searcher.opt_w.param_groups[0]["lr"], images_per_s=round(images_per_s, 2), **row)
+    bar.close()
+    seconds = time.perf_counter() - started
+    return {"loss": total / max(seen, 1), "seconds": round(seconds, 3),
+            "images_per_s": round(seen * b / seconds, 2)}
+
+
+def _write_epoch_outputs(out: Path, searcher: Searcher, genotype: Any, epoch: int, cfg: SearchConfig,
+                         history: list[dict[str, Any]]) -> None:
+    meta = {"epoch": epoch + 1, "epochs": cfg.optim.epochs, "objective": cfg.objective.name,
+            "dataset": cfg.data.dataset, "seed": cfg.run.seed, "run": str(out)}
+    data = genotype.to_json()
+    data["meta"] = meta
+    checkpoint.write_json(out / "genotype.json", data)
+    checkpoint.write_json(out / "alphas.json", searcher.supernet.probs())
+    # the genotype after every epoch, rewritten from the checkpointed history so a resume never duplicates rows
+    checkpoint.write_text(out / "genotypes.jsonl",
+                          "".join(json.dumps({"epoch": h["epoch"] + 1, "genotype": h["genotype"]}) + "\n" for h in history))

@@ -38,14 +38,15 @@ def _environment(device: torch.device) -> dict[str, Any]:
 def bench_search(cfg, steps: int = 10, warmup: int = 3, bench_subset: int = 2048) -> dict[str, Any]:
     """Time `Searcher.train_step` (views + arch step + weight step) on real images."""
     from ssnas import registry
-    from ssnas.search import Searcher
+    from ssnas.search import Searcher, visible_labels
 
     cfg = dataclasses.replace(cfg, data=dataclasses.replace(cfg.data, subset=cfg.data.subset or bench_subset))
     device = resolve_device(cfg.run.device)
     seed_everything(cfg.run.seed)
     train = load_dataset(cfg.data, "train", seed=cfg.run.seed)
-    labelled = registry.objective(cfg.objective.name).labels != "none"
-    labels = train.labels if labelled else None
+    policy = registry.objective(cfg.objective.name).labels
+    labels = visible_labels(train, policy, cfg.objective.labels_fraction, cfg.run.seed)
+    labelled = labels is not None
     mean, std = train.mean_std()
     searcher = Searcher(cfg, train.channels, mean, std, device, num_classes=len(train.classes) if labelled else 0)
     images = train.images.to(device)

@@ -207,3 +207,16 @@ def resolve(cls: type, config_file: str | None, overrides: Mapping[str, Any]) ->
     if config_file:
         apply_overrides(cfg, flatten(load_file(config_file)))
     return apply_overrides(cfg, overrides)
+
+
+def add_config_args(parser: argparse.ArgumentParser, cls: type) -> None:
+    """--config, --set and one flag per config field: the shared front of every command with a config."""
+    parser.add_argument("--config", metavar="FILE", help="load settings from a TOML file or a run's config.json "
+                                                         "(flags override it)")
+    parser.add_argument("--set", action="append", metavar="KEY=VALUE",
+                        help="override any config key, e.g. --set objective.queue_size=4096 (repeatable)")
+    add_flags(parser, cls)
+
+
+def config_from_args(ns: argparse.Namespace, cls: type) -> Any:
+    return resolve(cls, ns.config, {**flag_overrides(ns, cls), **parse_set(ns.set)})

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass, field
-from typing import Any, ClassVar
+from typing import Any, Callable, ClassVar
 
 import torch
 from torch import nn
@@ -28,6 +28,9 @@ class ObjectiveConfig:
     proj_hidden_dim: int = field(default=0, metadata={
         "help": "hidden width of the projection MLP; 0 = the encoder's feature size (SimCLR Sec. 2.1)"})
     proj_dim: int = field(default=128, metadata={"help": "output size of the projection head (SimCLR: 128)"})
+    labels_fraction: float = field(default=0.01, metadata={
+        "help": "objectives that may read a few labels (suncet): the class-balanced share of training images "
+                "whose labels they see; all others are -1"})
     options: dict[str, Any] = field(default_factory=dict, metadata={
         "help": "objective-specific settings, e.g. objective.queue_size=4096 for CLSA"})
 
@@ -77,6 +80,11 @@ class Objective(nn.Module):
 
     def view_spec(self) -> ViewSpec:
         return ViewSpec()
+
+    def strong_view_maker(self, weak: Any) -> Callable[[torch.Tensor, torch.Generator], torch.Tensor] | None:
+        """For objectives with ViewSpec.strong > 0: a callable (uint8 images, generator) -> strong views,
+        built on the weak `ViewMaker` it is given."""
+        return None
 
     def attach(self, encoder: nn.Module) -> None:
         """Called once with the encoder before training: momentum copies are made here."""

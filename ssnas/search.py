@@ -19,7 +19,7 @@ from ssnas import checkpoint, registry
 from ssnas.architect import unrolled_arch_grads
 from ssnas.augment import AugmentConfig, ViewMaker
 from ssnas.config import to_dict
-from ssnas.data import DataConfig, ImageSet, bilevel_split, load_dataset
+from ssnas.data import DataConfig, ImageSet, balanced_subset_indices, bilevel_split, load_dataset
 from ssnas.errors import UserError
 from ssnas.objective import Batch, ObjectiveConfig
 from ssnas.report import RunLog
@@ -95,7 +95,9 @@ class Searcher:
         self.schedule = torch.optim.lr_scheduler.CosineAnnealingLR(self.opt_w, o.epochs, eta_min=o.lr_min)
         self.views = ViewMaker(cfg.augment, mean, std)
         self.view_spec = self.objective.view_spec()
-        self.strong_views = getattr(self.objective, "strong_view_maker", lambda: None)()
+        self.strong_views = self.objective.strong_view_maker(self.views)
+        if self.view_spec.strong and self.strong_views is None:
+            raise UserError(f"objective {cfg.objective.name!r} asks for strong views but defines no strong_view_maker")
 
     # ---- batches -----------------------------------------------------------------------------------
     def make_batch(self, images: torch.Tensor, index: torch.Tensor, generator: torch.Generator,
@@ -159,6 +161,22 @@ class Searcher:
         self.schedule.load_state_dict(state["schedule"])
 
 
+def visible_labels(train: ImageSet, policy: str, fraction: float, seed: int) -> torch.Tensor | None:
+    """The labels an objective may see: none, all, or a class-balanced fraction with the rest set to -1
+    (SuNCEt's setting: a few labelled images among unlabelled ones)."""
+    if policy == "none":
+        return None
+    labels = train.labels
+    if policy == "all":
+        return labels
+    if not 0 < fraction <= 1:
+        raise UserError(f"--labels-fraction must be in (0, 1], got {fraction}")
+    keep = balanced_subset_indices(labels, max(len(train.classes), round(fraction * len(train))), seed)
+    masked = torch.full_like(labels, -1)
+    masked[keep] = labels[keep]
+    return masked
+
+
 @dataclass
 class SearchResult:
     genotype: Any
@@ -212,11 +230,9 @@ def run_search(cfg: SearchConfig, train: ImageSet | None = None) -> SearchResult
     objective_cls = registry.objective(cfg.objective.name)
     if train is None:
         train = load_dataset(cfg.data, "train", seed=cfg.run.seed)
-    labels = None
-    if objective_cls.labels == "none":
+    labels = visible_labels(train, objective_cls.labels, cfg.objective.labels_fraction, cfg.run.seed)
+    if labels is None:
         train = train.unlabeled()  # from here on, reading a label raises
-    else:
-        labels = train.labels
     mean, std = train.mean_std()
     idx_w, idx_a = bilevel_split(len(train), cfg.data.train_portion, cfg.run.seed)
     o = cfg.optim

@@ -1,0 +1,22 @@
+"""`ssnas list`: what can be plugged in."""
+from __future__ import annotations
+
+import argparse
+
+ORDER = 90
+
+
+def run(ns: argparse.Namespace) -> int:
+    from ssnas import registry
+
+    print("spaces:     " + ", ".join(registry.available_spaces()))
+    print("objectives: " + ", ".join(registry.available_objectives()))
+    for name in registry.available_spaces():
+        published = getattr(registry.space(name), "PUBLISHED", {})
+        if published:
+            print(f"published {name} genotypes: " + ", ".join(sorted(published)))
+    return 0
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    sub.add_parser("list", help="list search spaces, objectives and published genotypes").set_defaults(func=run)

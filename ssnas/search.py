@@ -61,6 +61,9 @@ RESUMABLE_DIFFERENCES = ("run.resume", "run.stop_after", "run.progress", "run.lo
 
 
 def validate(cfg: SearchConfig) -> None:
+    """Cheap checks first, so a typo fails in a second rather than after the data has loaded."""
+    registry.space(cfg.space)
+    registry.objective(cfg.objective.name)
     if cfg.optim.order not in (1, 2):
         raise UserError(f"--order must be 1 or 2, got {cfg.optim.order}")
     if cfg.optim.epochs < 1 or cfg.optim.batch_size < 1:

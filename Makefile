@@ -1,0 +1,38 @@
+# Two entry points, both safe on a fresh machine:
+#   make demo   set up .venv, fetch Fashion-MNIST from Debian if missing, run a small search end to end
+#   make test   set up .venv, fetch Fashion-MNIST if missing, run the tests
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+# torch and torchvision are pinned together: other pairs do not load each other's ops
+TORCH  := torch==2.14.1 torchvision==0.29.1
+DEMO   := runs/demo
+
+.PHONY: setup data demo test clean
+
+$(BIN)/ssnas: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/pip install -q $(TORCH)
+	$(BIN)/pip install -q -e ".[test]" $(TORCH)
+	touch $@
+
+setup: $(BIN)/ssnas
+
+# Fashion-MNIST's original idx files, from Debian (these machines reach no other data source)
+data:
+	@if [ ! -d /usr/share/datasets/fashion-mnist ]; then \
+	  if [ "$$(id -u)" = 0 ]; then SUDO=; else SUDO=sudo; fi; \
+	  $$SUDO apt-get update -qq && $$SUDO apt-get install -y -qq dataset-fashion-mnist; \
+	fi
+
+demo: setup data
+	rm -rf $(DEMO)
+	$(BIN)/ssnas search --dataset fashion-mnist --subset 1024 --layers 5 --init-channels 8 \
+	    --batch-size 32 --epochs 2 --out $(DEMO)/search
+
+test: setup data
+	$(BIN)/python -m pytest -q
+
+clean:
+	rm -rf $(VENV) runs .pytest_cache

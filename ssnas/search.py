@@ -19,6 +19,7 @@ from ssnas import checkpoint, registry
 from ssnas.architect import unrolled_arch_grads
 from ssnas.augment import AugmentConfig, ViewMaker
 from ssnas.config import to_dict
+from ssnas.diagnostics import search_diagnostics
 from ssnas.data import DataConfig, ImageSet, balanced_subset_indices, bilevel_split, load_dataset
 from ssnas.errors import UserError
 from ssnas.objective import Batch, ObjectiveConfig
@@ -265,6 +266,8 @@ def run_search(cfg: SearchConfig, train: ImageSet | None = None) -> SearchResult
             genotype = searcher.supernet.derive()
             history.append({"epoch": epoch, "genotype": genotype.to_json()})
             _write_epoch_outputs(out, searcher, genotype, epoch, cfg, history)
+            stats.update(search_diagnostics(searcher.supernet.probs(), genotype,
+                                            getattr(searcher.space, "PARAMETER_FREE", frozenset())))
             log.log("epoch", (epoch + 1) * steps, epoch=epoch, **stats)
             checkpoint.save(out / "checkpoint.pt", {
                 "epoch": epoch, "config": to_dict(cfg), "searcher": searcher.state_dict(),

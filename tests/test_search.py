@@ -56,6 +56,8 @@ def test_search_writes_every_promised_output(tmp_path, fashion_train):
     assert result.genotype.to_json()["normal"] == genotype["normal"]
     alphas = json.loads((out / "alphas.json").read_text())
     assert abs(sum(alphas["normal"]["0->2"].values()) - 1) < 1e-6
+    epochs = [row for row in _metrics(out) if row["kind"] == "epoch"]
+    assert 0 <= epochs[-1]["parameter_free_share"] <= 1 and 0 < epochs[-1]["entropy_normal_norm"] <= 1
     kinds = [row["kind"] for row in _metrics(out)]
     assert kinds.count("epoch") == 2 and kinds.count("step") == 4
     assert len((out / "genotypes.jsonl").read_text().splitlines()) == 2

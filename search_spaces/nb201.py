@@ -119,7 +119,7 @@ class _Cell(nn.Module):
         super().__init__()
         self.edges = edges
 
-    def forward(self, x: torch.Tensor, weights: torch.Tensor | None = None) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, weights: torch.Tensor | None = None, aux_skip: float = 0.0) -> torch.Tensor:
         nodes = [x]
         for j in range(1, NODES):
             total = None
@@ -128,6 +128,8 @@ class _Cell(nn.Module):
                     continue
                 edge = self.edges[k]
                 y = edge(nodes[i]) if weights is None else edge(nodes[i], weights[k])
+                if aux_skip:
+                    y = y + aux_skip * nodes[i]  # DARTS-'s auxiliary skip (Chu et al. 2021)
                 total = y if total is None else total + y
             nodes.append(total)
         return nodes[-1]
@@ -165,10 +167,10 @@ class _Macro(nn.Module):
         self.last = nn.Sequential(nn.BatchNorm2d(c), nn.ReLU(inplace=False))
         self.feature_dim = c
 
-    def features(self, x: torch.Tensor, weights: torch.Tensor | None) -> torch.Tensor:
+    def features(self, x: torch.Tensor, weights: torch.Tensor | None, aux_skip: float = 0.0) -> torch.Tensor:
         x = self.stem(x)
         for block in self.blocks:
-            x = block(x, weights) if isinstance(block, _Cell) and weights is not None else block(x)
+            x = block(x, weights, aux_skip) if isinstance(block, _Cell) and weights is not None else block(x)
         return F.adaptive_avg_pool2d(self.last(x), 1).flatten(1)
 
 
@@ -188,7 +190,7 @@ class NB201Supernet(Supernet):
         return [self.alphas_cell]
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.macro.features(x, F.softmax(self.alphas_cell, dim=-1))
+        return self.macro.features(x, F.softmax(self.alphas_cell, dim=-1), self.aux_skip)
 
     def probs(self) -> dict[str, dict[str, dict[str, float]]]:
         p = F.softmax(self.alphas_cell.detach().float(), dim=-1).cpu()

@@ -44,6 +44,12 @@ class SearchOptimConfig:
     arch_betas: tuple[float, float] = field(default=(0.5, 0.999), metadata={"help": "Adam betas of the alphas"})
     arch_weight_decay: float = field(default=1e-3, metadata={"help": "weight decay of the alphas (DARTS: 1e-3)"})
     order: int = field(default=1, metadata={"help": "1: first-order DARTS; 2: unrolled second order (Sec. 2.3)"})
+    aux_skip: float = field(default=0.0, metadata={
+        "help": "anti-collapse, DARTS- (Chu et al. 2021): weight of an auxiliary skip on every stride-1 edge, "
+                "decayed linearly to 0 over the search; 0 = off (changes the search's semantics)"})
+    beta_decay: float = field(default=0.0, metadata={
+        "help": "anti-collapse, beta-DARTS (Ye et al. 2022): weight of the logsumexp regulariser on the "
+                "alphas, ramped linearly from 0 to this value; 0 = off"})
 
 
 @dataclass
@@ -116,7 +122,16 @@ class Searcher:
         return self.objective(self.supernet, batch)
 
     # ---- steps -------------------------------------------------------------------------------------
-    def arch_step(self, batch_w: Batch, batch_a: Batch) -> torch.Tensor:
+    def regulariser(self, progress: float) -> torch.Tensor | None:
+        """beta-DARTS (Ye et al., CVPR 2022, Sec. 3.2, Eq. 9): lambda * mean over edges of logsumexp(alpha_edge),
+        the smooth-max of each edge's architecture parameters; it keeps the alphas from running away, which is
+        what lets parameter-free ops take over. lambda grows linearly with the search (Sec. 4.1)."""
+        weight = self.cfg.optim.beta_decay * progress
+        if weight <= 0:
+            return None
+        return weight * torch.stack([torch.logsumexp(a, dim=-1).mean() for a in self.alphas]).mean()
+
+    def arch_step(self, batch_w: Batch, batch_a: Batch, progress: float = 0.0) -> torch.Tensor:
         self.opt_a.zero_grad(set_to_none=True)
         if self.cfg.optim.order == 2:
             batches = {"train": batch_w, "val": batch_a}
@@ -127,6 +142,9 @@ class Searcher:
             loss = self.loss(batch_a)["loss"]
             # only the alphas' gradients: the weights' would be thrown away, so autograd skips them
             grads = torch.autograd.grad(loss, self.alphas, allow_unused=True)
+        penalty = self.regulariser(progress)
+        if penalty is not None:  # depends on the alphas alone, so its gradient simply adds in both orders
+            grads = [g + r if g is not None else r for g, r in zip(grads, torch.autograd.grad(penalty, self.alphas))]
         for a, g in zip(self.alphas, grads):
             a.grad = torch.zeros_like(a) if g is None else g
         self.opt_a.step()
@@ -146,9 +164,11 @@ class Searcher:
                    a_index: torch.Tensor, generator: torch.Generator, progress: float
                    ) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
         """Views for both batches, the architecture step, then the weight step (Algorithm 1 of DARTS)."""
+        # DARTS- (Chu et al., ICLR 2021, Sec. 3.2): beta of the auxiliary skip decays linearly from beta_0 to 0
+        self.supernet.aux_skip = self.cfg.optim.aux_skip * (1.0 - progress)
         batch_w = self.make_batch(images, w_index, generator, None if labels is None else labels[w_index])
         batch_a = self.make_batch(images, a_index, generator, None if labels is None else labels[a_index])
-        arch_loss = self.arch_step(batch_w, batch_a)
+        arch_loss = self.arch_step(batch_w, batch_a, progress)
         return self.weight_step(batch_w, progress), arch_loss
 
     # ---- state -------------------------------------------------------------------------------------

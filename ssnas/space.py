@@ -30,6 +30,8 @@ class Supernet(nn.Module):
     """A supernet is an encoder: images -> feature vectors, with architecture parameters beside its weights."""
 
     feature_dim: int
+    # DARTS-'s auxiliary skip weight on stride-1 edges, set by the search loop each step; 0 = plain DARTS
+    aux_skip: float = 0.0
 
     def arch_parameters(self) -> list[nn.Parameter]:
         raise NotImplementedError

@@ -18,3 +18,41 @@ def test_parameter_free_share_of_darts_v2():
     # DARTS_V2: normal has 2 skips among 8 ops; reduce is all pools and skips -> (2 + 8) / 16
     assert out["parameter_free_share"] == pytest.approx(10 / 16)
     assert out["entropy_normal_norm"] == pytest.approx(1.0) and out["entropy_reduce"] == 0.0
+
+
+def test_beta_decay_regulariser_is_the_ramped_mean_logsumexp(tmp_path):
+    import torch
+
+    from ssnas.search import Searcher
+    from tests.conftest import tiny_search_config
+
+    cfg = tiny_search_config(tmp_path, **{"optim.beta_decay": 2.0})
+    searcher = Searcher(cfg, 1, [0.5], [0.25], torch.device("cpu"))
+    with torch.no_grad():
+        for a in searcher.alphas:
+            a.zero_()
+    n_ops = searcher.alphas[0].shape[1]
+    # all-zero alphas: logsumexp of each edge = log(n_ops); at progress 0.25 the weight is 2.0 * 0.25
+    assert float(searcher.regulariser(0.25)) == pytest.approx(0.5 * math.log(n_ops))
+    assert searcher.regulariser(0.0) is None
+
+
+def test_aux_skip_adds_beta_times_the_input_on_stride_one_edges():
+    import torch
+
+    from search_spaces import nb201
+    from ssnas.space import SpaceConfig
+
+    torch.manual_seed(0)
+    net = nb201.build_supernet(SpaceConfig(layers=1, init_channels=4), 1).eval()
+    cell = net.macro.blocks[0]
+    x = torch.randn(2, 4, 8, 8)
+    w = torch.softmax(net.alphas_cell, -1)
+    plain, skipped = cell(x, w), cell(x, w, aux_skip=0.5)
+    assert not torch.allclose(plain, skipped)
+    # the identity part alone: with every edge `none`, node 3 = 0.5 * (x + n1 + n2), n1 = 0.5 x, n2 = 0.5 (x + n1)
+    only_none = torch.zeros_like(w)
+    only_none[:, nb201.PRIMITIVES.index("none")] = 1.0
+    n1 = 0.5 * x
+    n2 = 0.5 * (x + n1)
+    torch.testing.assert_close(cell(x, only_none, aux_skip=0.5), 0.5 * (x + n1 + n2))

@@ -1,0 +1,72 @@
+"""SuNCEt: SimCLR plus a supervised noise-contrastive term on a few labelled images (Assran, Ballas, Castrejon,
+Rabbat, "Recovering Petaflops in Contrastive Semi-Supervised Learning of Visual Representations", arXiv
+2006.10803; code facebookresearch/suncet).
+
+The only self-supervised objective that reads labels, and only the class-balanced `--labels-fraction` the engine
+leaves visible (every other label arrives as -1). For each labelled embedding z_i among the labelled set S,
+
+    l_i = -log( sum_{j in S, j != i, y_j = y_i} exp(sim(z_i, z_j)/t) / sum_{k in S, k != i} exp(sim(z_i, z_k)/t) )
+
+(src/losses.py `init_suncet_loss`: the softmax over the other labelled embeddings, summed per class, scored on the
+true class), averaged over S; the total is NT-Xent + weight * SuNCEt with weight 1 (src/train.py:
+`loss = sloss + uloss`). The reference draws a separate class-balanced labelled batch; here S is the labelled
+images of the ordinary batch, both views of each, so every labelled anchor has at least its other view as a
+positive. A batch with no labelled image contributes 0 (the logged `labelled` count shows how often that happens).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from objectives.simclr import nt_xent
+from ssnas.objective import Batch, Objective, projection_head
+
+
+def suncet_loss(z: torch.Tensor, labels: torch.Tensor, temperature: float) -> torch.Tensor:
+    """The SuNCEt term over labelled embeddings z [M, D] with labels [M]; anchors without any positive (a class
+    seen once) are left out of the mean, and an empty set gives 0."""
+    if z.shape[0] < 2:
+        return z.sum() * 0.0  # keeps the graph (and the device) without a term
+    z = F.normalize(z.float(), dim=1)
+    logits = z @ z.t() / temperature
+    self_mask = torch.eye(z.shape[0], dtype=torch.bool, device=z.device)
+    logits = logits.masked_fill(self_mask, float("-inf"))  # j, k != i
+    same = (labels.view(-1, 1) == labels.view(1, -1)) & ~self_mask
+    has_pos = same.any(dim=1)
+    if not bool(has_pos.any()):
+        return z.sum() * 0.0
+    # rows without a positive are dropped before the logsumexp: an all -inf row would give NaN gradients
+    logits, same = logits[has_pos], same[has_pos]
+    log_all = torch.logsumexp(logits, dim=1)
+    log_pos = torch.logsumexp(logits.masked_fill(~same, float("-inf")), dim=1)
+    return -(log_pos - log_all).mean()
+
+
+@dataclass
+class SuNCEtOptions:
+    suncet_weight: float = 1.0  # src/train.py adds the two losses unweighted
+
+
+class SuNCEt(Objective):
+    name = "suncet"
+    labels = "fraction"
+    Options = SuNCEtOptions
+
+    def __init__(self, cfg, feature_dim: int, num_classes: int = 0):
+        super().__init__(cfg, feature_dim, num_classes)
+        self.head: nn.Module = projection_head(feature_dim, cfg.proj_hidden_dim, cfg.proj_dim)
+
+    def forward(self, encoder: nn.Module, batch: Batch) -> dict[str, torch.Tensor]:
+        t = self.cfg.temperature
+        z1, z2 = self.head(encoder(torch.cat(batch.views[:2]))).chunk(2)
+        unsupervised = nt_xent(z1, z2, t)
+        labels = batch.labels if batch.labels is not None else torch.full_like(batch.index, -1)
+        known = labels >= 0
+        y = labels[known]
+        supervised = suncet_loss(torch.cat([z1[known], z2[known]]), torch.cat([y, y]), t)
+        loss = unsupervised + self.opts.suncet_weight * supervised
+        return {"loss": loss, "nt_xent": unsupervised.detach(), "suncet": supervised.detach(),
+                "labelled": known.sum().float()}

@@ -292,6 +292,10 @@ def run_search(cfg: SearchConfig, train: ImageSet | None = None) -> SearchResult
             checkpoint.save(out / "checkpoint.pt", {
                 "epoch": epoch, "config": to_dict(cfg), "searcher": searcher.state_dict(),
                 "torch_rng": torch.get_rng_state(), "history": history})
+        if log.writer is not None and last > start_epoch:
+            from ssnas.graph import log_search_pictures  # matplotlib only when pictures are drawn
+
+            log_search_pictures(log.writer, searcher.supernet, searcher.supernet.derive(), last * steps)
     finally:
         log.close()
     genotype = searcher.supernet.derive()

@@ -1,0 +1,160 @@
+"""`ssnas show SOURCE`: a genotype, its network's size and a run's figures, as text.
+
+SOURCE is anything `ssnas export` takes. For a run folder it also prints what the run recorded: the search's
+last epoch (loss, alpha entropy, share of parameter-free ops), the retrain's network and kNN monitor, and
+every `ssnas eval` result (eval-*.json).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+from typing import Any
+
+ORDER = 45
+
+
+def cell_lines(genotype: Any) -> list[str]:
+    """Each cell, one node a line: `2 = sep_conv_3x3(c_{k-2}) + skip_connect(0)` (graph node names)."""
+    from ssnas.graph import cell_kinds, state_name
+
+    lines = []
+    for kind in cell_kinds(genotype):
+        pairs = getattr(genotype, kind)
+        concat = ", ".join(str(c - 2) for c in getattr(genotype, f"{kind}_concat"))
+        lines.append(f"{kind} cell (output = concat of nodes {concat}):")
+        for i in range(len(pairs) // 2):
+            terms = " + ".join(f"{op}({state_name(j)})" for op, j in pairs[2 * i:2 * i + 2])
+            lines.append(f"  node {i} = {terms}")
+    return lines
+
+
+def _read_json(path: Path) -> Any:
+    try:
+        return json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError):
+        return None
+
+
+def _last_epoch(folder: Path) -> dict[str, Any] | None:
+    path = folder / "metrics.jsonl"
+    if not path.is_file():
+        return None
+    rows = []
+    for line in path.read_text().splitlines():
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError:
+            continue  # a line cut by a crash
+        if row.get("kind") == "epoch":
+            rows.append(row)
+    return rows[-1] if rows else None
+
+
+def size_line(genotype: Any, layers: int, init_channels: int, shape: tuple[int, int, int]) -> str:
+    """Parameters and mult-adds of the evaluation network built from the genotype (PyTorch's FLOP counter)."""
+    from ssnas.network import NetworkConfig, build_encoder, describe
+
+    net = build_encoder(genotype, NetworkConfig(layers=layers, init_channels=init_channels), shape[0])
+    size = describe(net, shape)
+    return (f"network ({layers} cells, {init_channels} channels, input {'x'.join(map(str, shape))}): "
+            f"{size['params'] / 1e6:.3f}M parameters, {size['flops'] / 2e6:.1f}M mult-adds")
+
+
+def run_lines(folder: Path) -> list[str]:
+    """What a run folder recorded: search epochs, the retrain's network and monitor, evaluations."""
+    lines = []
+    config = _read_json(folder / "config.json") or {}
+    last = _last_epoch(folder)
+    if (folder / "alphas.json").is_file() or "supernet" in config:
+        epochs = config.get("optim", {}).get("epochs", "?")
+        line = f"search: {config.get('objective', {}).get('name', '?')} on {config.get('data', {}).get('dataset', '?')}"
+        if last is not None:
+            line += f", epoch {last.get('epoch', 0) + 1}/{epochs}, loss {last.get('loss', float('nan')):.4f}"
+            if "entropy_normal_norm" in last:
+                line += (f", alpha entropy normal {last['entropy_normal_norm']:.2f} / reduce "
+                         f"{last.get('entropy_reduce_norm', float('nan')):.2f} of uniform")
+            if "parameter_free_share" in last:
+                line += f", parameter-free ops {100 * last['parameter_free_share']:.0f}%"
+        lines.append(line)
+    network = _read_json(folder / "network.json")
+    if isinstance(network, dict):
+        shape = "x".join(map(str, network.get("input_shape", [])))
+        line = (f"retrain: {config.get('objective', {}).get('name', '?')} on {config.get('data', {}).get('dataset', '?')}, "
+                f"{network.get('layers')} cells, {network.get('init_channels')} channels, input {shape}: "
+                f"{network.get('params', 0) / 1e6:.3f}M parameters, {network.get('flops', 0) / 2e6:.1f}M mult-adds")
+        if last is not None:
+            epochs = config.get("optim", {}).get("epochs", "?")
+            line += f"; epoch {last.get('epoch', 0) + 1}/{epochs}, loss {last.get('loss', float('nan')):.4f}"
+            if "knn_top1" in last:
+                line += f", kNN monitor top-1 {100 * last['knn_top1']:.2f}%"
+        lines.append(line)
+    for path in sorted(folder.glob("eval-*.json")):
+        record = _read_json(path)
+        if not isinstance(record, dict) or "top1" not in record:
+            continue
+        init = "random init" if record.get("random_init") else f"{record.get('pretrained_epochs', '?')} pretrained epochs"
+        lines.append(f"eval {record.get('tag', path.stem[5:])}: top-1 {record['top1']:.2f}% on {record.get('n_test', '?')} "
+                     f"{record.get('dataset', '')} test images ({init})")
+    return lines
+
+
+def run(ns: argparse.Namespace) -> int:
+    from ssnas.errors import UserError
+    from ssnas.export import resolve_genotype
+    from ssnas.nni_format import to_nni_dict
+
+    folder = Path(ns.source)
+    network = _read_json(folder / "network.json") if folder.is_dir() else None
+    if isinstance(network, dict) and network.get("genotype") is None and not (folder / "genotype.json").is_file():
+        # a retrain of a fixed backbone (resnet18): no genotype, only the run's records
+        print("\n".join([f"source: {ns.source}", f"architecture: {network.get('arch')}", *run_lines(folder)]))
+        return 0
+    genotype = resolve_genotype(ns.source, ns.space or None)
+    lines = [f"source: {ns.source}", f"space: {genotype.space}"]
+    meta = getattr(genotype, "meta", None) or {}
+    if meta:
+        lines.append("meta: " + ", ".join(f"{k}={v}" for k, v in meta.items()))
+    if hasattr(genotype, "normal"):
+        lines += cell_lines(genotype)
+    elif hasattr(genotype, "to_string"):
+        lines.append(f"cell: {genotype.to_string()}")
+    ops = getattr(genotype, "ops", None)
+    if ops:
+        from ssnas import registry
+
+        free = getattr(registry.space(genotype.space), "PARAMETER_FREE", frozenset())
+        share = sum(op in free for op in ops)
+        lines.append(f"parameter-free ops: {share} of {len(ops)} ({100 * share / len(ops):.0f}%)")
+    if genotype.space == "darts":
+        try:
+            to_nni_dict(genotype)
+            if genotype.nodes == 4:
+                lines.append("NNI: freezes NNI's DARTS space (ssnas export SOURCE --to nni)")
+            else:
+                lines.append(f"NNI: an NNI cell dict with {genotype.nodes} nodes; nni.nas.hub.pytorch.DARTS has 4, so "
+                             f"freeze an NDS space with num_nodes_per_cell={genotype.nodes}")
+        except UserError as e:
+            lines.append(f"NNI: not expressible ({e})")
+    is_run = folder.is_dir()
+    if not ns.no_size and not (is_run and (folder / "network.json").is_file()):
+        shape = (ns.in_channels, ns.image_size, ns.image_size)
+        lines.append(size_line(genotype, ns.layers, ns.init_channels, shape))
+    if is_run:
+        lines += run_lines(folder)
+    print("\n".join(lines))
+    return 0
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("show", help="print a genotype, its network's size and a run's results",
+                       description="SOURCE: a genotype .json, a search or retrain run folder, an NNI dict file, a "
+                                   "genotypes .py file, or a published name (DARTS_V1, DARTS_V2).")
+    p.add_argument("source", help="genotype file, run folder, NNI dict file or published name")
+    p.add_argument("--space", default="", help="search space of the genotype (default: the file's own)")
+    p.add_argument("--layers", type=int, default=20, help="cells of the network whose size is shown (DARTS: 20)")
+    p.add_argument("--init-channels", type=int, default=36, help="its initial channels (DARTS: 36)")
+    p.add_argument("--in-channels", type=int, default=3, help="image channels (default 3)")
+    p.add_argument("--image-size", type=int, default=32, help="image side (default 32, CIFAR)")
+    p.add_argument("--no-size", action="store_true", help="skip building the network to count parameters and FLOPs")
+    p.set_defaults(func=run)

@@ -4,8 +4,12 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-import pytest
-import torch
+# One intra-op thread per test process (and per subprocess a test starts): tiny tests gain nothing from a
+# second thread, and on a busy 2-core machine two OpenMP threads waiting on each other make a test 5-20x slower.
+os.environ.setdefault("OMP_NUM_THREADS", "1")
+
+import pytest  # noqa: E402
+import torch  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 FASHION_DIR = Path("/usr/share/datasets/fashion-mnist")
@@ -26,7 +30,7 @@ requires_cifar = pytest.mark.skipif(shared_data_root() is None, reason="no CIFAR
 
 @pytest.fixture(autouse=True)
 def _small_torch():
-    torch.set_num_threads(2)
+    torch.set_num_threads(1)
     yield
 
 

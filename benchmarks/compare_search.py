@@ -1,0 +1,72 @@
+"""Side by side, in one run: NNI 3.0's DARTS (supervised) against ssnas's search step on the same space,
+width, batch and data (CIFAR-10), supervised and contrastive.
+
+Each contender runs in its own process (so peak RSS is its own), and the rounds alternate A B C A B C ...
+so that load changes on a shared machine hit every contender alike. Prints one JSON line per run and a
+summary with median images/s and the ratios against NNI.
+
+    .venv/bin/python benchmarks/compare_search.py --layers 5 --init-channels 8 --batch-size 32 --rounds 2
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _run(cmd: list[str]) -> dict:
+    out = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, env={**os.environ, "PYTHONWARNINGS": "ignore"})
+    if out.returncode != 0:
+        raise SystemExit(f"{' '.join(cmd)} failed:\n{out.stderr[-2000:]}")
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--layers", type=int, default=5)
+    p.add_argument("--init-channels", type=int, default=8)
+    p.add_argument("--batch-size", type=int, default=32)
+    p.add_argument("--steps", type=int, default=10)
+    p.add_argument("--warmup", type=int, default=3)
+    p.add_argument("--rounds", type=int, default=2)
+    p.add_argument("--data-root", default=os.environ.get("SSNAS_DATA", str(ROOT.parent / "shared" / "data")))
+    p.add_argument("--skip-nni", action="store_true", help="only the ssnas rows")
+    args = p.parse_args()
+    shape = ["--layers", str(args.layers), "--init-channels", str(args.init_channels),
+             "--batch-size", str(args.batch_size), "--steps", str(args.steps), "--warmup", str(args.warmup)]
+    contenders = {
+        "ssnas supervised": [sys.executable, "-m", "ssnas.cli", "bench", "search", "--json", "--objective", "supervised",
+                             "--dataset", "cifar10", "--data-root", args.data_root, "--device", "cpu", *shape],
+        "ssnas simclr": [sys.executable, "-m", "ssnas.cli", "bench", "search", "--json", "--objective", "simclr",
+                         "--dataset", "cifar10", "--data-root", args.data_root, "--device", "cpu", *shape],
+    }
+    if not args.skip_nni:
+        contenders = {"nni-darts supervised": [sys.executable, "benchmarks/nni_darts_peer.py", "--data-root",
+                                               args.data_root, *shape], **contenders}
+    rows: dict[str, list[dict]] = {name: [] for name in contenders}
+    for _ in range(args.rounds):
+        for name, cmd in contenders.items():
+            row = _run(cmd)
+            row["contender"] = name
+            rows[name].append(row)
+            print(json.dumps(row), flush=True)
+    summary = {}
+    for name, runs in rows.items():
+        summary[name] = {"images_per_s": statistics.median(r["images_per_s"] for r in runs),
+                         "peak_mem_mb": max(r.get("peak_mem_mb", r.get("peak_rss_mb", 0)) for r in runs)}
+    if "nni-darts supervised" in summary:
+        base = summary["nni-darts supervised"]
+        for s in summary.values():
+            s["speed_vs_nni"] = round(s["images_per_s"] / base["images_per_s"], 2)
+            s["memory_vs_nni"] = round(s["peak_mem_mb"] / base["peak_mem_mb"], 2)
+    print(json.dumps({"summary": summary, "config": vars(args)}, indent=2))
+
+
+if __name__ == "__main__":
+    main()

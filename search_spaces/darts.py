@@ -27,6 +27,8 @@ PRIMITIVES = [
     "sep_conv_3x3", "sep_conv_5x5", "dil_conv_3x3", "dil_conv_5x5",
 ]
 CELL_KINDS = ("normal", "reduce")
+# Ops without weights: a search that drifts to these has collapsed (Zela et al. 2020; Chu et al. 2021)
+PARAMETER_FREE = frozenset({"none", "max_pool_3x3", "avg_pool_3x3", "skip_connect"})
 
 Pair = tuple[str, int]
 
@@ -49,6 +51,11 @@ class DartsGenotype:
     @property
     def nodes(self) -> int:
         return len(self.normal) // 2
+
+    @property
+    def ops(self) -> list[str]:
+        """Every op of both cells, for statistics such as the share of parameter-free ops."""
+        return [op for op, _ in self.normal + self.reduce]
 
     def to_json(self) -> dict[str, Any]:
         out: dict[str, Any] = {"space": NAME}
@@ -173,13 +180,15 @@ class SearchCell(nn.Module):
             MixedOp(PRIMITIVES, DARTS_OPS, c, 2 if reduction and j < 2 else 1)
             for i in range(nodes) for j in range(i + 2))
 
-    def forward(self, s0: torch.Tensor, s1: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
+    def forward(self, s0: torch.Tensor, s1: torch.Tensor, weights: torch.Tensor, aux_skip: float = 0.0) -> torch.Tensor:
         states = [self.pre0(s0), self.pre1(s1)]
         k = 0
         for _ in range(self.nodes):
             node = None
-            for h in states:
+            for j, h in enumerate(states):
                 y = self.edges[k](h, weights[k])
+                if aux_skip and not (self.reduction and j < 2):
+                    y = y + aux_skip * h  # DARTS-'s auxiliary skip, only where the edge keeps the resolution
                 node = y if node is None else node + y
                 k += 1
             states.append(node)
@@ -230,7 +239,7 @@ class DartsSupernet(Supernet):
         w_reduce = F.softmax(self.alphas_reduce, dim=-1)
         s0 = s1 = self.stem(x)
         for cell in self.cells:
-            s0, s1 = s1, cell(s0, s1, w_reduce if cell.reduction else w_normal)
+            s0, s1 = s1, cell(s0, s1, w_reduce if cell.reduction else w_normal, self.aux_skip)
         return F.adaptive_avg_pool2d(s1, 1).flatten(1)
 
     def probs(self) -> dict[str, dict[str, dict[str, float]]]:
@@ -253,3 +262,127 @@ def build_supernet(cfg: SpaceConfig, in_channels: int) -> DartsSupernet:
 
 def genotype_from_json(data: Any, source: str = "genotype") -> DartsGenotype:
     return DartsGenotype.from_json(data, source)
+
+
+# ---- the evaluation network: a genotype stacked into the full-size network (DARTS cnn/model.py) -------------
+
+def drop_path(x: torch.Tensor, drop_prob: float) -> torch.Tensor:
+    """Drop a whole path per sample with probability `drop_prob`, scaling survivors by 1/(1 - p) so the
+    expectation is unchanged (ScheduledDropPath of NASNet, used by DARTS App. A.2.1; cnn/utils.py)."""
+    if drop_prob <= 0.0:
+        return x
+    keep = 1.0 - drop_prob
+    mask = torch.empty(x.shape[0], 1, 1, 1, device=x.device, dtype=x.dtype).bernoulli_(keep)
+    return x / keep * mask
+
+
+class EvalCell(nn.Module):
+    """A discrete cell: each node sums two ops of the genotype on two earlier states (affine BN throughout)."""
+
+    def __init__(self, pairs: tuple[Pair, ...], concat: tuple[int, ...], c_pp: int, c_p: int, c: int,
+                 reduction: bool, reduction_prev: bool):
+        super().__init__()
+        self.reduction = reduction
+        self.pre0 = FactorizedReduce(c_pp, c) if reduction_prev else ReLUConvBN(c_pp, c, 1, 1, 0)
+        self.pre1 = ReLUConvBN(c_p, c, 1, 1, 0)
+        # reduction cells stride on the edges that read the cell's inputs (states 0 and 1)
+        self.ops = nn.ModuleList(DARTS_OPS[op](c, 2 if reduction and j < 2 else 1, True) for op, j in pairs)
+        self.indices = [j for _, j in pairs]
+        self.concat = list(concat)
+        self.multiplier = len(concat)
+
+    def forward(self, s0: torch.Tensor, s1: torch.Tensor, drop_prob: float = 0.0) -> torch.Tensor:
+        states = [self.pre0(s0), self.pre1(s1)]
+        for node in range(len(self.ops) // 2):
+            total = None
+            for k in (2 * node, 2 * node + 1):
+                op = self.ops[k]
+                h = op(states[self.indices[k]])
+                # DARTS never drops an identity path: it carries the cell's input through unchanged
+                if self.training and drop_prob > 0 and not isinstance(op, nn.Identity):
+                    h = drop_path(h, drop_prob)
+                total = h if total is None else total + h
+            states.append(total)
+        return torch.cat([states[i] for i in self.concat], dim=1)
+
+
+class AuxiliaryHead(nn.Module):
+    """DARTS's CIFAR auxiliary tower (cnn/model.py AuxiliaryHeadCIFAR): on the 8x8 maps after the second
+    reduction a 5x5/3 average pool gives 2x2; other sizes are pooled adaptively to 2x2 (same parameters)."""
+
+    def __init__(self, c: int, num_classes: int):
+        super().__init__()
+        self.pool = nn.AvgPool2d(5, stride=3, padding=0, count_include_pad=False)
+        self.features = nn.Sequential(
+            nn.Conv2d(c, 128, 1, bias=False), nn.BatchNorm2d(128), nn.ReLU(inplace=True),
+            nn.Conv2d(128, 768, 2, bias=False), nn.BatchNorm2d(768), nn.ReLU(inplace=True))
+        self.classifier = nn.Linear(768, num_classes)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = F.relu(x)
+        x = self.pool(x) if x.shape[-1] == 8 else F.adaptive_avg_pool2d(x, 2)
+        return self.classifier(self.features(x).flatten(1))
+
+
+class DartsNetwork(nn.Module):
+    """The evaluation network (DARTS Sec. 3.1.1 / App. A.2.1): stem of 3C channels, `layers` cells of the
+    genotype, reduction cells at 1/3 and 2/3 of the depth. `forward` returns the globally pooled features
+    (`feature_dim`); `forward_with_aux` also returns the auxiliary logits while training. The training loop
+    sets `drop_path_prob` (DARTS ramps it linearly with the epoch)."""
+
+    def __init__(self, genotype: DartsGenotype, cfg: Any, in_channels: int, num_classes: int = 0):
+        super().__init__()
+        if cfg.auxiliary and num_classes < 1:
+            raise UserError("the auxiliary head needs labels (num_classes >= 1); use --auxiliary only for "
+                            "supervised training")
+        self.genotype = genotype
+        self.layers = cfg.layers
+        self.drop_path_prob = 0.0
+        c_curr = 3 * cfg.init_channels  # stem_multiplier = 3 in cnn/model.py
+        self.stem = nn.Sequential(nn.Conv2d(in_channels, c_curr, 3, padding=1, bias=False), nn.BatchNorm2d(c_curr))
+        c_pp, c_p, c = c_curr, c_curr, cfg.init_channels
+        reductions = reduction_layers(cfg.layers)
+        self.aux_layer = 2 * cfg.layers // 3
+        self.cells = nn.ModuleList()
+        reduction_prev = False
+        c_aux = 0
+        for layer in range(cfg.layers):
+            reduction = layer in reductions
+            if reduction:
+                c *= 2
+            kind = "reduce" if reduction else "normal"
+            cell = EvalCell(getattr(genotype, kind), getattr(genotype, f"{kind}_concat"), c_pp, c_p, c,
+                            reduction, reduction_prev)
+            self.cells.append(cell)
+            reduction_prev = reduction
+            c_pp, c_p = c_p, cell.multiplier * c
+            if layer == self.aux_layer:
+                c_aux = c_p
+        self.feature_dim = c_p
+        self.auxiliary_head = AuxiliaryHead(c_aux, num_classes) if cfg.auxiliary else None
+
+    def forward_with_aux(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
+        aux = None
+        s0 = s1 = self.stem(x)
+        for layer, cell in enumerate(self.cells):
+            s0, s1 = s1, cell(s0, s1, self.drop_path_prob)
+            if layer == self.aux_layer and self.auxiliary_head is not None and self.training:
+                aux = self.auxiliary_head(s1)
+        return F.adaptive_avg_pool2d(s1, 1).flatten(1), aux
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.forward_with_aux(x)[0]
+
+
+def build_network(genotype: DartsGenotype, cfg: Any, in_channels: int, num_classes: int = 0) -> DartsNetwork:
+    """`cfg` is an `ssnas.network.NetworkConfig` (layers, init_channels, auxiliary, drop_path)."""
+    if not isinstance(genotype, DartsGenotype):
+        raise UserError(f"the darts space builds DARTS genotypes, got a {getattr(genotype, 'space', type(genotype).__name__)!r} one")
+    return DartsNetwork(genotype, cfg, in_channels, num_classes)
+
+
+def count_parameters(model: nn.Module) -> int:
+    """Parameters without the auxiliary head, as DARTS counts them (cnn/utils.py count_parameters_in_MB)."""
+    from ssnas.network import count_parameters as count
+
+    return count(model)

@@ -1,0 +1,33 @@
+"""`ssnas retrain`: stack a genotype into the full network and pretrain it with an objective."""
+from __future__ import annotations
+
+import argparse
+
+from ssnas.config import add_config_args, config_from_args
+
+ORDER = 20
+
+
+def run(ns: argparse.Namespace) -> int:
+    from ssnas.retrain import RetrainConfig, run_retrain
+
+    result = run_retrain(config_from_args(ns, RetrainConfig))
+    if not result.finished:
+        print(f"stopped after {result.epochs_run} epoch(s) as asked; continue with: ssnas retrain --resume "
+              f"--config {result.out / 'config.json'}")
+    if result.knn_top1 is not None:
+        print(f"kNN monitor, last reading: top-1 {100 * result.knn_top1:.2f}%")
+    print(f"pretrained network: {result.out / 'checkpoint.pt'}; evaluate with: ssnas eval {result.out} --protocol linear")
+    return 0
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    from ssnas.retrain import RetrainConfig
+
+    p = sub.add_parser("retrain", help="pretrain the full network of a found (or published) cell",
+                       description="Builds the DARTS evaluation network from --arch (a genotype.json, a search run "
+                                   "folder, DARTS_V1, DARTS_V2, or resnet18) and pretrains it with --objective; "
+                                   "writes checkpoint.pt (every epoch), config.json, network.json (parameters, "
+                                   "FLOPs), metrics.jsonl and TensorBoard events into --out.")
+    add_config_args(p, RetrainConfig)
+    p.set_defaults(func=run)

@@ -1,0 +1,321 @@
+"""Pretraining of a full-size network with any objective: the found cell (or a published one, or ResNet-18)
+stacked into the evaluation network and trained the way SimCLR trains on CIFAR-10.
+
+Same contract as the search: the objective owns its heads and says which views it needs; the loop makes
+batched views, steps the optimiser and calls `after_step`. Defaults follow google-research/simclr's CIFAR-10
+recipe (README: ResNet-18, batch 512, LARS, lr 1.0 per 256 images, weight decay 1e-6, temperature 0.5,
+1000 epochs; run.py: 10 warm-up epochs, then cosine decay). A weighted kNN monitor (lightly's protocol)
+tracks feature quality during training.
+"""
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from ssnas import checkpoint, registry
+from ssnas.augment import AugmentConfig, ViewMaker
+from ssnas.config import to_dict
+from ssnas.data import DataConfig, ImageSet, balanced_subset_indices, load_dataset
+from ssnas.errors import UserError
+from ssnas.evaluate import KnnConfig, accuracy, extract_features, knn_predict
+from ssnas.network import NetworkConfig, build_encoder, describe, is_backbone
+from ssnas.objective import Batch, ObjectiveConfig
+from ssnas.optim import make_optimizer, mixed_precision, set_lr, warmup_cosine
+from ssnas.report import RunLog
+from ssnas.run import RunConfig, epoch_seed, resolve_device, seed_everything
+from ssnas.search import _config_differences, visible_labels
+
+# Per-optimiser recipes for the settings left unset (None): base lr per 256 images and weight decay.
+RECIPES = {
+    "lars": {"lr": 1.0, "weight_decay": 1e-6},  # google-research/simclr README, CIFAR-10
+    "sgd": {"lr": 0.12, "weight_decay": 5e-4},  # lightly's CIFAR-10 benchmark: 0.06 per 128 images, wd 5e-4
+}
+
+
+@dataclass
+class RetrainOptimConfig:
+    optimizer: str = field(default="lars", metadata={"help": "lars (SimCLR) or sgd (momentum SGD)"})
+    lr: float | None = field(default=None, metadata={
+        "help": "base learning rate per 256 images, scaled by batch/256 (SimCLR); default: lars 1.0, sgd 0.12"})
+    weight_decay: float | None = field(default=None, metadata={"help": "weight decay; default: lars 1e-6, sgd 5e-4"})
+    momentum: float = field(default=0.9, metadata={"help": "momentum (SimCLR: 0.9)"})
+    warmup_epochs: int = field(default=10, metadata={"help": "linear warm-up epochs before the cosine decay (SimCLR: 10)"})
+    epochs: int = field(default=1000, metadata={"help": "pretraining epochs (SimCLR CIFAR-10 recipe: 1000)"})
+    batch_size: int = field(default=512, metadata={"help": "images per step; each gives the objective its views (SimCLR CIFAR-10: 512)"})
+    steps_per_epoch: int = field(default=0, metadata={"help": "cap on steps per epoch; 0 = one pass over the training set"})
+    amp: bool = field(default=True, metadata={"help": "float16 mixed precision on CUDA (ignored on CPU)"})
+
+    def resolved(self) -> tuple[float, float]:
+        recipe = RECIPES[self.optimizer]
+        lr = recipe["lr"] if self.lr is None else self.lr
+        wd = recipe["weight_decay"] if self.weight_decay is None else self.weight_decay
+        return lr * self.batch_size / 256, wd
+
+
+@dataclass
+class KnnMonitorConfig(KnnConfig):
+    every: int = field(default=5, metadata={
+        "flag": "--knn-every", "help": "kNN accuracy on the test set every N epochs and after the last; 0 = off "
+                                       "(lightly evaluates every epoch; 5 keeps the cost near 5%%)"})
+    test_subset: int = field(default=0, metadata={"help": "kNN monitor: only this many test images, class-balanced (0 = all)"})
+
+
+@dataclass
+class RetrainConfig:
+    arch: str = field(default="DARTS_V2", metadata={
+        "help": "a genotype.json, a search run folder, a published genotype (DARTS_V1, DARTS_V2) or resnet18"})
+    data: DataConfig = field(default_factory=DataConfig)
+    augment: AugmentConfig = field(default_factory=AugmentConfig)
+    network: NetworkConfig = field(default_factory=NetworkConfig)
+    objective: ObjectiveConfig = field(default_factory=ObjectiveConfig)
+    optim: RetrainOptimConfig = field(default_factory=RetrainOptimConfig)
+    knn: KnnMonitorConfig = field(default_factory=KnnMonitorConfig)
+    run: RunConfig = field(default_factory=lambda: RunConfig(out="runs/retrain"))
+
+
+def validate(cfg: RetrainConfig) -> Any:
+    """Cheap checks before any data is loaded; returns the architecture (a genotype or a backbone name)."""
+    from ssnas.genotypes import load_genotype
+
+    objective = registry.objective(cfg.objective.name)
+    o = cfg.optim
+    if o.optimizer not in RECIPES:
+        raise UserError(f"--optimizer must be one of {', '.join(RECIPES)}, got {o.optimizer!r}")
+    if o.epochs < 1 or o.batch_size < 2:
+        raise UserError(f"--epochs must be >= 1 and --batch-size >= 2, got {o.epochs} and {o.batch_size}")
+    if not 0 <= o.warmup_epochs <= o.epochs:
+        raise UserError(f"--warmup-epochs {o.warmup_epochs} must lie between 0 and --epochs {o.epochs}")
+    lr, wd = o.resolved()
+    if lr <= 0 or wd < 0:
+        raise UserError(f"--lr must be positive and --weight-decay >= 0, got {o.lr} and {o.weight_decay}")
+    if cfg.objective.temperature <= 0:
+        raise UserError(f"--temperature must be positive, got {cfg.objective.temperature}")
+    if cfg.knn.every < 0 or cfg.knn.k < 1 or cfg.knn.temperature <= 0:
+        raise UserError("--knn-every must be >= 0, --knn-k >= 1 and --knn-temperature > 0")
+    cfg.network.validate()
+    if cfg.network.auxiliary and objective.labels != "all":
+        raise UserError("--auxiliary is a classifier and needs labels; it belongs to supervised training "
+                        "(`ssnas eval RUN --protocol supervised`), not to contrastive pretraining")
+    cfg.augment.validate()
+    arch = cfg.arch.strip().lower() if is_backbone(cfg.arch) else load_genotype(cfg.arch)
+    if is_backbone(arch) and cfg.network.drop_path:
+        raise UserError("--drop-path applies to DARTS cells only; set it to 0 for --arch resnet18")
+    return arch
+
+
+class Pretrainer:
+    """The encoder, the objective and the optimiser; `step` = views, loss, update, `after_step`."""
+
+    def __init__(self, cfg: RetrainConfig, arch: Any, channels: int, mean: list[float], std: list[float],
+                 device: torch.device, num_classes: int = 0):
+        self.cfg = cfg
+        self.device = device
+        # the encoder is built first after seeding, so `ssnas eval --random-init` rebuilds these exact weights
+        seed_everything(cfg.run.seed)
+        self.encoder = build_encoder(arch, cfg.network, channels)
+        self.objective = registry.objective(cfg.objective.name)(cfg.objective, self.encoder.feature_dim, num_classes)
+        self.encoder.to(device, memory_format=torch.channels_last)
+        self.objective.to(device)
+        self.objective.attach(self.encoder)
+        self.lr, weight_decay = cfg.optim.resolved()
+        self.optimizer = make_optimizer(cfg.optim.optimizer, [self.encoder, self.objective], self.lr,
+                                        cfg.optim.momentum, weight_decay)
+        self.params = [p for group in self.optimizer.param_groups for p in group["params"]]
+        self.autocast, self.scaler = mixed_precision(device, cfg.optim.amp)
+        self.views = ViewMaker(cfg.augment, mean, std)
+        self.view_spec = self.objective.view_spec()
+        self.strong_views = self.objective.strong_view_maker(self.views)
+        if self.view_spec.strong and self.strong_views is None:
+            raise UserError(f"objective {cfg.objective.name!r} asks for strong views but defines no strong_view_maker")
+
+    def make_batch(self, images: torch.Tensor, index: torch.Tensor, generator: torch.Generator,
+                   labels: torch.Tensor | None) -> Batch:
+        x = images[index]
+        views = [self.views(x, generator) for _ in range(self.view_spec.weak)]
+        strong = [self.strong_views(x, generator) for _ in range(self.view_spec.strong)] if self.strong_views else []
+        return Batch(views=views, index=index, strong=strong, labels=None if labels is None else labels[index])
+
+    def step(self, batch: Batch, lr: float, progress: float) -> dict[str, torch.Tensor]:
+        set_lr(self.optimizer, lr)
+        self.optimizer.zero_grad(set_to_none=True)
+        with self.autocast():
+            out = self.objective(self.encoder, batch)
+        self.scaler.scale(out["loss"]).backward()
+        self.scaler.step(self.optimizer)
+        self.scaler.update()
+        self.objective.after_step(self.encoder, progress)
+        return out
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"encoder": self.encoder.state_dict(), "objective": self.objective.state_dict(),
+                "optimizer": self.optimizer.state_dict(), "scaler": self.scaler.state_dict()}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.encoder.load_state_dict(state["encoder"])
+        self.objective.load_state_dict(state["objective"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.scaler.load_state_dict(state["scaler"])
+
+
+@dataclass
+class RetrainResult:
+    out: Path
+    epochs_run: int
+    finished: bool
+    knn_top1: float | None = None  # the last kNN monitor reading, if any
+    params: int = 0
+    flops: int = 0
+    history: list[dict[str, Any]] = field(default_factory=list)
+
+
+def _prepare_out(cfg: RetrainConfig, out: Path) -> dict[str, Any] | None:
+    ckpt = out / "checkpoint.pt"
+    if not ckpt.exists():
+        return None
+    if not cfg.run.resume:
+        raise UserError(f"{out} already holds a run (checkpoint.pt); pass --resume to continue it, or choose another --out")
+    state = checkpoint.load(ckpt)
+    if "encoder" not in state:
+        raise UserError(f"{out} holds a search, not a retrain run; choose another --out")
+    diffs = _config_differences(state["config"], to_dict(cfg))
+    if diffs:
+        raise UserError(f"cannot resume {out}: the settings differ from the saved run in {', '.join(diffs)}; "
+                        f"rerun with the original settings (see {out / 'config.json'})")
+    return state
+
+
+def _knn_sets(cfg: RetrainConfig, train: ImageSet, test: ImageSet | None) -> tuple[ImageSet, ImageSet] | None:
+    """(labelled bank, labelled queries) for the kNN monitor, or None when it is off or has no labels."""
+    if cfg.knn.every == 0 or not train.has_labels:
+        return None
+    if test is None:
+        try:
+            test = load_dataset(cfg.data, "test", seed=cfg.run.seed)
+        except UserError as e:
+            print(f"ssnas: kNN monitor off: cannot load the test split ({e})")
+            return None
+    if not test.has_labels:
+        print("ssnas: kNN monitor off: the test split has no labels")
+        return None
+    if cfg.knn.test_subset and cfg.knn.test_subset < len(test):
+        test = test.subset(balanced_subset_indices(test.labels, cfg.knn.test_subset, cfg.run.seed))
+    return train, test
+
+
+def knn_monitor(trainer: Pretrainer, bank: ImageSet, queries: ImageSet) -> float:
+    """Weighted-kNN top-1 of the current encoder: training images as the memory bank, test images as queries."""
+    plain, device = trainer.views.plain, trainer.device
+    bank_f = extract_features(trainer.encoder, bank.images, plain, device)
+    query_f = extract_features(trainer.encoder, queries.images, plain, device)
+    k = trainer.cfg.knn
+    preds = knn_predict(bank_f, bank.labels.to(device), query_f, len(bank.classes), k.k, k.temperature)
+    return accuracy(preds, queries.labels)
+
+
+def run_retrain(cfg: RetrainConfig, train: ImageSet | None = None, test: ImageSet | None = None) -> RetrainResult:
+    """Pretrain (or resume) a network; `train`/`test` may be given directly (tests), else they are loaded."""
+    arch = validate(cfg)
+    out = Path(cfg.run.out)
+    resume_state = _prepare_out(cfg, out)
+    device = resolve_device(cfg.run.device)
+    objective_cls = registry.objective(cfg.objective.name)
+    if train is None:
+        train = load_dataset(cfg.data, "train", seed=cfg.run.seed)
+    labels = visible_labels(train, objective_cls.labels, cfg.objective.labels_fraction, cfg.run.seed)
+    knn_sets = _knn_sets(cfg, train, test)
+    mean, std = train.mean_std()
+    o = cfg.optim
+    steps = len(train) // o.batch_size
+    if steps == 0:
+        raise UserError(f"--batch-size {o.batch_size} is larger than the {len(train)} training images; lower "
+                        f"--batch-size or raise --subset")
+    if o.steps_per_epoch:
+        steps = min(steps, o.steps_per_epoch)
+
+    trainer = Pretrainer(cfg, arch, train.channels, mean, std, device,
+                         num_classes=len(train.classes) if labels is not None else 0)
+    view_size = cfg.augment.size or train.image_size
+    size = describe(trainer.encoder, (train.channels, view_size, view_size))
+    start_epoch, history = 0, []
+    if resume_state is not None:
+        trainer.load_state_dict(resume_state)
+        start_epoch, history = resume_state["epoch"] + 1, resume_state["history"]
+    out.mkdir(parents=True, exist_ok=True)
+    checkpoint.write_json(out / "config.json", to_dict(cfg))
+    arch_json = None if isinstance(arch, str) else arch.to_json()
+    if arch_json is not None:
+        checkpoint.write_json(out / "genotype.json", arch_json)
+    checkpoint.write_json(out / "network.json", {
+        "arch": cfg.arch, "genotype": arch_json, **size, "feature_dim": trainer.encoder.feature_dim,
+        "input_shape": [train.channels, view_size, view_size], "layers": cfg.network.layers,
+        "init_channels": cfg.network.init_channels, "lr": trainer.lr, "weight_decay": o.resolved()[1]})
+    print(f"{cfg.arch}: {size['params'] / 1e6:.3f}M parameters, {size['flops'] / 2e6:.1f}M mult-adds per "
+          f"{view_size}x{view_size} image")
+    data_info = {"channels": train.channels, "image_size": train.image_size, "view_size": view_size,
+                 "mean": mean, "std": std, "classes": train.classes, "dataset": cfg.data.dataset}
+    log = RunLog(out, resume_epoch=start_epoch, resume_step=start_epoch * steps, tensorboard=cfg.run.tensorboard)
+    images = train.images.to(device)
+    labels_dev = None if labels is None else labels.to(device)
+    knn_top1 = next((h["knn_top1"] for h in reversed(history) if "knn_top1" in h), None)
+    try:
+        last = o.epochs if not cfg.run.stop_after else min(o.epochs, start_epoch + cfg.run.stop_after)
+        for epoch in range(start_epoch, last):
+            stats = _run_epoch(trainer, images, labels_dev, epoch, steps, log, out)
+            if knn_sets and ((epoch + 1) % cfg.knn.every == 0 or epoch + 1 == o.epochs):
+                knn_top1 = knn_monitor(trainer, *knn_sets)
+                stats["knn_top1"] = knn_top1
+            history.append({"epoch": epoch, **{k: v for k, v in stats.items() if k in ("loss", "knn_top1")}})
+            log.log("epoch", (epoch + 1) * steps, epoch=epoch, **stats)
+            # "encoder" is what `ssnas eval` loads; "arch" and "data" let it rebuild the network and its inputs
+            checkpoint.save(out / "checkpoint.pt", {
+                "epoch": epoch, "config": to_dict(cfg), **trainer.state_dict(), "history": history,
+                "arch": {"name": cfg.arch, "genotype": arch_json}, "data": data_info})
+    finally:
+        log.close()
+    return RetrainResult(out, last - start_epoch, last == o.epochs, knn_top1, size["params"], size["flops"], history)
+
+
+def _run_epoch(trainer: Pretrainer, images: torch.Tensor, labels: torch.Tensor | None, epoch: int, steps: int,
+               log: RunLog, out: Path) -> dict[str, float]:
+    from tqdm.auto import tqdm
+
+    cfg = trainer.cfg
+    o = cfg.optim
+    b = o.batch_size
+    # every random draw of an epoch comes from seeds of (run, epoch): a resumed run repeats it exactly
+    order = torch.randperm(len(images), generator=torch.Generator().manual_seed(epoch_seed(cfg.run.seed, epoch, 0)))
+    augment = torch.Generator(device=trainer.device).manual_seed(epoch_seed(cfg.run.seed, epoch, 1))
+    torch.manual_seed(epoch_seed(cfg.run.seed, epoch, 2))  # drop-path masks and anything else global
+    if hasattr(trainer.encoder, "drop_path_prob"):
+        trainer.encoder.drop_path_prob = cfg.network.drop_path * epoch / o.epochs  # DARTS: linear ramp
+    trainer.encoder.train()
+    trainer.objective.train()
+    total_steps, warmup_steps = o.epochs * steps, o.warmup_epochs * steps
+    total, seen, started = 0.0, 0, time.perf_counter()
+    bar = tqdm(range(steps), desc=f"epoch {epoch + 1}/{o.epochs}", disable=not cfg.run.progress, leave=False,
+               dynamic_ncols=True)
+    for step in bar:
+        t0 = time.perf_counter()
+        global_step = epoch * steps + step
+        index = order[step * b:(step + 1) * b].to(trainer.device)
+        batch = trainer.make_batch(images, index, augment, labels)
+        lr = warmup_cosine(global_step, total_steps, warmup_steps, trainer.lr)
+        parts = trainer.step(batch, lr, (global_step + 1) / total_steps)
+        loss = float(parts["loss"].detach())
+        if not math.isfinite(loss):
+            raise UserError(f"the loss became {loss} at epoch {epoch + 1}, step {step + 1}; lower --lr (or raise "
+                            f"--temperature), then rerun; the last good checkpoint is kept in {out}")
+        images_per_s = b / (time.perf_counter() - t0)
+        total, seen = total + loss, seen + 1
+        bar.set_postfix(loss=f"{loss:.4f}", img_s=f"{images_per_s:.1f}")
+        if step % max(cfg.run.log_every, 1) == 0 or step == steps - 1:
+            row = {k: float(v) for k, v in parts.items() if k != "loss"}
+            log.log("step", global_step + 1, epoch=epoch, loss=loss, lr=lr, images_per_s=round(images_per_s, 2), **row)
+    bar.close()
+    seconds = time.perf_counter() - started
+    return {"loss": total / max(seen, 1), "seconds": round(seconds, 3), "images_per_s": round(seen * b / seconds, 2)}

@@ -1,5 +1,5 @@
 # Two entry points, both safe on a fresh machine:
-#   make demo   set up .venv, fetch Fashion-MNIST from Debian if missing, run a small search end to end
+#   make demo   set up .venv, fetch Fashion-MNIST from Debian if missing, then search, retrain, eval, export
 #   make test   set up .venv, fetch Fashion-MNIST if missing, run the tests
 PYTHON ?= python3
 VENV   := .venv
@@ -30,6 +30,14 @@ demo: setup data
 	rm -rf $(DEMO)
 	$(BIN)/ssnas search --dataset fashion-mnist --subset 1024 --layers 5 --init-channels 8 \
 	    --batch-size 32 --epochs 2 --out $(DEMO)/search
+	$(BIN)/ssnas retrain --arch $(DEMO)/search --objective simclr --dataset fashion-mnist --subset 2000 \
+	    --layers 5 --init-channels 8 --batch-size 64 --epochs 2 --test-subset 1000 --out $(DEMO)/retrain
+	$(BIN)/ssnas eval $(DEMO)/retrain --protocol linear --test-subset 1000
+	$(BIN)/ssnas eval $(DEMO)/retrain --protocol knn --test-subset 1000
+	$(BIN)/ssnas export $(DEMO)/search --to png --out $(DEMO)/cells.png
+	$(BIN)/ssnas export $(DEMO)/search --to nni --out $(DEMO)/arch_nni.json
+	$(BIN)/ssnas export $(DEMO)/retrain --to onnx --out $(DEMO)/model.onnx
+	$(BIN)/ssnas show $(DEMO)/retrain
 
 test: setup data
 	$(BIN)/python -m pytest -q

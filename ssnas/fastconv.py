@@ -32,7 +32,12 @@ def _wanted(ctx, i: int) -> bool:
     if node is None:
         return False
     will_run = getattr(torch._C, "_will_engine_execute_node", None)
-    return True if will_run is None else bool(will_run(node))
+    if will_run is None:
+        return True
+    try:
+        return bool(will_run(node))
+    except RuntimeError:  # a leaf under autograd.grad(): the engine cannot say, so compute it
+        return True
 
 
 class _DepthwiseConv(torch.autograd.Function):

@@ -124,8 +124,12 @@ class Searcher:
             loss = torch.tensor(float("nan"))
         else:
             loss = self.loss(batch_a)["loss"]
-            # only the alphas' gradients: the weights' would be thrown away, so autograd skips them
-            grads = torch.autograd.grad(loss, self.alphas, allow_unused=True)
+            # only the alphas' gradients: the weights' would be thrown away, so autograd skips them.
+            # backward(inputs=...) rather than autograd.grad: under autograd.grad a custom Function cannot
+            # ask the engine whether a leaf's gradient is wanted (ssnas.fastconv._wanted), so it would pay
+            # for the conv weights' gradients anyway.
+            loss.backward(inputs=self.alphas)
+            grads = [a.grad for a in self.alphas]
         for a, g in zip(self.alphas, grads):
             a.grad = torch.zeros_like(a) if g is None else g
         self.opt_a.step()

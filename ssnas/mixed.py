@@ -5,7 +5,12 @@
 Two exact shortcuts (same outputs and gradients as the plain sum):
 - the `none` op contributes w * 0 = 0 and passes no gradient to any weight, so it is never run; its
   softmax weight still takes part in the normalisation, which is where its alpha gets its gradient;
-- every candidate that starts with a ReLU on the edge's input shares one ``relu(x)``.
+- every candidate that starts with a ReLU on the edge's input shares one ``relu(x)``;
+- on CPU, a candidate whose softmax weight is exactly 0 (an underflowed softmax) is skipped too: w * y = 0
+  and every gradient through it is multiplied by w = 0. (Its BN's running statistics, which the search's
+  training-mode BN never reads, are then not updated for that step.)
+
+The candidate ops themselves run the fast kernels of ssnas.fastconv (see ssnas.ops.use_fast_kernels).
 """
 from __future__ import annotations
 
@@ -19,7 +24,9 @@ from ssnas.ops import OpFactory, pool_bn
 
 
 class MixedOp(nn.Module):
-    """A weighted sum over candidate ops on one edge."""
+    """A weighted sum over candidate ops on one edge. ``fast = False`` runs the textbook sum instead."""
+
+    fast = True
 
     def __init__(self, primitives: list[str], ops: Mapping[str, OpFactory], channels: int, stride: int,
                  pool_bn_in_search: bool = True):
@@ -36,9 +43,15 @@ class MixedOp(nn.Module):
                 self.live.append(i)
 
     def forward(self, x: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
+        if not self.fast:
+            return reference_mixed_forward(self, x, weights)
         relu_x = None
         out = None
-        for i in self.live:
+        live = self.live
+        if weights.device.type == "cpu":  # reading the weights here costs no device sync
+            flat = weights.detach().tolist()
+            live = [i for i in live if flat[i] != 0.0] or live
+        for i in live:
             op = self.candidates[i]
             if getattr(op, "starts_with_relu", False):
                 if relu_x is None:

@@ -12,6 +12,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ssnas.fastconv import avg_pool_3x3, depthwise_conv, pointwise_conv
+
 
 class ReLUFirst(nn.Module):
     """An op whose first layer is a ReLU on its input; subclasses implement ``forward_after_relu``."""
@@ -36,7 +38,13 @@ class ReLUConvBN(ReLUFirst):
 
 
 class DilConv(ReLUFirst):
-    """ReLU, depthwise (dilated) conv, pointwise conv, BN."""
+    """ReLU, depthwise (dilated) conv, pointwise conv, BN.
+
+    ``fast`` (default) runs the convolutions through ssnas.fastconv: the same maths with cheaper backward
+    passes; ``use_fast_kernels(model, False)`` switches back to the plain ``nn.Conv2d`` calls.
+    """
+
+    fast = True
 
     def __init__(self, c_in: int, c_out: int, kernel: int, stride: int, padding: int, dilation: int,
                  affine: bool = True):
@@ -47,7 +55,11 @@ class DilConv(ReLUFirst):
         self.bn = nn.BatchNorm2d(c_out, affine=affine)
 
     def forward_after_relu(self, x: torch.Tensor) -> torch.Tensor:
-        return self.bn(self.pointwise(self.depthwise(x)))
+        if not self.fast:
+            return self.bn(self.pointwise(self.depthwise(x)))
+        dw = self.depthwise
+        y = depthwise_conv(x, dw.weight, dw.stride[0], dw.padding[0], dw.dilation[0])
+        return self.bn(pointwise_conv(y, self.pointwise.weight))
 
 
 class SepConv(ReLUFirst):
@@ -93,9 +105,28 @@ class Zero(nn.Module):
         return x[:, :, :: self.stride, :: self.stride].mul(0.0)
 
 
+class AvgPool3x3(nn.AvgPool2d):
+    """DARTS's avg_pool_3x3 (padding 1, padding not counted); ``fast`` takes ssnas.fastconv's box sum."""
+
+    fast = True
+
+    def __init__(self, stride: int):
+        super().__init__(3, stride=stride, padding=1, count_include_pad=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return avg_pool_3x3(x, self.stride) if self.fast else super().forward(x)
+
+
 def pool_bn(pool: nn.Module, c: int, with_bn: bool) -> nn.Module:
     # DARTS adds an affine-free BN after pooling inside the supernet, so pools are on the same scale as convs.
     return nn.Sequential(pool, nn.BatchNorm2d(c, affine=False)) if with_bn else pool
+
+
+def use_fast_kernels(model: nn.Module, on: bool = True) -> None:
+    """Switch every op of ``model`` between the fast kernels and the plain torch calls (the reference)."""
+    for m in model.modules():
+        if hasattr(type(m), "fast"):
+            m.fast = on
 
 
 OpFactory = Callable[[int, int, bool], nn.Module]
@@ -104,7 +135,7 @@ OpFactory = Callable[[int, int, bool], nn.Module]
 DARTS_OPS: dict[str, OpFactory] = {
     "none": lambda c, stride, affine: Zero(stride),
     "max_pool_3x3": lambda c, stride, affine: nn.MaxPool2d(3, stride=stride, padding=1),
-    "avg_pool_3x3": lambda c, stride, affine: nn.AvgPool2d(3, stride=stride, padding=1, count_include_pad=False),
+    "avg_pool_3x3": lambda c, stride, affine: AvgPool3x3(stride),
     "skip_connect": lambda c, stride, affine: nn.Identity() if stride == 1 else FactorizedReduce(c, c, affine),
     "sep_conv_3x3": lambda c, stride, affine: SepConv(c, c, 3, stride, 1, affine),
     "sep_conv_5x5": lambda c, stride, affine: SepConv(c, c, 5, stride, 2, affine),

@@ -140,8 +140,12 @@ class Searcher:
             loss = torch.tensor(float("nan"))
         else:
             loss = self.loss(batch_a)["loss"]
-            # only the alphas' gradients: the weights' would be thrown away, so autograd skips them
-            grads = torch.autograd.grad(loss, self.alphas, allow_unused=True)
+            # only the alphas' gradients: the weights' would be thrown away, so autograd skips them.
+            # backward(inputs=...) rather than autograd.grad: under autograd.grad a custom Function cannot
+            # ask the engine whether a leaf's gradient is wanted (ssnas.fastconv._wanted), so it would pay
+            # for the conv weights' gradients anyway.
+            loss.backward(inputs=self.alphas)
+            grads = [a.grad for a in self.alphas]
         penalty = self.regulariser(progress)
         if penalty is not None:  # depends on the alphas alone, so its gradient simply adds in both orders
             grads = [g + r if g is not None else r for g, r in zip(grads, torch.autograd.grad(penalty, self.alphas))]

@@ -1,0 +1,114 @@
+"""The fast kernels and the fast mixed op against plain torch: same outputs and gradients.
+
+Kernels are compared in float64 (tolerance 1e-10: the same maths, only the order of additions differs);
+the whole supernet in float32 with rtol 1e-4, atol 1e-5 (float32 summation order over ~40 layers).
+"""
+from __future__ import annotations
+
+import copy
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from search_spaces.darts import DartsSupernet
+from ssnas.fastconv import avg_pool_3x3, depthwise_conv, pointwise_conv
+from ssnas.ops import use_fast_kernels
+from ssnas.space import SpaceConfig
+
+CL = torch.channels_last
+TIGHT = dict(rtol=1e-10, atol=1e-10)
+
+
+@pytest.fixture(autouse=True)
+def _small_torch():
+    # one thread: these tensors are tiny, and two threads on a busy 2-core machine spin-wait for seconds
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+def _grads(out, inputs, seed=1):
+    g = torch.randn(out.shape, generator=torch.Generator().manual_seed(seed), dtype=out.dtype)
+    return torch.autograd.grad(out, inputs, g.contiguous(memory_format=CL))
+
+
+@pytest.mark.parametrize("k,dilation,stride", [(3, 1, 1), (5, 1, 1), (3, 2, 1), (5, 2, 1),
+                                               (3, 1, 2), (5, 1, 2), (3, 2, 2), (5, 2, 2)])
+@pytest.mark.parametrize("size", [8, 7])  # 7: odd sides take the fallback or the ceil-sized subgrid
+def test_depthwise_conv_matches_conv2d(k, dilation, stride, size):
+    torch.manual_seed(0)
+    c = 3
+    x = torch.randn(2, c, size, size, dtype=torch.float64).contiguous(memory_format=CL).requires_grad_()
+    w = torch.randn(c, 1, k, k, dtype=torch.float64, requires_grad=True)
+    pad = dilation * (k - 1) // 2
+    ref = F.conv2d(x, w, stride=stride, padding=pad, dilation=dilation, groups=c)
+    out = depthwise_conv(x, w, stride, pad, dilation)
+    torch.testing.assert_close(out, ref, **TIGHT)
+    for a, b in zip(_grads(out, [x, w]), _grads(ref, [x, w])):
+        torch.testing.assert_close(a, b, **TIGHT)
+
+
+@pytest.mark.parametrize("stride", [1, 2])
+def test_avg_pool_and_pointwise_match_torch(stride):
+    torch.manual_seed(0)
+    x = torch.randn(2, 3, 7, 6, dtype=torch.float64).contiguous(memory_format=CL).requires_grad_()
+    ref = F.avg_pool2d(x, 3, stride, 1, count_include_pad=False)
+    out = avg_pool_3x3(x, stride)
+    torch.testing.assert_close(out, ref, **TIGHT)
+    torch.testing.assert_close(_grads(out, [x])[0], _grads(ref, [x])[0], **TIGHT)
+    w = torch.randn(5, 3, 1, 1, dtype=torch.float64, requires_grad=True)
+    ref, out = F.conv2d(x, w), pointwise_conv(x, w)
+    torch.testing.assert_close(out, ref, **TIGHT)
+    for a, b in zip(_grads(out, [x, w]), _grads(ref, [x, w])):
+        torch.testing.assert_close(a, b, **TIGHT)
+
+
+def _supernet_pair():
+    torch.manual_seed(0)
+    fast = DartsSupernet(SpaceConfig(layers=3, init_channels=4), 3).to(memory_format=CL)
+    ref = copy.deepcopy(fast)
+    use_fast_kernels(ref, False)  # textbook: every op incl. `none`, plain torch convs and pools
+    return fast, ref
+
+
+def _loss_and_grads(net, x):
+    out = net(x)
+    params = [net.alphas_normal, net.alphas_reduce, *net.weight_parameters()]
+    grads = torch.autograd.grad(out.square().sum(), params, allow_unused=True)
+    # a skipped op's weights get no gradient at all; the textbook path gives them exact zeros
+    return out, [torch.zeros_like(p) if g is None else g for p, g in zip(params, grads)]
+
+
+def test_whole_supernet_fast_path_matches_the_textbook_supernet():
+    fast, ref = _supernet_pair()
+    assert any(not m.fast for m in ref.modules() if hasattr(type(m), "fast"))
+    x = torch.randn(4, 3, 16, 16).contiguous(memory_format=CL)
+    out_f, grads_f = _loss_and_grads(fast, x)
+    out_r, grads_r = _loss_and_grads(ref, x)
+    torch.testing.assert_close(out_f, out_r, rtol=1e-4, atol=1e-5)
+    assert len(grads_f) == len(grads_r) > 2
+    for a, b in zip(grads_f, grads_r):  # alphas first, then every weight
+        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-5)
+    # the arch step's request (alphas only, as Searcher.arch_step asks), where the fast kernels skip the
+    # weights' gradients
+    alphas = [fast.alphas_normal, fast.alphas_reduce]
+    fast(x).square().sum().backward(inputs=alphas)
+    for a, b in zip(alphas, grads_r[:2]):
+        torch.testing.assert_close(a.grad, b, rtol=1e-4, atol=1e-5)
+    assert all(p.grad is None for p in fast.weight_parameters())
+
+
+def test_an_op_whose_weight_underflows_to_zero_is_skipped_exactly():
+    fast, ref = _supernet_pair()
+    with torch.no_grad():
+        for net in (fast, ref):
+            net.alphas_normal[:, 5] = -1e4  # sep_conv_5x5: softmax weight exactly 0 on every normal edge
+    assert (F.softmax(fast.alphas_normal, -1)[:, 5] == 0).all()
+    x = torch.randn(4, 3, 16, 16).contiguous(memory_format=CL)
+    out_f, grads_f = _loss_and_grads(fast, x)
+    out_r, grads_r = _loss_and_grads(ref, x)
+    torch.testing.assert_close(out_f, out_r, rtol=1e-4, atol=1e-5)
+    for a, b in zip(grads_f, grads_r):
+        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-5)

@@ -215,6 +215,7 @@ def build_for_export(spec: str, cfg: ExportConfig) -> BuiltNetwork:
     import torch
 
     from ssnas.network import NetworkConfig, build_encoder, is_backbone
+    from ssnas.ops import use_fast_kernels
     from ssnas.run import seed_everything
 
     folder = Path(spec)
@@ -245,6 +246,9 @@ def build_for_export(spec: str, cfg: ExportConfig) -> BuiltNetwork:
     if state is not None:
         model.load_state_dict(state["encoder"])
     model = model.to(memory_format=torch.contiguous_format).eval()
+    # ONNX and TorchScript record standard ops only: the fast kernels are custom autograd Functions, and the
+    # textbook path computes the same maths (tests/test_fast_path.py)
+    use_fast_kernels(model, False)
     if state is not None:
         name = f"{folder} ({(info.config or {}).get('arch') or state.get('arch', {}).get('name', '?')})"
     else:

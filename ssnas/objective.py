@@ -115,3 +115,24 @@ def projection_head(in_dim: int, hidden_dim: int, out_dim: int) -> nn.Sequential
     hidden = hidden_dim or in_dim
     return nn.Sequential(nn.Linear(in_dim, hidden, bias=False), nn.BatchNorm1d(hidden), nn.ReLU(inplace=True),
                          nn.Linear(hidden, out_dim))
+
+
+class BatchMaker:
+    """Turns image indices into the Batch an objective asks for: its weak and strong views, the instance ids and
+    the labels it may see. The search and the retrain loops share it."""
+
+    def __init__(self, objective: Objective, views: Callable[[torch.Tensor, torch.Generator], torch.Tensor]):
+        self.views = views
+        self.spec = objective.view_spec()
+        self.strong = objective.strong_view_maker(views)
+        if self.spec.strong and self.strong is None:
+            raise UserError(f"objective {objective.name!r} asks for strong views but defines no strong_view_maker")
+
+    def __call__(self, images: torch.Tensor, index: torch.Tensor, generator: torch.Generator,
+                 labels: torch.Tensor | None = None) -> Batch:
+        """`images` uint8 NHWC on the training device; `labels`, if any, are those of `index` already."""
+        x = images[index.to(images.device)]
+        views = [self.views(x, generator) for _ in range(self.spec.weak)]
+        strong = [self.strong(x, generator) for _ in range(self.spec.strong)] if self.strong else []
+        return Batch(views=views, index=index.to(x.device), strong=strong,
+                     labels=None if labels is None else labels.to(x.device))

@@ -24,7 +24,7 @@ from ssnas.data import DataConfig, ImageSet, balanced_subset_indices, load_datas
 from ssnas.errors import UserError
 from ssnas.evaluate import KnnConfig, accuracy, extract_features, knn_predict
 from ssnas.network import NetworkConfig, build_encoder, describe, is_backbone
-from ssnas.objective import Batch, ObjectiveConfig
+from ssnas.objective import Batch, BatchMaker, ObjectiveConfig
 from ssnas.optim import make_optimizer, mixed_precision, set_lr, warmup_cosine
 from ssnas.report import RunLog
 from ssnas.run import RunConfig, epoch_seed, resolve_device, seed_everything
@@ -127,18 +127,11 @@ class Pretrainer:
                                         cfg.optim.momentum, weight_decay)
         self.params = [p for group in self.optimizer.param_groups for p in group["params"]]
         self.autocast, self.scaler = mixed_precision(device, cfg.optim.amp)
-        self.views = ViewMaker(cfg.augment, mean, std)
-        self.view_spec = self.objective.view_spec()
-        self.strong_views = self.objective.strong_view_maker(self.views)
-        if self.view_spec.strong and self.strong_views is None:
-            raise UserError(f"objective {cfg.objective.name!r} asks for strong views but defines no strong_view_maker")
+        self.batches = BatchMaker(self.objective, ViewMaker(cfg.augment, mean, std))
 
     def make_batch(self, images: torch.Tensor, index: torch.Tensor, generator: torch.Generator,
                    labels: torch.Tensor | None) -> Batch:
-        x = images[index]
-        views = [self.views(x, generator) for _ in range(self.view_spec.weak)]
-        strong = [self.strong_views(x, generator) for _ in range(self.view_spec.strong)] if self.strong_views else []
-        return Batch(views=views, index=index, strong=strong, labels=None if labels is None else labels[index])
+        return self.batches(images, index, generator, None if labels is None else labels[index])
 
     def step(self, batch: Batch, lr: float, progress: float) -> dict[str, torch.Tensor]:
         set_lr(self.optimizer, lr)
@@ -209,7 +202,7 @@ def _knn_sets(cfg: RetrainConfig, train: ImageSet, test: ImageSet | None) -> tup
 
 def knn_monitor(trainer: Pretrainer, bank: ImageSet, queries: ImageSet) -> float:
     """Weighted-kNN top-1 of the current encoder: training images as the memory bank, test images as queries."""
-    plain, device = trainer.views.plain, trainer.device
+    plain, device = trainer.batches.views.plain, trainer.device
     bank_f = extract_features(trainer.encoder, bank.images, plain, device)
     query_f = extract_features(trainer.encoder, queries.images, plain, device)
     k = trainer.cfg.knn

@@ -22,7 +22,7 @@ from ssnas.config import to_dict
 from ssnas.diagnostics import search_diagnostics
 from ssnas.data import DataConfig, ImageSet, balanced_subset_indices, bilevel_split, load_dataset
 from ssnas.errors import UserError
-from ssnas.objective import Batch, ObjectiveConfig
+from ssnas.objective import Batch, BatchMaker, ObjectiveConfig
 from ssnas.report import RunLog
 from ssnas.run import RunConfig, epoch_seed, resolve_device, seed_everything
 from ssnas.space import SpaceConfig
@@ -103,20 +103,13 @@ class Searcher:
         self.opt_a = torch.optim.Adam(self.alphas, lr=o.arch_lr, betas=tuple(o.arch_betas),
                                       weight_decay=o.arch_weight_decay)
         self.schedule = torch.optim.lr_scheduler.CosineAnnealingLR(self.opt_w, o.epochs, eta_min=o.lr_min)
-        self.views = ViewMaker(cfg.augment, mean, std)
-        self.view_spec = self.objective.view_spec()
-        self.strong_views = self.objective.strong_view_maker(self.views)
-        if self.view_spec.strong and self.strong_views is None:
-            raise UserError(f"objective {cfg.objective.name!r} asks for strong views but defines no strong_view_maker")
+        self.batches = BatchMaker(self.objective, ViewMaker(cfg.augment, mean, std))
+        self.view_spec = self.batches.spec
 
     # ---- batches -----------------------------------------------------------------------------------
     def make_batch(self, images: torch.Tensor, index: torch.Tensor, generator: torch.Generator,
                    labels: torch.Tensor | None = None) -> Batch:
-        x = images[index.to(images.device)]
-        views = [self.views(x, generator) for _ in range(self.view_spec.weak)]
-        strong = [self.strong_views(x, generator) for _ in range(self.view_spec.strong)] if self.strong_views else []
-        return Batch(views=views, index=index.to(self.device), strong=strong,
-                     labels=None if labels is None else labels.to(self.device))
+        return self.batches(images, index, generator, labels)
 
     def loss(self, batch: Batch) -> dict[str, torch.Tensor]:
         return self.objective(self.supernet, batch)

@@ -31,7 +31,8 @@ demo: setup data
 	$(BIN)/ssnas search --dataset fashion-mnist --subset 1024 --layers 5 --init-channels 8 \
 	    --batch-size 32 --epochs 2 --out $(DEMO)/search
 	$(BIN)/ssnas retrain --arch $(DEMO)/search --objective simclr --dataset fashion-mnist --subset 2000 \
-	    --layers 5 --init-channels 8 --batch-size 64 --epochs 2 --test-subset 1000 --out $(DEMO)/retrain
+	    --layers 5 --init-channels 8 --batch-size 64 --epochs 2 --warmup-epochs 1 --test-subset 1000 \
+	    --out $(DEMO)/retrain
 	$(BIN)/ssnas eval $(DEMO)/retrain --protocol linear --test-subset 1000
 	$(BIN)/ssnas eval $(DEMO)/retrain --protocol knn --test-subset 1000
 	$(BIN)/ssnas export $(DEMO)/search --to png --out $(DEMO)/cells.png

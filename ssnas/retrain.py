@@ -27,7 +27,7 @@ from ssnas.network import NetworkConfig, build_encoder, describe, is_backbone
 from ssnas.objective import Batch, BatchMaker, ObjectiveConfig
 from ssnas.optim import make_optimizer, mixed_precision, set_lr, warmup_cosine
 from ssnas.report import RunLog
-from ssnas.run import RunConfig, epoch_seed, resolve_device, seed_everything
+from ssnas.run import RunConfig, epoch_seed, epoch_steps, resolve_device, seed_everything
 from ssnas.search import _config_differences, visible_labels
 
 # Per-optimiser recipes for the settings left unset (None): base lr per 256 images and weight decay.
@@ -223,12 +223,7 @@ def run_retrain(cfg: RetrainConfig, train: ImageSet | None = None, test: ImageSe
     knn_sets = _knn_sets(cfg, train, test)
     mean, std = train.mean_std()
     o = cfg.optim
-    steps = len(train) // o.batch_size
-    if steps == 0:
-        raise UserError(f"--batch-size {o.batch_size} is larger than the {len(train)} training images; lower "
-                        f"--batch-size or raise --subset")
-    if o.steps_per_epoch:
-        steps = min(steps, o.steps_per_epoch)
+    steps = epoch_steps(len(train), o.batch_size, o.steps_per_epoch, "the training set")
 
     trainer = Pretrainer(cfg, arch, train.channels, mean, std, device,
                          num_classes=len(train.classes) if labels is not None else 0)

@@ -45,3 +45,12 @@ def epoch_seed(seed: int, epoch: int, stream: int = 0) -> int:
     """A seed per (run, epoch, stream): an epoch's randomness does not depend on the epochs before it, so a
     resumed run draws exactly what the uninterrupted one drew."""
     return (seed * 1_000_003 + epoch * 7_919 + stream) % 2**63
+
+
+def epoch_steps(images: int, batch_size: int, cap: int, what: str) -> int:
+    """Full batches per epoch over `images` (`what` names them in the error), capped by --steps-per-epoch."""
+    steps = images // batch_size
+    if steps == 0:
+        raise UserError(f"--batch-size {batch_size} is larger than {what} ({images} images); lower "
+                        f"--batch-size or raise --subset")
+    return min(steps, cap) if cap else steps

@@ -24,7 +24,7 @@ from ssnas.data import DataConfig, ImageSet, balanced_subset_indices, bilevel_sp
 from ssnas.errors import UserError
 from ssnas.objective import Batch, BatchMaker, ObjectiveConfig
 from ssnas.report import RunLog
-from ssnas.run import RunConfig, epoch_seed, resolve_device, seed_everything
+from ssnas.run import RunConfig, epoch_seed, epoch_steps, resolve_device, seed_everything
 from ssnas.space import SpaceConfig
 
 
@@ -257,12 +257,7 @@ def run_search(cfg: SearchConfig, train: ImageSet | None = None) -> SearchResult
     mean, std = train.mean_std()
     idx_w, idx_a = bilevel_split(len(train), cfg.data.train_portion, cfg.run.seed)
     o = cfg.optim
-    steps = len(idx_w) // o.batch_size
-    if steps == 0:
-        raise UserError(f"--batch-size {o.batch_size} is larger than the weight half ({len(idx_w)} images); "
-                        f"lower --batch-size or raise --subset")
-    if o.steps_per_epoch:
-        steps = min(steps, o.steps_per_epoch)
+    steps = epoch_steps(len(idx_w), o.batch_size, o.steps_per_epoch, "the weight half")
 
     searcher = Searcher(cfg, train.channels, mean, std, device,
                         num_classes=len(train.classes) if labels is not None else 0)

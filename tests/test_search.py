@@ -134,3 +134,12 @@ def test_a_killed_search_resumes_to_the_same_genotype(tmp_path):
     resumed = json.loads((killed / "genotype.json").read_text())
     assert resumed["normal"] == straight["normal"] and resumed["reduce"] == straight["reduce"]
     assert json.loads((killed / "alphas.json").read_text()) == json.loads((tmp_path / "straight" / "alphas.json").read_text())
+
+
+def test_epoch_steps_counts_full_batches_caps_them_and_explains_an_empty_epoch():
+    from ssnas.run import epoch_steps
+
+    assert epoch_steps(100, 32, 0, "the weight half") == 3
+    assert epoch_steps(100, 32, 2, "the weight half") == 2
+    with pytest.raises(UserError, match=r"--batch-size 64 is larger than the weight half \(50 images\)"):
+        epoch_steps(50, 64, 0, "the weight half")

@@ -15,7 +15,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ssnas.errors import UserError
-from ssnas.mixed import MixedOp
+from ssnas.mixed import MixedOp, SharedInput, concat_channels
 from ssnas.ops import DARTS_OPS, FactorizedReduce, ReLUConvBN
 from ssnas.space import SpaceConfig, Supernet
 
@@ -182,17 +182,19 @@ class SearchCell(nn.Module):
 
     def forward(self, s0: torch.Tensor, s1: torch.Tensor, weights: torch.Tensor, aux_skip: float = 0.0) -> torch.Tensor:
         states = [self.pre0(s0), self.pre1(s1)]
+        shared = [SharedInput(h) for h in states]  # work every edge leaving a state would repeat
         k = 0
         for _ in range(self.nodes):
             node = None
             for j, h in enumerate(states):
-                y = self.edges[k](h, weights[k])
+                y = self.edges[k](h, weights[k], shared[j])
                 if aux_skip and not (self.reduction and j < 2):
                     y = y + aux_skip * h  # DARTS-'s auxiliary skip, only where the edge keeps the resolution
                 node = y if node is None else node + y
                 k += 1
             states.append(node)
-        return torch.cat(states[2:], dim=1)
+            shared.append(SharedInput(node))
+        return concat_channels(states[2:])
 
 
 def reduction_layers(layers: int) -> set[int]:

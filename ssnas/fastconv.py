@@ -119,23 +119,52 @@ class _FromSubgrids(torch.autograd.Function):
         return _ToSubgrids.apply(g)
 
 
-def depthwise_conv(x: torch.Tensor, w: torch.Tensor, stride: int, padding: int, dilation: int) -> torch.Tensor:
+def depthwise_route(shape: torch.Size, k: int, kh: int, stride: int, padding: int, dilation: int) -> str:
+    """Which exact rewrite ``depthwise_conv`` takes for an input of `shape` and a k x kh kernel:
+    "plain" (undilated kernel), "even" (stride-2 dilation-2: the even sub-grid), "subgrids" (stride-1
+    dilation-2: the four parity sub-grids) or "torch" (anything else: ``F.conv2d`` itself)."""
+    same = padding == dilation * (k - 1) // 2
+    if not (same and k % 2 == 1 and kh == k and stride in (1, 2) and dilation in (1, 2)):
+        return "torch"
+    if dilation == 1:
+        return "plain"
+    if stride == 2:
+        return "even"
+    if shape[-1] % 2 or shape[-2] % 2 or (k - 1) % 2:
+        return "torch"
+    return "subgrids"
+
+
+def even_subgrid(x: torch.Tensor) -> torch.Tensor:
+    """``x[:, :, ::2, ::2]``, channels_last in value and gradient; what a stride-2 dilation-2 conv reads."""
+    return _EvenSubgrid.apply(x)
+
+
+def to_subgrids(x: torch.Tensor) -> torch.Tensor:
+    """(N, C, H, W) -> (4N, C, H/2, W/2), the parity sub-grids a stride-1 dilation-2 conv reads. Every
+    dilated conv on the same input reads the same sub-grids, so callers may compute them once."""
+    return _ToSubgrids.apply(x)
+
+
+def depthwise_conv(x: torch.Tensor, w: torch.Tensor, stride: int, padding: int, dilation: int,
+                   prepared: torch.Tensor | None = None) -> torch.Tensor:
     """``F.conv2d(x, w, stride=stride, padding=padding, dilation=dilation, groups=C)``, faster backward.
 
     Takes the fast route for the DARTS shapes (odd square kernel, 'same' padding, dilation 1 or 2,
     stride 1 or 2, even sides when dilated) and falls back to ``F.conv2d`` for anything else.
+    `prepared` may hand in ``even_subgrid(x)`` or ``to_subgrids(x)`` (whichever the route needs) when
+    another conv on the same input has already computed it.
     """
     k = w.shape[-1]
-    same = padding == dilation * (k - 1) // 2
-    if not (same and k % 2 == 1 and w.shape[-2] == k and stride in (1, 2) and dilation in (1, 2)):
+    route = depthwise_route(x.shape, k, w.shape[-2], stride, padding, dilation)
+    if route == "torch":
         return F.conv2d(x, w, stride=stride, padding=padding, dilation=dilation, groups=x.shape[1])
-    if dilation == 1:
+    if route == "plain":
         return _DepthwiseConv.apply(x, w, stride)
-    if stride == 2:  # only the even sub-grid is read; its own conv is undilated and stride 1
-        return _DepthwiseConv.apply(_EvenSubgrid.apply(x), w, 1)
-    if x.shape[-1] % 2 or x.shape[-2] % 2 or (k - 1) % 2:
-        return F.conv2d(x, w, stride=stride, padding=padding, dilation=dilation, groups=x.shape[1])
-    return _FromSubgrids.apply(_DepthwiseConv.apply(_ToSubgrids.apply(x), w, 1))
+    if route == "even":  # only the even sub-grid is read; its own conv is undilated and stride 1
+        return _DepthwiseConv.apply(even_subgrid(x) if prepared is None else prepared, w, 1)
+    subgrids = to_subgrids(x) if prepared is None else prepared
+    return _FromSubgrids.apply(_DepthwiseConv.apply(subgrids, w, 1))
 
 
 def pointwise_conv(x: torch.Tensor, w: torch.Tensor) -> torch.Tensor:

@@ -12,7 +12,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ssnas.fastconv import avg_pool_3x3, depthwise_conv, pointwise_conv
+from ssnas.fastconv import avg_pool_3x3, depthwise_conv, depthwise_route, even_subgrid, pointwise_conv, to_subgrids
 
 
 class ReLUFirst(nn.Module):
@@ -25,6 +25,10 @@ class ReLUFirst(nn.Module):
 
     def forward_after_relu(self, x: torch.Tensor) -> torch.Tensor:  # pragma: no cover - abstract
         raise NotImplementedError
+
+    def forward_shared(self, shared) -> torch.Tensor:
+        """The op on ``shared.x``, reusing what other ops on the same input computed (ssnas.mixed.SharedInput)."""
+        return self.forward_after_relu(shared.relu())
 
 
 class ReLUConvBN(ReLUFirst):
@@ -59,6 +63,19 @@ class DilConv(ReLUFirst):
             return self.bn(self.pointwise(self.depthwise(x)))
         dw = self.depthwise
         y = depthwise_conv(x, dw.weight, dw.stride[0], dw.padding[0], dw.dilation[0])
+        return self.bn(pointwise_conv(y, self.pointwise.weight))
+
+    def forward_shared(self, shared) -> torch.Tensor:
+        # Both dilated convs of every edge leaving a state read the same parity sub-grids of relu(state):
+        # they are cut once per state instead of once per conv.
+        dw = self.depthwise
+        stride, pad, dil = dw.stride[0], dw.padding[0], dw.dilation[0]
+        route = depthwise_route(shared.x.shape, dw.kernel_size[0], dw.kernel_size[1], stride, pad, dil)
+        if not self.fast or route not in ("even", "subgrids"):
+            return self.forward_after_relu(shared.relu())
+        cut = even_subgrid if route == "even" else to_subgrids
+        prepared = shared.memo(route, lambda: cut(shared.relu()))
+        y = depthwise_conv(shared.x, dw.weight, stride, pad, dil, prepared=prepared)
         return self.bn(pointwise_conv(y, self.pointwise.weight))
 
 

@@ -20,7 +20,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ssnas.errors import UserError
-from ssnas.mixed import MixedOp
+from ssnas.mixed import MixedOp, SharedInput
 from ssnas.ops import ReLUConvBN, Zero
 from ssnas.space import SpaceConfig, Supernet
 
@@ -32,6 +32,10 @@ NODES = 4
 # Edge k joins (source -> target), in the order of the benchmark string: 0->1, 0->2, 1->2, 0->3, 1->3, 2->3
 EDGES = [(i, j) for j in range(1, NODES) for i in range(j)]
 CELL_KINDS = ("cell",)
+# The benchmark's own network when --layers/--init-channels are left unset: N = 5 cells per stage, C = 16
+# (NAS-Bench-201 Sec. 2.1). `ssnas.network.resolved_network` reads these; DARTS's are 20 cells / C = 36.
+NETWORK_DEFAULTS = {"layers": 5, "init_channels": 16}
+LAYERS_UNIT = "cells per stage"  # what `layers` counts here, for printed sizes
 
 NB201_OPS = {
     "none": lambda c, stride, affine: Zero(stride),
@@ -76,14 +80,15 @@ class NB201Genotype:
             match = _STRING.match(node)
             parts = match.group(1).split("|") if match else []
             if len(parts) != j:
-                raise UserError(f"{source}: node {j} must read {j} edge(s) as |op~input|..., got {node!r}")
+                example = "|" + "|".join(f"op~{i}" for i in range(j)) + "|"
+                raise UserError(f"{source}: node {j} must read {j} edge(s), written {example}, got {node!r}")
             for i, part in enumerate(parts):
                 op, sep, src = part.partition("~")
                 if op not in PRIMITIVES:
-                    raise UserError(f"{source}: node {j}, edge {i}: {op!r} is not a NAS-Bench-201 op; "
+                    raise UserError(f"{source}: node {j}, edge {i}->{j}: {op!r} is not a NAS-Bench-201 op; "
                                     f"use one of {PRIMITIVES}")
                 if not sep or src != str(i):
-                    raise UserError(f"{source}: node {j}, edge {i}: input must be ~{i}, got {part!r}")
+                    raise UserError(f"{source}: node {j}, edge {i}->{j}: input must be ~{i}, got {part!r}")
                 edges.append(op)
         return cls(tuple(edges))
 
@@ -121,17 +126,19 @@ class _Cell(nn.Module):
 
     def forward(self, x: torch.Tensor, weights: torch.Tensor | None = None, aux_skip: float = 0.0) -> torch.Tensor:
         nodes = [x]
+        shared = [SharedInput(x)]  # work every edge leaving a node would repeat (ssnas.mixed)
         for j in range(1, NODES):
             total = None
             for k, (i, target) in enumerate(EDGES):
                 if target != j:
                     continue
                 edge = self.edges[k]
-                y = edge(nodes[i]) if weights is None else edge(nodes[i], weights[k])
+                y = edge(nodes[i]) if weights is None else edge(nodes[i], weights[k], shared[i])
                 if aux_skip:
                     y = y + aux_skip * nodes[i]  # DARTS-'s auxiliary skip (Chu et al. 2021)
                 total = y if total is None else total + y
             nodes.append(total)
+            shared.append(SharedInput(total))
         return nodes[-1]
 
 
@@ -224,10 +231,32 @@ def build_supernet(cfg: SpaceConfig, in_channels: int) -> NB201Supernet:
     return NB201Supernet(cfg, in_channels)
 
 
+def check_network(cfg: Any) -> None:
+    """The evaluation settings this space can build (called by `ssnas.network.resolved_network`): sizes of at
+    least 1, and none of DARTS's extras, since the benchmark's network has no auxiliary tower and no drop-path."""
+    if cfg.layers < 1 or cfg.init_channels < 1:
+        raise UserError(f"NAS-Bench-201 needs --layers (cells per stage) and --init-channels of at least 1, got "
+                        f"{cfg.layers} and {cfg.init_channels}; the benchmark's network is --layers 5 --init-channels 16")
+    if cfg.auxiliary or cfg.drop_path:
+        raise UserError("--auxiliary and --drop-path belong to DARTS's evaluation network; NAS-Bench-201's has "
+                        "neither, so turn them off (--no-auxiliary --drop-path 0) for an nb201 genotype")
+
+
 def build_network(genotype: NB201Genotype, cfg: Any, in_channels: int = 3, num_classes: int = 0) -> NB201Network:
     """`cfg` needs `layers` (cells per stage) and `init_channels`."""
+    if not isinstance(genotype, NB201Genotype):
+        raise UserError(f"the nb201 space builds NAS-Bench-201 genotypes, got a "
+                        f"{getattr(genotype, 'space', type(genotype).__name__)!r} one")
     return NB201Network(genotype, cfg.layers, cfg.init_channels, in_channels, num_classes)
 
 
 def genotype_from_json(data: Any, source: str = "genotype") -> NB201Genotype:
     return NB201Genotype.from_json(data, source)
+
+
+def genotype_from_string(text: str, source: str = "genotype") -> NB201Genotype | None:
+    """The benchmark's string (`ssnas.genotypes.load_genotype`'s hook for genotypes written as text), or None
+    when `text` is not in that format; a string that starts with '|' but is malformed is a UserError."""
+    if not isinstance(text, str) or not text.strip().startswith("|"):
+        return None
+    return NB201Genotype.from_string(text, source)

@@ -34,7 +34,7 @@ from ssnas.augment import AugmentConfig, ViewMaker
 from ssnas.config import to_dict
 from ssnas.data import DataConfig, ImageSet, balanced_subset_indices, load_dataset
 from ssnas.errors import UserError
-from ssnas.network import NetworkConfig, build_encoder, describe, is_backbone
+from ssnas.network import NetworkConfig, build_encoder, describe, is_backbone, resolved_network
 from ssnas.optim import mixed_precision, set_lr, warmup_cosine
 from ssnas.report import RunLog
 from ssnas.run import epoch_seed, resolve_device, seed_everything
@@ -101,8 +101,10 @@ class EvalConfig:
     random_init: bool = field(default=False, metadata={
         "help": "evaluate the architecture with fresh random weights (seeded as the retrain was): the baseline "
                 "that pretraining must beat"})
-    layers: int | None = field(default=None, metadata={"help": "cells (default: the retrain run's, else 20)"})
-    init_channels: int | None = field(default=None, metadata={"help": "initial channels (default: the run's, else 36)"})
+    layers: int | None = field(default=None, metadata={
+        "help": "cells (default: the retrain run's, else the space's: DARTS 20, NAS-Bench-201 5 per stage)"})
+    init_channels: int | None = field(default=None, metadata={
+        "help": "initial channels (default: the run's, else the space's: DARTS 36, NAS-Bench-201 16)"})
     test_subset: int = field(default=0, metadata={"help": "use only this many test images, class-balanced (0 = all)"})
     data: DataConfig = field(default_factory=DataConfig)
     knn: KnnConfig = field(default_factory=KnnConfig)
@@ -325,10 +327,14 @@ def load_run(folder: Path, arch_override: str = "") -> RunInfo:
 
 
 def _network_config(info: RunInfo, cfg: EvalConfig) -> NetworkConfig:
+    """Sizes from the flags, else the retrain run's (config.json holds the sizes it built), else the space's own."""
     saved = (info.config or {}).get("network", {}) if info.state is not None else {}
-    base = NetworkConfig()
-    return NetworkConfig(layers=cfg.layers or saved.get("layers", base.layers),
-                         init_channels=cfg.init_channels or saved.get("init_channels", base.init_channels))
+    net = NetworkConfig()
+    for key in ("layers", "init_channels"):
+        value = getattr(cfg, key) or saved.get(key)
+        if value:
+            setattr(net, key, int(value))
+    return net if is_backbone(info.arch) else resolved_network(net, info.arch)
 
 
 def _view_size(info: RunInfo, image_size: int) -> int:
@@ -531,7 +537,8 @@ def _finetune(cfg: EvalConfig, encoder: nn.Module, train: ImageSet, test: ImageS
 def _supervised(cfg: EvalConfig, info: RunInfo, net_cfg: NetworkConfig, train: ImageSet, test: ImageSet,
                 num_classes: int, mean: list[float], std: list[float], device: torch.device, log: RunLog) -> dict[str, Any]:
     s = cfg.supervised
-    darts_cell = not is_backbone(info.arch)
+    # the auxiliary tower and drop-path are DARTS's: off for resnet18 and for NAS-Bench-201's network
+    darts_cell = getattr(info.arch, "space", None) == "darts"
     net_cfg = NetworkConfig(layers=net_cfg.layers, init_channels=net_cfg.init_channels,
                             auxiliary=s.auxiliary and darts_cell, auxiliary_weight=s.auxiliary_weight,
                             drop_path=s.drop_path if darts_cell else 0.0)

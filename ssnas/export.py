@@ -1,10 +1,11 @@
 """`ssnas export`: a genotype (or a retrained network) written in the formats other tools read.
 
-Genotype targets: `json` (our own format), `nni` (NNI 3.0's DARTS-space dict, see `ssnas.nni_format`),
-`python` (a self-contained literal in the style of DARTS's cnn/genotypes.py), `png`/`svg` (both cells,
-drawn with matplotlib alone, or with Graphviz on request), `dot` (Graphviz text), `graphml` (the cells as a
-networkx graph). Network targets: `onnx` and `torchscript`, built from a retrain run folder (trained weights)
-or from a genotype with --layers/--init-channels (fresh weights), and checked against PyTorch on a batch.
+Genotype targets: `json` (our own format), `nni` (NNI 3.0's DARTS-space or NasBench201-space dict, see
+`ssnas.nni_format`), `python` (a self-contained literal in the style of DARTS's cnn/genotypes.py; for
+NAS-Bench-201 the benchmark's string), `png`/`svg` (the cells, drawn with matplotlib alone, or with Graphviz on
+request), `dot` (Graphviz text), `graphml` (the cells as a networkx graph). Network targets: `onnx` and
+`torchscript`, built from a retrain run folder (trained weights) or from a genotype with --layers/
+--init-channels (fresh weights; unset sizes are the space's own network), and checked against PyTorch on a batch.
 
 Light at import: `ssnas.genotypes.load_genotype` imports this module for its format hook (`parse_genotype`).
 """
@@ -41,9 +42,10 @@ class ExportConfig:
     renderer: str = field(default="matplotlib", metadata={
         "help": "png/svg renderer: matplotlib (no Graphviz needed) or graphviz (needs `dot` on PATH)"})
     space: str = field(default="", metadata={"help": "search space of the genotype (default: the file's own)"})
-    layers: int = field(default=0, metadata={"help": "onnx/torchscript: cells (default: the retrain run's, else 20)"})
+    layers: int = field(default=0, metadata={
+        "help": "onnx/torchscript: cells (default: the retrain run's, else the space's: DARTS 20, NAS-Bench-201 5 per stage)"})
     init_channels: int = field(default=0, metadata={
-        "help": "onnx/torchscript: initial channels (default: the retrain run's, else 36)"})
+        "help": "onnx/torchscript: initial channels (default: the retrain run's, else the space's: DARTS 36, NAS-Bench-201 16)"})
     in_channels: int = field(default=0, metadata={"help": "onnx/torchscript: image channels (default: the run's, else 3)"})
     image_size: int = field(default=0, metadata={
         "help": "onnx/torchscript: image side; the exported graph is fixed to it (default: the run's, else 32)"})
@@ -71,7 +73,10 @@ def resolve_genotype(spec: str, space: str | None = None) -> Any:
 
 
 def default_name(spec: str) -> str:
-    """A Python identifier for a genotype from where it came from: DARTS_V2, runs/darts-simclr -> DARTS_SIMCLR."""
+    """A Python identifier for a genotype from where it came from: DARTS_V2, runs/darts-simclr -> DARTS_SIMCLR;
+    a NAS-Bench-201 string given as it is -> NB201_CELL."""
+    if str(spec).strip().startswith("|"):
+        return "NB201_CELL"
     stem = Path(str(spec).rstrip("/")).name
     if stem == "genotype.json":
         stem = Path(str(spec)).parent.name
@@ -83,13 +88,20 @@ def default_name(spec: str) -> str:
 # ---- Python literal (DARTS cnn/genotypes.py style) ----------------------------------------------------------------
 
 def to_python(genotype: Any, name: str = "GENOTYPE") -> str:
-    """A self-contained module: the `Genotype` namedtuple of DARTS's genotypes.py and one constant."""
-    if getattr(genotype, "space", None) != "darts":
-        raise UserError(f"--to python writes DARTS genotypes; a {getattr(genotype, 'space', '?')!r} genotype has no "
-                        f"DARTS literal (use --to json)")
+    """A self-contained module: the `Genotype` namedtuple of DARTS's genotypes.py and one constant; for a
+    NAS-Bench-201 genotype, one string constant in the benchmark's format (what its API's queries take)."""
+    space = getattr(genotype, "space", None)
+    if space not in ("darts", "nb201"):
+        raise UserError(f"--to python writes DARTS and NAS-Bench-201 genotypes; a {space!r} genotype has no "
+                        f"Python literal (use --to json)")
     if not name.isidentifier():
         raise UserError(f"--name {name!r} is not a Python identifier; use letters, digits and _")
     meta = ", ".join(f"{k}={v}" for k, v in sorted((genotype.meta or {}).items()) if k != "name")
+    if space == "nb201":
+        lines = ['"""A NAS-Bench-201 cell, written by `ssnas export --to python` (the benchmark\'s own string, '
+                 'Dong & Yang 2020)."""', ""]
+        lines += [f"# {meta}"] if meta else []
+        return "\n".join([*lines, f"{name} = {genotype.to_string()!r}", ""])
 
     def cell(pairs: tuple) -> str:
         return "[" + ", ".join(f"({op!r}, {j})" for op, j in pairs) + "]"
@@ -121,29 +133,42 @@ def _literal(node: ast.AST, where: str) -> Any:
         raise UserError(f"{where} must be a literal (lists of ('op', input) pairs, concat lists or range(a, b))") from None
 
 
+def _is_space_string(node: ast.AST) -> bool:
+    """A string constant in a space's own format (NAS-Bench-201's '|op~0|+...')."""
+    return isinstance(node, ast.Constant) and isinstance(node.value, str) and node.value.strip().startswith("|")
+
+
 def from_python(text: str, source: str = "genotypes.py", name: str | None = None) -> Any:
     """Genotypes assigned as `NAME = Genotype(normal=..., normal_concat=..., reduce=..., reduce_concat=...)`
-    (keywords or positions), read with `ast`, not executed; `name` picks one when the file holds several."""
+    (keywords or positions), or as `NAME = '|op~0|+...'` (NAS-Bench-201), read with `ast`, not executed;
+    `name` picks one when the file holds several."""
     from search_spaces.darts import DartsGenotype
 
     try:
         tree = ast.parse(text, filename=source)
     except SyntaxError as e:
         raise UserError(f"{source} is not valid Python (line {e.lineno}: {e.msg})") from None
-    found: dict[str, ast.Call] = {}
+    found: dict[str, ast.AST] = {}
     for node in tree.body:
         if (isinstance(node, ast.Assign) and len(node.targets) == 1 and isinstance(node.targets[0], ast.Name)
-                and isinstance(node.value, ast.Call) and isinstance(node.value.func, ast.Name)
-                and node.value.func.id == "Genotype"):
+                and ((isinstance(node.value, ast.Call) and isinstance(node.value.func, ast.Name)
+                      and node.value.func.id == "Genotype") or _is_space_string(node.value))):
             found[node.targets[0].id] = node.value
     if not found:
-        raise UserError(f"{source} assigns no `NAME = Genotype(...)`; write one with `ssnas export --to python`")
+        raise UserError(f"{source} assigns no `NAME = Genotype(...)` nor `NAME = '|op~0|+...'`; write one with "
+                        f"`ssnas export --to python`")
     if name is None and len(found) > 1:
         raise UserError(f"{source} holds {len(found)} genotypes ({', '.join(found)}); pick one as {source}:NAME")
     key = name or next(iter(found))
     if key not in found:
         raise UserError(f"{source} has no genotype {key!r}; it holds {', '.join(found)}")
     call = found[key]
+    if isinstance(call, ast.Constant):
+        from ssnas.genotypes import from_text
+
+        genotype = from_text(call.value, f"{source}: {key}")
+        genotype.meta.update({"name": key})
+        return genotype
     if len(call.args) > len(_FIELDS):
         raise UserError(f"{source}: {key} = Genotype(...) takes at most {len(_FIELDS)} fields, got {len(call.args)}")
     values = {f: _literal(a, f"{source}: {key}.{f}") for f, a in zip(_FIELDS, call.args)}
@@ -214,7 +239,7 @@ def build_for_export(spec: str, cfg: ExportConfig) -> BuiltNetwork:
     """A retrain run folder (its network and weights), or a genotype spec stacked at --layers/--init-channels."""
     import torch
 
-    from ssnas.network import NetworkConfig, build_encoder, is_backbone
+    from ssnas.network import NetworkConfig, build_encoder, is_backbone, resolved_network, size_words
     from ssnas.ops import use_fast_kernels
     from ssnas.run import seed_everything
 
@@ -231,8 +256,13 @@ def build_for_export(spec: str, cfg: ExportConfig) -> BuiltNetwork:
         arch = spec.strip().lower() if is_backbone(spec) else resolve_genotype(spec, cfg.space or None)
         saved_net = {}
     data = (state or {}).get("data", {})
-    net_cfg = NetworkConfig(layers=cfg.layers or saved_net.get("layers", 20),
-                            init_channels=cfg.init_channels or saved_net.get("init_channels", 36))
+    net_cfg = NetworkConfig()
+    for key in ("layers", "init_channels"):  # the flag, else the run's, else the space's own (resolved_network)
+        value = getattr(cfg, key) or saved_net.get(key)
+        if value:
+            setattr(net_cfg, key, int(value))
+    if not is_backbone(arch):
+        net_cfg = resolved_network(net_cfg, arch)
     if state is not None and ((cfg.layers and cfg.layers != saved_net.get("layers"))
                               or (cfg.init_channels and cfg.init_channels != saved_net.get("init_channels"))):
         raise UserError(f"{folder} was trained with --layers {saved_net.get('layers')} --init-channels "
@@ -253,7 +283,7 @@ def build_for_export(spec: str, cfg: ExportConfig) -> BuiltNetwork:
         name = f"{folder} ({(info.config or {}).get('arch') or state.get('arch', {}).get('name', '?')})"
     else:
         name = arch if isinstance(arch, str) else default_name(spec)
-    what = f"{name}: {net_cfg.layers} cells, {net_cfg.init_channels} channels, input {in_channels}x{size}x{size}"
+    what = f"{name}: {size_words(arch, net_cfg)}, input {in_channels}x{size}x{size}"
     return BuiltNetwork(model, (in_channels, size, size), state is not None, what)
 
 

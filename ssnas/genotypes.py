@@ -1,8 +1,14 @@
-"""Where a genotype comes from: a JSON file, a run folder, or the name of a published cell.
+"""Where a genotype comes from: a JSON file, a run folder, the name of a published cell, or a space's own
+string (NAS-Bench-201's), given directly or in a text file.
 
     load_genotype("runs/darts-simclr/genotype.json")   # a file written by `ssnas search`
     load_genotype("runs/darts-simclr")                 # a run folder: its genotype.json
     load_genotype("darts_v2")                          # a published cell, any case
+    load_genotype("|nor_conv_3x3~0|+|nor_conv_3x3~0|avg_pool_3x3~1|+|skip_connect~0|nor_conv_3x3~1|skip_connect~2|")
+    load_genotype("cell.txt")                          # a file holding that string
+
+A space module reads its strings with `genotype_from_string(text, source)`, which returns None for text in
+another format; nb201 does.
 
 `resnet18` is no genotype: `ssnas.network.build_encoder` builds that backbone itself. Every failure is a
 one-line UserError naming the problem and the fix.
@@ -56,42 +62,73 @@ def published(space: str | None = None) -> dict[str, Any]:
     return out
 
 
+def _same_space(found: str, wanted: str | None, source: str) -> None:
+    if wanted and _normalise(found) != _normalise(wanted):
+        raise UserError(f"{source}: this genotype belongs to the {found!r} space, not {wanted!r}; "
+                        f"pass a {wanted} genotype or drop --space")
+
+
+def from_text(text: str, source: str, space: str | None = None) -> Any | None:
+    """A genotype written as a space's own string (NAS-Bench-201's `|op~0|+...`), or None when no space
+    reads `text`; a string in a space's format but malformed is that space's UserError."""
+    from ssnas import registry
+
+    for name in registry.available_spaces():
+        parse = getattr(registry.space(name), "genotype_from_string", None)
+        genotype = parse(text, source) if parse is not None else None
+        if genotype is not None:
+            _same_space(genotype.space, space, source)
+            return genotype
+    return None
+
+
 def from_data(data: Any, source: str, space: str | None = None) -> Any:
-    """A genotype from parsed JSON: any registered format first, then the space's own format."""
+    """A genotype from parsed JSON: any registered format first, then a space's string, then the space's own
+    format."""
     from ssnas import registry
 
     for parse in _parsers():
         genotype = parse(data, source, space)
         if genotype is not None:
             return genotype
+    if isinstance(data, str):
+        genotype = from_text(data, source, space)
+        if genotype is not None:
+            return genotype
     if not isinstance(data, dict):
         raise UserError(f"{source}: expected a JSON object holding a genotype, got {type(data).__name__}")
     name = data.get("space") or space or "darts"
-    if space and name != space:
-        raise UserError(f"{source}: this genotype belongs to the {name!r} space, not {space!r}; "
-                        f"pass a {space} genotype or drop --space")
+    _same_space(name, space, source)
     module = registry.space(name)
     return module.genotype_from_json(data, source)
 
 
-def _read_json(path: Path) -> Any:
+def _read_file(path: Path, space: str | None) -> Any:
+    """A genotype file: JSON (ours, or a registered format such as NNI's dict), or a space's string as text."""
     try:
-        return json.loads(path.read_text())
+        text = path.read_text()
+    except (OSError, UnicodeDecodeError) as e:
+        raise UserError(f"cannot read {path}: {getattr(e, 'strerror', None) or e}") from None
+    try:
+        data = json.loads(text)
     except json.JSONDecodeError as e:
-        raise UserError(f"{path} is not valid JSON ({e.msg} at line {e.lineno}); pass a genotype.json "
-                        f"written by `ssnas search` or a published name such as DARTS_V2") from None
-    except OSError as e:
-        raise UserError(f"cannot read {path}: {e.strerror or e}") from None
+        genotype = from_text(text, str(path), space)
+        if genotype is not None:
+            return genotype
+        raise UserError(f"{path} is not valid JSON ({e.msg} at line {e.lineno}) nor a NAS-Bench-201 string; pass "
+                        f"a genotype.json written by `ssnas search` or a published name such as DARTS_V2") from None
+    return from_data(data, str(path), space)
 
 
 def load_genotype(spec: str, space: str | None = None) -> Any:
-    """The genotype named by `spec`: a .json file, a run folder holding genotype.json, or a published name
-    (DARTS_V1, DARTS_V2, DARTS; case-insensitive)."""
+    """The genotype named by `spec`: a .json file, a run folder holding genotype.json, a published name
+    (DARTS_V1, DARTS_V2, DARTS; case-insensitive), or a NAS-Bench-201 string (given directly or as the text
+    of a file). `space` (e.g. from --space) refuses a genotype of another space."""
     from ssnas.network import BACKBONES
 
     if not isinstance(spec, str) or not spec.strip():
         raise UserError("--arch is empty; pass a genotype.json, a search run folder, a published genotype "
-                        "(DARTS_V1, DARTS_V2) or resnet18")
+                        "(DARTS_V1, DARTS_V2), a NAS-Bench-201 string (|op~0|+...) or resnet18")
     if spec.strip().lower() in BACKBONES:
         raise UserError(f"{spec!r} is a fixed backbone, not a genotype; build it with "
                         f"ssnas.network.build_encoder({spec!r}, ...) or pass it to `ssnas retrain --arch`")
@@ -101,14 +138,21 @@ def load_genotype(spec: str, space: str | None = None) -> Any:
         if not file.is_file():
             raise UserError(f"{path} holds no genotype.json; point --arch at a search run folder, "
                             f"a genotype .json file, or a published genotype such as DARTS_V2")
-        return from_data(_read_json(file), str(file), space)
+        return _read_file(file, space)
     if path.is_file():
-        return from_data(_read_json(path), str(path), space)
+        return _read_file(path, space)
+    genotype = from_text(spec, "NAS-Bench-201 string", space)
+    if genotype is not None:
+        return genotype
     table = published(space)
     if _normalise(spec) in table:
         return table[_normalise(spec)]
-    if path.suffix.lower() == ".json" or "/" in spec:
+    elsewhere = published().get(_normalise(spec))
+    if elsewhere is not None:
+        _same_space(elsewhere.space, space, spec)
+    if path.suffix.lower() in (".json", ".txt") or "/" in spec:
         raise UserError(f"no file or folder at {spec}; pass an existing genotype.json or run folder")
-    names = ", ".join(sorted(table))
-    raise UserError(f"unknown architecture {spec!r}: not a file, a run folder or a published genotype "
-                    f"({names}); resnet18 is also accepted by retrain")
+    names = ", ".join(sorted(table) or ["none"])
+    raise UserError(f"unknown architecture {spec!r}: not a file, a run folder, a published genotype "
+                    f"({names}) or a NAS-Bench-201 string (|op~0|+|op~0|op~1|+|op~0|op~1|op~2|); resnet18 is also "
+                    f"accepted by retrain")

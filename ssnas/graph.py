@@ -1,4 +1,4 @@
-"""A DARTS genotype as a graph, and pictures of it.
+"""A genotype as a graph, and pictures of it: DARTS's two cells, or NAS-Bench-201's one.
 
 `cell_graph(genotype, "normal")` is a networkx MultiDiGraph (a DiGraph subclass: a node may take both of its
 edges from the same state, so parallel edges must survive) with nodes `c_{k-2}`, `c_{k-1}` (the cell inputs),
@@ -6,6 +6,10 @@ edges from the same state, so parallel edges must survive) with nodes `c_{k-2}`,
 and edges labelled with their op. Pictures are drawn with matplotlib (Agg) alone, so a PNG never needs
 Graphviz; `to_dot` writes Graphviz text for those who have it. `alpha_figure` is the per-cell heat map of the
 softmaxed architecture weights, and `log_search_pictures` puts both into TensorBoard at the end of a search.
+
+A NAS-Bench-201 genotype is one cell ('cell'): nodes `0` (the cell's input), `1`, `2` and `3` (its output),
+and an edge i -> j for every i < j, labelled with its op; `none` edges stay in the graph (so it holds the
+whole genotype) and are drawn dashed.
 """
 from __future__ import annotations
 
@@ -21,19 +25,33 @@ OUTPUT = "output"
 OP_COLOURS = {
     "max_pool_3x3": "#0072B2", "avg_pool_3x3": "#56B4E9", "skip_connect": "#7f7f7f", "sep_conv_3x3": "#D55E00",
     "sep_conv_5x5": "#E69F00", "dil_conv_3x3": "#009E73", "dil_conv_5x5": "#CC79A7", "none": "#000000",
-    "concat": "#bbbbbb",
+    "concat": "#bbbbbb", "nor_conv_3x3": "#D55E00", "nor_conv_1x1": "#009E73",
 }
+NONE_COLOUR = "#999999"  # a `none` edge of a NAS-Bench-201 cell: drawn dashed and grey, it carries nothing
 NODE_COLOURS = {"input": "#a6dba0", "node": "#8fb8de", "output": "#f4d35e"}
 X_STEP, Y_STEP = 2.4, 1.7  # column and row spacing of the drawing, in data units (a node is 0.54 across)
 
 
+def is_dag_cell(genotype: Any) -> bool:
+    """A NAS-Bench-201-style genotype: one cell, one op per edge of a complete DAG (`edges`)."""
+    return hasattr(genotype, "edges") and not hasattr(genotype, "normal")
+
+
 def cell_kinds(genotype: Any) -> tuple[str, ...]:
-    """The cells a genotype holds ('normal', 'reduce'); a UserError for genotypes that are no DARTS cells."""
+    """The cells a genotype holds ('normal', 'reduce'; NAS-Bench-201: 'cell'); a UserError for genotypes with
+    no cells to draw."""
+    if is_dag_cell(genotype):
+        return ("cell",)
     kinds = tuple(k for k in ("normal", "reduce") if hasattr(genotype, k))
     if not kinds:
-        raise UserError(f"cell pictures and graphs are drawn for DARTS-style genotypes; a "
-                        f"{getattr(genotype, 'space', type(genotype).__name__)!r} genotype has no normal/reduce cells")
+        raise UserError(f"cell pictures and graphs are drawn for DARTS and NAS-Bench-201 genotypes; a "
+                        f"{getattr(genotype, 'space', type(genotype).__name__)!r} genotype has no cells to draw")
     return kinds
+
+
+def cell_ops(genotype: Any, kind: str) -> list[str]:
+    """The ops of one cell, in the genotype's order."""
+    return list(genotype.edges) if is_dag_cell(genotype) else [op for op, _ in getattr(genotype, kind)]
 
 
 def state_name(j: int) -> str:
@@ -41,11 +59,34 @@ def state_name(j: int) -> str:
     return INPUTS[j] if j < 2 else str(j - 2)
 
 
-def cell_graph(genotype: Any, kind: str = "normal"):
-    """One cell as a MultiDiGraph; edge key k is the slot (0/1) of the pair inside its node."""
+def dag_cell_graph(genotype: Any):
+    """A NAS-Bench-201 cell as a MultiDiGraph: nodes '0' (input), '1', '2', '3' (output), one edge per op."""
     import networkx as nx
 
-    cell_kinds(genotype)
+    from search_spaces.nb201 import EDGES, NODES
+
+    g = nx.MultiDiGraph(cell="cell", space=getattr(genotype, "space", "nb201"))
+    for n in range(NODES):
+        g.add_node(str(n), role="input" if n == 0 else "output" if n == NODES - 1 else "node")
+    for (i, j), op in zip(EDGES, genotype.edges):
+        g.add_edge(str(i), str(j), key=0, op=op, slot=0)
+    return g
+
+
+def ops_from_graph(g) -> tuple[str, ...]:
+    """The inverse of `dag_cell_graph`: the ops of a NAS-Bench-201 cell, in the benchmark's edge order."""
+    from search_spaces.nb201 import EDGES
+
+    return tuple(g.edges[str(i), str(j), 0]["op"] for i, j in EDGES)
+
+
+def cell_graph(genotype: Any, kind: str = "normal"):
+    """One cell as a MultiDiGraph; edge key k is the slot (0/1) of the pair inside its node. A NAS-Bench-201
+    genotype gives its one cell whatever `kind` says (`dag_cell_graph`)."""
+    import networkx as nx
+
+    if cell_kinds(genotype) == ("cell",):
+        return dag_cell_graph(genotype)
     pairs = getattr(genotype, kind)
     concat = getattr(genotype, f"{kind}_concat")
     g = nx.MultiDiGraph(cell=kind, space=getattr(genotype, "space", "darts"))
@@ -89,9 +130,12 @@ def genotype_graph(genotype: Any):
 
 def layout(g) -> dict[str, tuple[float, float]]:
     """Left-to-right layered positions, as Graphviz's `dot` ranks them: a node's column is its longest path
-    from the inputs; nodes sharing a column are spread vertically in index order."""
+    from the inputs; nodes sharing a column are spread vertically in index order. A NAS-Bench-201 cell, a
+    chain 0-1-2-3 with every skip, zig-zags (1 up, 2 down), so no edge runs through a node."""
     import networkx as nx
 
+    if g.graph.get("cell") == "cell":
+        return {"0": (0.0, 0.0), "1": (X_STEP, Y_STEP), "2": (2 * X_STEP, -Y_STEP), "3": (3 * X_STEP, 0.0)}
     rank: dict[str, int] = {}
     for n in nx.topological_sort(g):
         preds = list(g.predecessors(n))
@@ -112,6 +156,7 @@ def draw_cell(genotype: Any, kind: str, ax) -> tuple[float, float, float, float]
     from matplotlib.patches import Circle, FancyArrowPatch
 
     g = cell_graph(genotype, kind)
+    dag = g.graph.get("cell") == "cell"  # NAS-Bench-201: plain node numbers, `none` edges dashed
     pos = layout(g)
     radius = 0.27
     circles = {}
@@ -120,14 +165,16 @@ def draw_cell(genotype: Any, kind: str, ax) -> tuple[float, float, float, float]
         circles[n] = Circle(pos[n], radius, fc=NODE_COLOURS[d["role"]], ec="#333333", lw=1.0, zorder=2)
         ax.add_patch(circles[n])
         label = {"output": "c_{k}"}.get(n, n)
-        ax.text(*pos[n], f"${label}$" if d["role"] != "node" else label, ha="center", va="center", fontsize=9, zorder=4)
+        as_math = d["role"] != "node" and not dag
+        ax.text(*pos[n], f"${label}$" if as_math else label, ha="center", va="center", fontsize=9, zorder=4)
     for u, v, k, d in g.edges(keys=True, data=True):
         (x1, y1), (x2, y2) = pos[u], pos[v]
         rad = _bend(g, u, v, k, pos) if d["op"] != "concat" else 0.0
-        colour = OP_COLOURS.get(d["op"], "#555555")
+        colour = _edge_colour(d["op"], dag)
         # patchA/patchB clip the arrow at the node circles, whatever the figure's scale
         ax.add_patch(FancyArrowPatch((x1, y1), (x2, y2), connectionstyle=f"arc3,rad={rad}", arrowstyle="-|>",
                                      mutation_scale=12, lw=1.2 if d["op"] == "concat" else 1.8, color=colour,
+                                     linestyle="--" if dag and d["op"] == "none" else "-",
                                      patchA=circles[u], patchB=circles[v], shrinkA=0, shrinkB=1, zorder=1))
         points += [_on_arc((x1, y1), (x2, y2), rad, t / 8) for t in range(1, 8)]
         if d["op"] != "concat":
@@ -136,13 +183,20 @@ def draw_cell(genotype: Any, kind: str, ax) -> tuple[float, float, float, float]
                     bbox={"boxstyle": "round,pad=0.15", "fc": "white", "ec": "none", "alpha": 0.85})
     ax.set_aspect("equal")
     ax.axis("off")
-    concat = ", ".join(str(c - 2) for c in getattr(genotype, f"{kind}_concat"))
-    ax.set_title(f"{kind} cell  (output = concat of {concat})", fontsize=10)
+    if dag:
+        ax.set_title(f"{genotype.to_string()}\nnode 0 = input, node 3 = output; dashed = none", fontsize=9)
+    else:
+        concat = ", ".join(str(c - 2) for c in getattr(genotype, f"{kind}_concat"))
+        ax.set_title(f"{kind} cell  (output = concat of {concat})", fontsize=10)
     xs, ys = [p[0] for p in points], [p[1] for p in points]
     extent = (min(xs) - 0.5, max(xs) + 0.5, min(ys) - 0.5, max(ys) + 0.5)
     ax.set_xlim(*extent[:2])
     ax.set_ylim(*extent[2:])
     return extent
+
+
+def _edge_colour(op: str, dag: bool = False) -> str:
+    return NONE_COLOUR if dag and op == "none" else OP_COLOURS.get(op, "#555555")
 
 
 def _on_arc(a: tuple[float, float], b: tuple[float, float], rad: float, t: float) -> tuple[float, float]:
@@ -207,9 +261,10 @@ def cells_figure(genotype: Any, title: str | None = None):
     for ax in axes:
         ax.set_xlim(x0, x1)
         ax.set_ylim(y0, y1)
-    used = sorted({op for kind in kinds for op, _ in getattr(genotype, kind)})
-    fig.legend([Line2D([], [], color=OP_COLOURS.get(op, "#555555"), lw=2) for op in used], used,
-               loc="lower center", ncol=min(len(used), 7), fontsize=8, frameon=False)
+    dag = is_dag_cell(genotype)
+    used = sorted({op for kind in kinds for op in cell_ops(genotype, kind)})
+    fig.legend([Line2D([], [], color=_edge_colour(op, dag), lw=2, ls="--" if dag and op == "none" else "-")
+                for op in used], used, loc="lower center", ncol=min(len(used), 7), fontsize=8, frameon=False)
     heading = title if title is not None else title_for(genotype)
     if heading:
         fig.suptitle(heading, fontsize=11)
@@ -305,19 +360,23 @@ def _quote(s: str) -> str:
 
 
 def to_dot(genotype: Any) -> str:
-    """Both cells as a Graphviz digraph, one cluster per cell, in the style of DARTS's visualize.py."""
+    """Both cells as a Graphviz digraph, one cluster per cell, in the style of DARTS's visualize.py (a
+    NAS-Bench-201 genotype: its one cell, `none` edges dashed)."""
     lines = ["digraph genotype {", "  rankdir=LR;", '  node [shape=box, style="rounded,filled", fontname="Helvetica"];',
              '  edge [fontname="Helvetica", fontsize=10];']
     for kind in cell_kinds(genotype):
         g = cell_graph(genotype, kind)
-        lines += [f"  subgraph cluster_{kind} {{", f"    label={_quote(kind + ' cell')};"]
+        dag = g.graph.get("cell") == "cell"
+        lines += [f"  subgraph cluster_{kind} {{", f"    label={_quote('NAS-Bench-201 cell' if dag else kind + ' cell')};"]
         for n, d in g.nodes(data=True):
-            label = {"output": "c_{k}"}.get(n, n)
+            label = n if dag else {"output": "c_{k}"}.get(n, n)
             lines.append(f"    {_quote(f'{kind}/{n}')} [label={_quote(label)}, fillcolor={_quote(NODE_COLOURS[d['role']])}];")
         for u, v, d in g.edges(data=True):
-            attrs = f"color={_quote(OP_COLOURS.get(d['op'], '#555555'))}"
+            attrs = f"color={_quote(_edge_colour(d['op'], dag))}"
             if d["op"] != "concat":
                 attrs += f", label={_quote(d['op'])}"
+            if dag and d["op"] == "none":
+                attrs += ", style=dashed"
             lines.append(f"    {_quote(f'{kind}/{u}')} -> {_quote(f'{kind}/{v}')} [{attrs}];")
         lines.append("  }")
     lines.append("}")

@@ -1,4 +1,4 @@
-"""NNI 3.0's architecture dicts for its DARTS space, both ways.
+"""NNI 3.0's architecture dicts for its DARTS and NAS-Bench-201 spaces, both ways.
 
 `nni.nas.hub.pytorch.DARTS` builds each cell from `nni.nas.nn.pytorch.Cell(label='normal'|'reduce')`, whose
 node i (2..5; 0 and 1 are the cell inputs) holds two op slots k = 0, 1, each a `LayerChoice` labelled
@@ -12,6 +12,12 @@ one-element list because `n_chosen=1` makes it a `CategoricalMultiple`; a bare i
 Our pair 2(i-2)+k `(op, j)` is NNI's `op_{i}_{k}` = op, `input_{i}_{k}` = [j]. NNI's DARTS cell always
 concatenates every node (`merge_op='all'`), so a genotype with another concat has no NNI equivalent.
 A space searched with a choice of width or depth adds `width` / `depth` keys; they are kept in `meta`.
+
+NNI's NAS-Bench-201 space (`nni.nas.hub.pytorch.NasBench201`) builds every cell from one `NasBench201Cell(
+label='cell')`, whose edge i -> j is a `LayerChoice` labelled `{i}_{j}` (nni/nas/hub/pytorch/modules/
+nasbench201.py), so its dict is {'cell/0_1': 'conv_3x3', 'cell/0_2': ..., 'cell/2_3': ...}. NNI spells two ops
+differently from the benchmark (`conv_3x3` / `conv_1x1` for `nor_conv_3x3` / `nor_conv_1x1`); they are
+translated here and only here.
 """
 from __future__ import annotations
 
@@ -27,6 +33,11 @@ NNI_DARTS_OPS = ("max_pool_3x3", "avg_pool_3x3", "skip_connect", "sep_conv_3x3",
 # keys NNI adds when the space's width or number of cells was itself a choice (nasnet.py: nni.choice('width'|'depth'))
 SPACE_KEYS = ("width", "depth")
 _LABEL = re.compile(r"^(normal|reduce)/(op|input)_(\d+)_(\d+)$")
+# NNI's NasBench201 PRIMITIVES, by the benchmark's (our) op name
+NB201_TO_NNI = {"none": "none", "skip_connect": "skip_connect", "nor_conv_1x1": "conv_1x1",
+                "nor_conv_3x3": "conv_3x3", "avg_pool_3x3": "avg_pool_3x3"}
+NNI_TO_NB201 = {v: k for k, v in NB201_TO_NNI.items()}
+NB201_CELL = "cell"
 
 
 def is_nni_dict(data: Any) -> bool:
@@ -38,8 +49,51 @@ def is_nni_dict(data: Any) -> bool:
     return bool(keys) and all(isinstance(k, str) and "/" in k for k in keys)
 
 
+def _nb201_labels() -> list[tuple[str, int]]:
+    """(NNI label, our edge index) of the 6 edges, in NNI's creation order (which is also ours)."""
+    from search_spaces.nb201 import EDGES
+
+    return [(f"{NB201_CELL}/{i}_{j}", k) for k, (i, j) in enumerate(EDGES)]
+
+
+def is_nb201_dict(data: Any) -> bool:
+    """True for an NNI dict whose keys are all NasBench201 cell labels ('cell/<i>_<j>')."""
+    return is_nni_dict(data) and all(isinstance(k, str) and k.startswith(f"{NB201_CELL}/") for k in data)
+
+
+def to_nni_nb201_dict(genotype: Any) -> dict[str, str]:
+    """The dict that freezes NNI's NasBench201 space into a NAS-Bench-201 genotype."""
+    return {label: NB201_TO_NNI[genotype.edges[k]] for label, k in _nb201_labels()}
+
+
+def from_nni_nb201_dict(data: Any, source: str = "NNI dict") -> Any:
+    """An NB201Genotype from NNI's NasBench201 dict; every problem is a one-line UserError naming the key."""
+    from search_spaces.nb201 import NB201Genotype
+
+    labels = _nb201_labels()
+    known = {label for label, _ in labels}
+    for key in data:
+        if key not in known:
+            raise UserError(f"{source}: key {key!r} is not an edge of NNI's NasBench201 cell; its edges are "
+                            f"{', '.join(sorted(known))}")
+    ops = [""] * len(labels)
+    for label, k in labels:
+        if label not in data:
+            raise UserError(f"{source}: field {label!r} is missing; a NAS-Bench-201 cell needs all 6 edges "
+                            f"({', '.join(label for label, _ in labels)})")
+        op = data[label]
+        if op not in NNI_TO_NB201:
+            raise UserError(f"{source}: field {label!r} is {op!r}, not an op of NNI's NasBench201 space; use one "
+                            f"of {', '.join(NNI_TO_NB201)}")
+        ops[k] = NNI_TO_NB201[op]
+    return NB201Genotype(tuple(ops))
+
+
 def to_nni_dict(genotype: Any) -> dict[str, Any]:
-    """The dict that freezes NNI's DARTS space into `genotype` (keys in NNI's own order)."""
+    """The dict that freezes NNI's space into `genotype`: its DARTS space (keys in NNI's own order), or its
+    NasBench201 space for a NAS-Bench-201 genotype."""
+    if getattr(genotype, "space", None) == "nb201" and hasattr(genotype, "edges"):
+        return to_nni_nb201_dict(genotype)
     if getattr(genotype, "space", None) != "darts":
         raise UserError(f"--to nni writes NNI's DARTS space; a {getattr(genotype, 'space', '?')!r} genotype has "
                         f"no DARTS-space dict")
@@ -122,6 +176,8 @@ def parse_genotype(data: Any, source: str, space: str | None = None) -> Any:
     """`ssnas.genotypes.load_genotype`'s format hook: a genotype if `data` is an NNI dict, else None."""
     if not is_nni_dict(data):
         return None
+    if is_nb201_dict(data) and space in (None, "nb201"):
+        return from_nni_nb201_dict(data, source)
     if space not in (None, "darts"):
         raise UserError(f"{source} is an NNI DARTS-space dict, not a {space!r} genotype; drop --space or pass "
                         f"a {space} genotype")

@@ -13,7 +13,7 @@ import math
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import torch
 
@@ -79,8 +79,12 @@ class RetrainConfig:
 
 
 def validate(cfg: RetrainConfig) -> Any:
-    """Cheap checks before any data is loaded; returns the architecture (a genotype or a backbone name)."""
+    """Cheap checks before any data is loaded; returns the architecture (a genotype or a backbone name).
+    Network sizes left unset become the genotype's space's own (DARTS 20 cells / C = 36, NAS-Bench-201 5 cells
+    per stage / C = 16): `cfg.network` is replaced by the resolved settings, so config.json, network.json and
+    `--resume` all see the sizes actually built."""
     from ssnas.genotypes import load_genotype
+    from ssnas.network import resolved_network
 
     objective = registry.objective(cfg.objective.name)
     o = cfg.optim
@@ -97,12 +101,15 @@ def validate(cfg: RetrainConfig) -> Any:
         raise UserError(f"--temperature must be positive, got {cfg.objective.temperature}")
     if cfg.knn.every < 0 or cfg.knn.k < 1 or cfg.knn.temperature <= 0:
         raise UserError("--knn-every must be >= 0, --knn-k >= 1 and --knn-temperature > 0")
-    cfg.network.validate()
+    arch = cfg.arch.strip().lower() if is_backbone(cfg.arch) else load_genotype(cfg.arch)
+    if is_backbone(arch):
+        cfg.network.validate()
+    else:
+        cfg.network = resolved_network(cfg.network, arch)
     if cfg.network.auxiliary and objective.labels != "all":
         raise UserError("--auxiliary is a classifier and needs labels; it belongs to supervised training "
                         "(`ssnas eval RUN --protocol supervised`), not to contrastive pretraining")
     cfg.augment.validate()
-    arch = cfg.arch.strip().lower() if is_backbone(cfg.arch) else load_genotype(cfg.arch)
     if is_backbone(arch) and cfg.network.drop_path:
         raise UserError("--drop-path applies to DARTS cells only; set it to 0 for --arch resnet18")
     return arch
@@ -210,8 +217,10 @@ def knn_monitor(trainer: Pretrainer, bank: ImageSet, queries: ImageSet) -> float
     return accuracy(preds, queries.labels)
 
 
-def run_retrain(cfg: RetrainConfig, train: ImageSet | None = None, test: ImageSet | None = None) -> RetrainResult:
-    """Pretrain (or resume) a network; `train`/`test` may be given directly (tests), else they are loaded."""
+def run_retrain(cfg: RetrainConfig, train: ImageSet | None = None, test: ImageSet | None = None, *,
+                on_epoch: Callable[[int, dict[str, Any]], None] | None = None) -> RetrainResult:
+    """Pretrain (or resume) a network; `train`/`test` may be given directly (tests), else they are loaded.
+    `on_epoch(epoch, stats)` runs after each epoch's checkpoint (tuning reports and prunes there)."""
     arch = validate(cfg)
     out = Path(cfg.run.out)
     resume_state = _prepare_out(cfg, out)
@@ -263,6 +272,8 @@ def run_retrain(cfg: RetrainConfig, train: ImageSet | None = None, test: ImageSe
             checkpoint.save(out / "checkpoint.pt", {
                 "epoch": epoch, "config": to_dict(cfg), **trainer.state_dict(), "history": history,
                 "arch": {"name": cfg.arch, "genotype": arch_json}, "data": data_info})
+            if on_epoch is not None:
+                on_epoch(epoch, dict(stats))
     finally:
         log.close()
     return RetrainResult(out, last - start_epoch, last == o.epochs, knn_top1, size["params"], size["flops"], history)

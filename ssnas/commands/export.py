@@ -14,8 +14,8 @@ def run(ns: argparse.Namespace) -> int:
     from ssnas.export import ExportConfig, export
 
     if bool(ns.source) == bool(ns.arch):
-        raise UserError("pass the source once: a genotype file, run folder, NNI dict file or published name "
-                        "(e.g. `ssnas export DARTS_V2 --to png --out cells.png`), or --arch SPEC")
+        raise UserError("pass the source once: a genotype file, run folder, NNI dict file, published name or "
+                        "NAS-Bench-201 string (e.g. `ssnas export DARTS_V2 --to png --out cells.png`), or --arch SPEC")
     cfg = apply_overrides(ExportConfig(), flag_overrides(ns, ExportConfig))
     result = export(ns.source or ns.arch, cfg)
     if result["out"] is None:
@@ -36,12 +36,14 @@ def register(sub: argparse._SubParsersAction) -> None:
 
     p = sub.add_parser(
         "export", help="write a genotype (json, nni, python, png, svg, dot, graphml) or a network (onnx, torchscript)",
-        description="SOURCE is a genotype .json, a search or retrain run folder, an NNI DARTS-space dict file, a "
-                    "genotypes .py file, or a published name (DARTS_V1, DARTS_V2). onnx/torchscript export the "
-                    "network of a retrain run folder with its weights, or of a genotype at --layers/--init-channels "
-                    "with fresh weights, and check the export against PyTorch on a batch. "
-                    f"Targets: {', '.join(TARGETS)}.")
-    p.add_argument("source", nargs="?", default="", help="genotype file, run folder, NNI dict file or published name")
+        description="SOURCE is a genotype .json, a search or retrain run folder, an NNI DARTS or NasBench201 dict "
+                    "file, a genotypes .py file, a published name (DARTS_V1, DARTS_V2), or a NAS-Bench-201 string "
+                    "('|nor_conv_3x3~0|+...|', quoted for the shell) or a file holding one. onnx/torchscript export "
+                    "the network of a retrain run folder with its weights, or of a genotype at --layers/"
+                    "--init-channels (default: the space's own network) with fresh weights, and check the export "
+                    f"against PyTorch on a batch. Targets: {', '.join(TARGETS)}.")
+    p.add_argument("source", nargs="?", default="",
+                   help="genotype file, run folder, NNI dict file, published name or NAS-Bench-201 string")
     p.add_argument("--arch", default="", help="the source, as a flag (as retrain and eval spell it)")
     add_flags(p, ExportConfig)
     p.set_defaults(func=run)

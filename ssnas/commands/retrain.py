@@ -25,9 +25,11 @@ def register(sub: argparse._SubParsersAction) -> None:
     from ssnas.retrain import RetrainConfig
 
     p = sub.add_parser("retrain", help="pretrain the full network of a found (or published) cell",
-                       description="Builds the DARTS evaluation network from --arch (a genotype.json, a search run "
-                                   "folder, DARTS_V1, DARTS_V2, or resnet18) and pretrains it with --objective; "
-                                   "writes checkpoint.pt (every epoch), config.json, network.json (parameters, "
-                                   "FLOPs), metrics.jsonl and TensorBoard events into --out.")
+                       description="Builds the evaluation network of --arch (a genotype.json, a search run folder, "
+                                   "DARTS_V1, DARTS_V2, a NAS-Bench-201 string such as '|nor_conv_3x3~0|+...|', or "
+                                   "resnet18) and pretrains it with --objective. Unset --layers/--init-channels are "
+                                   "the space's own network: DARTS 20 cells of 36 channels, NAS-Bench-201 5 cells per "
+                                   "stage of 16. Writes checkpoint.pt (every epoch), config.json, network.json "
+                                   "(sizes, parameters, FLOPs), metrics.jsonl and TensorBoard events into --out.")
     add_config_args(p, RetrainConfig)
     p.set_defaults(func=run)

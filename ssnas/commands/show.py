@@ -14,10 +14,25 @@ from typing import Any
 ORDER = 45
 
 
+def dag_cell_lines(genotype: Any) -> list[str]:
+    """A NAS-Bench-201 cell, one node a line: `node 2 = nor_conv_3x3(0) + avg_pool_3x3(1)`; `none` edges are
+    left out of the sum (they add nothing), so a node fed by `none` alone reads `0`."""
+    from search_spaces.nb201 import EDGES, NODES
+
+    lines = [f"cell: {genotype.to_string()}", "  node 0 = the cell's input"]
+    for j in range(1, NODES):
+        terms = [f"{op}({i})" for (i, t), op in zip(EDGES, genotype.edges) if t == j and op != "none"]
+        role = " (the cell's output)" if j == NODES - 1 else ""
+        lines.append(f"  node {j} = {' + '.join(terms) or '0'}{role}")
+    return lines
+
+
 def cell_lines(genotype: Any) -> list[str]:
     """Each cell, one node a line: `2 = sep_conv_3x3(c_{k-2}) + skip_connect(0)` (graph node names)."""
-    from ssnas.graph import cell_kinds, state_name
+    from ssnas.graph import cell_kinds, is_dag_cell, state_name
 
+    if is_dag_cell(genotype):
+        return dag_cell_lines(genotype)
     lines = []
     for kind in cell_kinds(genotype):
         pairs = getattr(genotype, kind)
@@ -52,12 +67,18 @@ def _last_epoch(folder: Path) -> dict[str, Any] | None:
 
 
 def size_line(genotype: Any, layers: int, init_channels: int, shape: tuple[int, int, int]) -> str:
-    """Parameters and mult-adds of the evaluation network built from the genotype (PyTorch's FLOP counter)."""
-    from ssnas.network import NetworkConfig, build_encoder, describe
+    """Parameters and mult-adds of the evaluation network built from the genotype (PyTorch's FLOP counter);
+    a size of 0 is the space's own network (DARTS 20 cells / 36 channels, NAS-Bench-201 5 per stage / 16)."""
+    from ssnas.network import NetworkConfig, build_encoder, describe, resolved_network, size_words
 
-    net = build_encoder(genotype, NetworkConfig(layers=layers, init_channels=init_channels), shape[0])
-    size = describe(net, shape)
-    return (f"network ({layers} cells, {init_channels} channels, input {'x'.join(map(str, shape))}): "
+    cfg = NetworkConfig()
+    if layers:
+        cfg.layers = layers
+    if init_channels:
+        cfg.init_channels = init_channels
+    cfg = resolved_network(cfg, genotype)
+    size = describe(build_encoder(genotype, cfg, shape[0]), shape)
+    return (f"network ({size_words(genotype, cfg)}, input {'x'.join(map(str, shape))}): "
             f"{size['params'] / 1e6:.3f}M parameters, {size['flops'] / 2e6:.1f}M mult-adds")
 
 
@@ -80,8 +101,14 @@ def run_lines(folder: Path) -> list[str]:
     network = _read_json(folder / "network.json")
     if isinstance(network, dict):
         shape = "x".join(map(str, network.get("input_shape", [])))
+        space = (network.get("genotype") or {}).get("space")
+        unit = "cells"
+        if space:
+            from ssnas import registry
+
+            unit = getattr(registry.space(space), "LAYERS_UNIT", unit)  # nb201: "cells per stage"
         line = (f"retrain: {config.get('objective', {}).get('name', '?')} on {config.get('data', {}).get('dataset', '?')}, "
-                f"{network.get('layers')} cells, {network.get('init_channels')} channels, input {shape}: "
+                f"{network.get('layers')} {unit}, {network.get('init_channels')} channels, input {shape}: "
                 f"{network.get('params', 0) / 1e6:.3f}M parameters, {network.get('flops', 0) / 2e6:.1f}M mult-adds")
         if last is not None:
             epochs = config.get("optim", {}).get("epochs", "?")
@@ -115,7 +142,7 @@ def run(ns: argparse.Namespace) -> int:
     meta = getattr(genotype, "meta", None) or {}
     if meta:
         lines.append("meta: " + ", ".join(f"{k}={v}" for k, v in meta.items()))
-    if hasattr(genotype, "normal"):
+    if hasattr(genotype, "normal") or hasattr(genotype, "edges"):
         lines += cell_lines(genotype)
     elif hasattr(genotype, "to_string"):
         lines.append(f"cell: {genotype.to_string()}")
@@ -136,6 +163,8 @@ def run(ns: argparse.Namespace) -> int:
                              f"freeze an NDS space with num_nodes_per_cell={genotype.nodes}")
         except UserError as e:
             lines.append(f"NNI: not expressible ({e})")
+    elif genotype.space == "nb201":
+        lines.append("NNI: freezes NNI's NasBench201 space (ssnas export SOURCE --to nni)")
     is_run = folder.is_dir()
     if not ns.no_size and not (is_run and (folder / "network.json").is_file()):
         shape = (ns.in_channels, ns.image_size, ns.image_size)
@@ -149,11 +178,14 @@ def run(ns: argparse.Namespace) -> int:
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("show", help="print a genotype, its network's size and a run's results",
                        description="SOURCE: a genotype .json, a search or retrain run folder, an NNI dict file, a "
-                                   "genotypes .py file, or a published name (DARTS_V1, DARTS_V2).")
-    p.add_argument("source", help="genotype file, run folder, NNI dict file or published name")
+                                   "genotypes .py file, a published name (DARTS_V1, DARTS_V2), or a NAS-Bench-201 "
+                                   "string ('|nor_conv_3x3~0|+...|', quoted for the shell) or a file holding one.")
+    p.add_argument("source", help="genotype file, run folder, NNI dict file, published name or NAS-Bench-201 string")
     p.add_argument("--space", default="", help="search space of the genotype (default: the file's own)")
-    p.add_argument("--layers", type=int, default=20, help="cells of the network whose size is shown (DARTS: 20)")
-    p.add_argument("--init-channels", type=int, default=36, help="its initial channels (DARTS: 36)")
+    p.add_argument("--layers", type=int, default=0, help="cells of the network whose size is shown (default: the "
+                                                            "space's own: DARTS 20, NAS-Bench-201 5 per stage)")
+    p.add_argument("--init-channels", type=int, default=0, help="its initial channels (default: the space's own: "
+                                                                 "DARTS 36, NAS-Bench-201 16)")
     p.add_argument("--in-channels", type=int, default=3, help="image channels (default 3)")
     p.add_argument("--image-size", type=int, default=32, help="image side (default 32, CIFAR)")
     p.add_argument("--no-size", action="store_true", help="skip building the network to count parameters and FLOPs")

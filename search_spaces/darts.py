@@ -168,19 +168,57 @@ def derive_cell(weights: torch.Tensor, nodes: int) -> tuple[Pair, ...]:
     return tuple(pairs)
 
 
+def channel_shuffle(x: torch.Tensor, groups: int) -> torch.Tensor:
+    """Interleave `groups` channel groups (ShuffleNet; PC-DARTS Sec. 3.2 shuffles after every partial edge, so
+    a different 1/K of the channels is searched on the next edge): channel g * (C/groups) + i goes to
+    i * groups + g."""
+    n, c, h, w = x.shape
+    return x.reshape(n, groups, c // groups, h, w).transpose(1, 2).reshape(n, c, h, w).contiguous(
+        memory_format=torch.channels_last)
+
+
+class PartialMixedOp(nn.Module):
+    """PC-DARTS's partial channel connection (Xu et al., ICLR 2020, Sec. 3.2, Eq. 3): the first C/K channels
+    go through the mixed op, the other channels bypass it (2x2 max-pooled on a reduction edge, as the
+    reference code does), then the channels are shuffled."""
+
+    def __init__(self, channels: int, stride: int, k: int):
+        super().__init__()
+        self.k, self.stride, self.part = k, stride, channels // k
+        self.mixed = MixedOp(PRIMITIVES, DARTS_OPS, self.part, stride)
+
+    def forward(self, x: torch.Tensor, weights: torch.Tensor, shared: SharedInput | None = None) -> torch.Tensor:
+        shared = shared if shared is not None else SharedInput(x)
+        # every edge leaving this state searches the same channel slice, so the slice's shared work is shared too
+        part = shared.memo(("partial", self.part),
+                           lambda: SharedInput(x[:, :self.part].contiguous(memory_format=torch.channels_last)))
+        searched = self.mixed(part.x, weights, part)
+        rest = x[:, self.part:]
+        if self.stride == 2:
+            rest = F.max_pool2d(rest, 2, 2)
+        return channel_shuffle(torch.cat([searched, rest], dim=1), self.k)
+
+
 class SearchCell(nn.Module):
-    def __init__(self, nodes: int, c_pp: int, c_p: int, c: int, reduction: bool, reduction_prev: bool):
+    def __init__(self, nodes: int, c_pp: int, c_p: int, c: int, reduction: bool, reduction_prev: bool,
+                 partial_channels: int = 1):
         super().__init__()
         self.reduction = reduction
         self.nodes = nodes
         # BN without affine parameters during search (App. A.1.1): a learnt scale would fight the alphas.
         self.pre0 = FactorizedReduce(c_pp, c, affine=False) if reduction_prev else ReLUConvBN(c_pp, c, 1, 1, 0, False)
         self.pre1 = ReLUConvBN(c_p, c, 1, 1, 0, affine=False)
-        self.edges = nn.ModuleList(
-            MixedOp(PRIMITIVES, DARTS_OPS, c, 2 if reduction and j < 2 else 1)
-            for i in range(nodes) for j in range(i + 2))
 
-    def forward(self, s0: torch.Tensor, s1: torch.Tensor, weights: torch.Tensor, aux_skip: float = 0.0) -> torch.Tensor:
+        def edge(stride: int) -> nn.Module:
+            if partial_channels > 1:
+                return PartialMixedOp(c, stride, partial_channels)
+            return MixedOp(PRIMITIVES, DARTS_OPS, c, stride)
+
+        self.edges = nn.ModuleList(edge(2 if reduction and j < 2 else 1) for i in range(nodes) for j in range(i + 2))
+
+    def forward(self, s0: torch.Tensor, s1: torch.Tensor, weights: torch.Tensor, aux_skip: float = 0.0,
+                edge_weights: torch.Tensor | None = None) -> torch.Tensor:
+        """`edge_weights`: PC-DARTS's normalised edge weights (one per edge), or None for plain DARTS."""
         states = [self.pre0(s0), self.pre1(s1)]
         shared = [SharedInput(h) for h in states]  # work every edge leaving a state would repeat
         k = 0
@@ -188,6 +226,8 @@ class SearchCell(nn.Module):
             node = None
             for j, h in enumerate(states):
                 y = self.edges[k](h, weights[k], shared[j])
+                if edge_weights is not None:
+                    y = y * edge_weights[k]
                 if aux_skip and not (self.reduction and j < 2):
                     y = y + aux_skip * h  # DARTS-'s auxiliary skip, only where the edge keeps the resolution
                 node = y if node is None else node + y
@@ -209,6 +249,10 @@ class DartsSupernet(Supernet):
         super().__init__()
         if cfg.layers < 1 or cfg.init_channels < 1 or cfg.nodes < 1:
             raise UserError("--layers, --init-channels and --nodes must all be at least 1")
+        k = cfg.partial_channels
+        if k < 1 or cfg.init_channels % k:
+            raise UserError(f"--partial-channels {k} must be >= 1 and divide --init-channels {cfg.init_channels} "
+                            f"(PC-DARTS: 4 with 16 channels)")
         self.nodes = cfg.nodes
         c_curr = cfg.stem_multiplier * cfg.init_channels
         self.stem = nn.Sequential(nn.Conv2d(in_channels, c_curr, 3, padding=1, bias=False), nn.BatchNorm2d(c_curr))
@@ -220,7 +264,7 @@ class DartsSupernet(Supernet):
             reduction = layer in reductions
             if reduction:
                 c *= 2
-            self.cells.append(SearchCell(cfg.nodes, c_pp, c_p, c, reduction, reduction_prev))
+            self.cells.append(SearchCell(cfg.nodes, c_pp, c_p, c, reduction, reduction_prev, k))
             reduction_prev = reduction
             c_pp, c_p = c_p, cfg.nodes * c
         self.feature_dim = c_p
@@ -229,9 +273,26 @@ class DartsSupernet(Supernet):
         # mixtures, with ties broken at random rather than by op order.
         self.alphas_normal = nn.Parameter(1e-3 * torch.randn(n_edges, len(PRIMITIVES)))
         self.alphas_reduce = nn.Parameter(1e-3 * torch.randn(n_edges, len(PRIMITIVES)))
+        self.edge_norm = cfg.edge_norm
+        if cfg.edge_norm:  # PC-DARTS's beta, one per edge; the reference code initialises them like the alphas
+            self.betas_normal = nn.Parameter(1e-3 * torch.randn(n_edges))
+            self.betas_reduce = nn.Parameter(1e-3 * torch.randn(n_edges))
 
     def arch_parameters(self) -> list[nn.Parameter]:
+        if self.edge_norm:
+            return [self.alphas_normal, self.alphas_reduce, self.betas_normal, self.betas_reduce]
         return [self.alphas_normal, self.alphas_reduce]
+
+    def edge_weights(self, kind: str) -> torch.Tensor | None:
+        """PC-DARTS Sec. 3.3: softmax of the betas over each node's incoming edges; None without edge norm."""
+        if not self.edge_norm:
+            return None
+        betas = self.betas_reduce if kind == "reduce" else self.betas_normal
+        out, start = [], 0
+        for i in range(self.nodes):
+            out.append(F.softmax(betas[start:start + i + 2], dim=-1))
+            start += i + 2
+        return torch.cat(out)
 
     def alphas(self, kind: str) -> torch.Tensor:
         return self.alphas_reduce if kind == "reduce" else self.alphas_normal
@@ -239,9 +300,13 @@ class DartsSupernet(Supernet):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         w_normal = F.softmax(self.alphas_normal, dim=-1)
         w_reduce = F.softmax(self.alphas_reduce, dim=-1)
+        e_normal, e_reduce = self.edge_weights("normal"), self.edge_weights("reduce")
         s0 = s1 = self.stem(x)
         for cell in self.cells:
-            s0, s1 = s1, cell(s0, s1, w_reduce if cell.reduction else w_normal, self.aux_skip)
+            if cell.reduction:
+                s0, s1 = s1, cell(s0, s1, w_reduce, self.aux_skip, e_reduce)
+            else:
+                s0, s1 = s1, cell(s0, s1, w_normal, self.aux_skip, e_normal)
         return F.adaptive_avg_pool2d(s1, 1).flatten(1)
 
     def probs(self) -> dict[str, dict[str, dict[str, float]]]:
@@ -252,9 +317,16 @@ class DartsSupernet(Supernet):
             out[kind] = {names[e]: {op: float(p[e, o]) for o, op in enumerate(PRIMITIVES)} for e in range(len(names))}
         return out
 
+    def edge_strengths(self, kind: str) -> torch.Tensor:
+        """What the discretisation ranks: softmax(alpha) per edge, times the edge weight under edge norm (PC-DARTS
+        picks edges by the product, Sec. 3.3; the op on an edge is the same either way)."""
+        probs = F.softmax(self.alphas(kind), dim=-1)
+        edge = self.edge_weights(kind)
+        return probs if edge is None else probs * edge.unsqueeze(1)
+
     def derive(self) -> DartsGenotype:
         concat = tuple(range(2, 2 + self.nodes))
-        cells = {kind: derive_cell(F.softmax(self.alphas(kind), dim=-1), self.nodes) for kind in CELL_KINDS}
+        cells = {kind: derive_cell(self.edge_strengths(kind), self.nodes) for kind in CELL_KINDS}
         return DartsGenotype(cells["normal"], concat, cells["reduce"], concat)
 
 

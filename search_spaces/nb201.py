@@ -186,6 +186,9 @@ class NB201Supernet(Supernet):
 
     def __init__(self, cfg: SpaceConfig, in_channels: int):
         super().__init__()
+        if cfg.partial_channels != 1 or cfg.edge_norm:
+            raise UserError("--partial-channels and --edge-norm (PC-DARTS) apply to the darts space only; "
+                            "drop them for --space nb201")
         # affine-free BN in the search, as DARTS does (and as the benchmark's DARTS baseline does)
         make_cell = lambda c: _Cell(nn.ModuleList(MixedOp(PRIMITIVES, NB201_OPS, c, 1, pool_bn_in_search=False)
                                                   for _ in EDGES))

@@ -16,6 +16,13 @@ class SpaceConfig:
     init_channels: int = field(default=16, metadata={"help": "channels of the first cell (DARTS search: 16)"})
     nodes: int = field(default=4, metadata={"help": "intermediate nodes per cell (DARTS: 4)"})
     stem_multiplier: int = field(default=3, metadata={"help": "stem width = stem_multiplier * init_channels"})
+    partial_channels: int = field(default=1, metadata={
+        "help": "PC-DARTS (Xu et al. 2020): only 1/K of each edge's channels go through the mixed op, the rest "
+                "bypass it; K = 1 is off (exact DARTS); PC-DARTS uses 4 on CIFAR-10. Changes the search's "
+                "semantics; darts space only"})
+    edge_norm: bool = field(default=False, metadata={
+        "help": "PC-DARTS's edge normalisation: a learnt softmax weight over each node's incoming edges, "
+                "multiplied into the edge choice; off = exact DARTS; darts space only"})
 
 
 class Genotype(Protocol):

@@ -104,3 +104,58 @@ def bench_augment(cfg, steps: int = 10, warmup: int = 3, bench_subset: int = 204
             "dataset": cfg.data.dataset, "images_per_s": round(b / batched, 1),
             "naive_images_per_s": round(b / naive, 1), "speedup": round(naive / batched, 2),
             "peak_mem_mb": round(peak_memory_mb(device), 1), **_environment(device)}
+
+
+def bench_retrain(cfg, steps: int = 10, warmup: int = 3, bench_subset: int = 2048,
+                  compare: bool = True) -> dict[str, Any]:
+    """Time `Pretrainer.step` (views, forward, backward, optimiser, `after_step`) of `ssnas retrain`; with
+    `compare`, also the same steps with the textbook kernels (`use_fast_kernels(encoder, False)`), the naive
+    version, in the same process."""
+    from ssnas import registry
+    from ssnas.ops import use_fast_kernels
+    from ssnas.retrain import Pretrainer, validate
+    from ssnas.search import visible_labels
+
+    arch = validate(cfg)
+    cfg = dataclasses.replace(cfg, data=dataclasses.replace(cfg.data, subset=cfg.data.subset or bench_subset))
+    device = resolve_device(cfg.run.device)
+    train = load_dataset(cfg.data, "train", seed=cfg.run.seed)
+    policy = registry.objective(cfg.objective.name).labels
+    labels = visible_labels(train, policy, cfg.objective.labels_fraction, cfg.run.seed)
+    mean, std = train.mean_std()
+    trainer = Pretrainer(cfg, arch, train.channels, mean, std, device,
+                         num_classes=len(train.classes) if labels is not None else 0)
+    images = train.images.to(device)
+    labels_dev = None if labels is None else labels.to(device)
+    b = cfg.optim.batch_size
+    order = torch.randperm(len(train), generator=torch.Generator().manual_seed(cfg.run.seed))
+    generator = torch.Generator(device=device).manual_seed(cfg.run.seed)
+    trainer.encoder.train()
+
+    def seconds_per_step() -> float:
+        elapsed = 0.0
+        for i in range(warmup + steps):
+            index = order[torch.arange(i * b, (i + 1) * b) % len(order)].to(device)
+            _sync(device)
+            t0 = time.perf_counter()
+            batch = trainer.make_batch(images, index, generator, labels_dev)
+            trainer.step(batch, trainer.lr, 0.5)
+            _sync(device)
+            if i >= warmup:
+                elapsed += time.perf_counter() - t0
+        return elapsed / max(steps, 1)
+
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
+    fast = seconds_per_step()
+    row = {"impl": "ssnas", "bench": "retrain", "arch": cfg.arch, "objective": cfg.objective.name,
+           "layers": cfg.network.layers, "init_channels": cfg.network.init_channels, "batch_size": b,
+           "views": trainer.batches.spec.weak + trainer.batches.spec.strong, "image_size": train.image_size,
+           "dataset": cfg.data.dataset, "images_per_s": round(b / fast, 2), "s_per_step": round(fast, 4),
+           "peak_mem_mb": round(peak_memory_mb(device), 1), "steps_timed": steps, "warmup_steps": warmup}
+    if compare:
+        use_fast_kernels(trainer.encoder, False)
+        naive = seconds_per_step()
+        use_fast_kernels(trainer.encoder, True)
+        row.update({"textbook_images_per_s": round(b / naive, 2), "speedup_vs_textbook": round(naive / fast, 2)})
+    return {**row, **_environment(device)}

@@ -1,4 +1,4 @@
-"""`ssnas bench`: time a hot path through the same code the real loops run; prints JSON."""
+"""`ssnas bench search|retrain|augment`: time a hot path through the same code the real loops run; prints JSON."""
 from __future__ import annotations
 
 import argparse
@@ -11,25 +11,49 @@ ORDER = 80
 
 def run(ns: argparse.Namespace) -> int:
     from ssnas import bench
+    from ssnas.retrain import RetrainConfig
     from ssnas.search import SearchConfig
 
-    cfg = config_from_args(ns, SearchConfig)
-    measure = {"search": bench.bench_search, "augment": bench.bench_augment}[ns.what]
-    row = measure(cfg, steps=ns.steps, warmup=ns.warmup, bench_subset=ns.bench_subset)
+    if ns.what == "retrain":
+        cfg = config_from_args(ns, RetrainConfig)
+        row = bench.bench_retrain(cfg, steps=ns.steps, warmup=ns.warmup, bench_subset=ns.bench_subset,
+                                  compare=not ns.no_compare)
+    else:
+        cfg = config_from_args(ns, SearchConfig)
+        measure = {"search": bench.bench_search, "augment": bench.bench_augment}[ns.what]
+        row = measure(cfg, steps=ns.steps, warmup=ns.warmup, bench_subset=ns.bench_subset)
     print(json.dumps(row) if ns.json else json.dumps(row, indent=2))
     return 0
 
 
-def register(sub: argparse._SubParsersAction) -> None:
-    from ssnas.search import SearchConfig
-
-    p = sub.add_parser("bench", help="time a hot path; prints JSON (images/s, s/step, peak memory)",
-                       description="Times the real search step (arch + weight step, the code of `ssnas search`) "
-                                   "or the augmentation, after a warm-up.")
-    p.add_argument("what", choices=["search", "augment"])
+def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--steps", type=int, default=10, help="timed steps")
     p.add_argument("--warmup", type=int, default=3, help="untimed steps first")
     p.add_argument("--bench-subset", type=int, default=2048, help="training images to draw batches from")
     p.add_argument("--json", action="store_true", help="one JSON line")
-    add_config_args(p, SearchConfig)
     p.set_defaults(func=run)
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    from ssnas.retrain import RetrainConfig
+    from ssnas.search import SearchConfig
+
+    p = sub.add_parser("bench", help="time a hot path; prints JSON (images/s, s/step, peak memory)",
+                       description="Times a hot path after a warm-up, through the code the real loops run.")
+    kinds = p.add_subparsers(dest="what", required=True, metavar="{search,retrain,augment}")
+    search = kinds.add_parser("search", help="one search step: views + architecture step + weight step",
+                              description="Times `Searcher.train_step`, the step of `ssnas search`, with the same "
+                                          "flags as `ssnas search`.")
+    _common(search)
+    add_config_args(search, SearchConfig)
+    augment = kinds.add_parser("augment", help="batched per-sample views against torchvision per image",
+                               description="Times the batched view maker against the per-image torchvision "
+                                           "pipeline on the same images.")
+    _common(augment)
+    add_config_args(augment, SearchConfig)
+    retrain = kinds.add_parser("retrain", help="one pretraining step of `ssnas retrain` (fast vs textbook kernels)",
+                               description="Times `Pretrainer.step`, the step of `ssnas retrain`, with the same "
+                                           "flags as `ssnas retrain`; also the textbook kernels in the same run.")
+    _common(retrain)
+    retrain.add_argument("--no-compare", action="store_true", help="skip the textbook-kernel run")
+    add_config_args(retrain, RetrainConfig)

@@ -85,3 +85,16 @@ def test_pc_darts_search_runs_and_learns_the_betas(tmp_path, fashion_train):
     # the architecture optimiser updated all four tensors (alphas and betas), each with a non-zero gradient
     adam = state["opt_a"]["state"]
     assert len(adam) == 4 and all(s["exp_avg"].abs().max() > 0 for s in adam.values())
+
+
+def test_the_pc_darts_experiment_holds_the_papers_settings():
+    from ssnas.config import resolve
+    from tests.conftest import ROOT
+
+    from ssnas.search import SearchConfig
+
+    cfg = resolve(SearchConfig, str(ROOT / "experiments" / "pcdarts_cifar10_simclr.toml"), {})
+    assert (cfg.supernet.partial_channels, cfg.supernet.edge_norm) == (4, True)
+    assert (cfg.optim.batch_size, cfg.optim.lr, cfg.optim.arch_lr) == (256, 0.1, 6e-4)  # train_search.py defaults
+    net = DartsSupernet(cfg.supernet, 3)
+    assert sum(isinstance(m, PartialMixedOp) for m in net.modules()) == 8 * 14

@@ -72,20 +72,21 @@ class _DepthwiseConv(torch.autograd.Function):
         return gx, gw, None
 
 
-class _EvenSubgrid(torch.autograd.Function):
-    """x[:, :, ::2, ::2] as a channels_last tensor, with a channels_last gradient (autograd's own slice
+class _Subgrid(torch.autograd.Function):
+    """x[:, :, o::2, o::2] as a channels_last tensor, with a channels_last gradient (autograd's own slice
     backward would hand the next op a contiguous NCHW gradient, which takes oneDNN's slow paths)."""
 
     @staticmethod
-    def forward(ctx, x: torch.Tensor) -> torch.Tensor:
-        ctx.shape = x.shape
-        return x[:, :, ::2, ::2].contiguous(memory_format=_CL)
+    def forward(ctx, x: torch.Tensor, offset: int) -> torch.Tensor:
+        ctx.shape, ctx.offset = x.shape, offset
+        return x[:, :, offset::2, offset::2].contiguous(memory_format=_CL)
 
     @staticmethod
     def backward(ctx, g: torch.Tensor):
+        o = ctx.offset
         gx = g.new_zeros(ctx.shape).contiguous(memory_format=_CL)
-        gx[:, :, ::2, ::2] = g
-        return gx
+        gx[:, :, o::2, o::2] = g
+        return gx, None
 
 
 class _ToSubgrids(torch.autograd.Function):
@@ -136,8 +137,14 @@ def depthwise_route(shape: torch.Size, k: int, kh: int, stride: int, padding: in
 
 
 def even_subgrid(x: torch.Tensor) -> torch.Tensor:
-    """``x[:, :, ::2, ::2]``, channels_last in value and gradient; what a stride-2 dilation-2 conv reads."""
-    return _EvenSubgrid.apply(x)
+    """``x[:, :, ::2, ::2]``, channels_last in value and gradient; what a stride-2 dilation-2 conv and a stride-2
+    1x1 conv read."""
+    return _Subgrid.apply(x, 0)
+
+
+def odd_subgrid(x: torch.Tensor) -> torch.Tensor:
+    """``x[:, :, 1::2, 1::2]``: what the second branch of a factorized reduction reads on even-sided maps."""
+    return _Subgrid.apply(x, 1)
 
 
 def to_subgrids(x: torch.Tensor) -> torch.Tensor:

@@ -12,7 +12,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ssnas.fastconv import avg_pool_3x3, depthwise_conv, depthwise_route, even_subgrid, pointwise_conv, to_subgrids
+from ssnas.fastconv import (avg_pool_3x3, depthwise_conv, depthwise_route, even_subgrid, odd_subgrid, pointwise_conv,
+                            to_subgrids)
 
 
 class ReLUFirst(nn.Module):
@@ -92,7 +93,14 @@ class SepConv(ReLUFirst):
 
 
 class FactorizedReduce(ReLUFirst):
-    """Halves the resolution with two offset 1x1 stride-2 convs, so no input pixel is skipped."""
+    """Halves the resolution with two offset 1x1 stride-2 convs, so no input pixel is skipped.
+
+    ``fast``: on even-sided maps a stride-2 1x1 conv is a matmul on a sub-grid (the even one, or the odd one
+    for the offset branch), so no padded copy of the input is made; the sub-grids of one state are shared by
+    every reduction edge leaving it (see ssnas.mixed.SharedInput).
+    """
+
+    fast = True
 
     def __init__(self, c_in: int, c_out: int, affine: bool = True):
         super().__init__()
@@ -102,7 +110,23 @@ class FactorizedReduce(ReLUFirst):
         self.conv_odd = nn.Conv2d(c_in, c_out // 2, 1, stride=2, bias=False)
         self.bn = nn.BatchNorm2d(c_out, affine=affine)
 
+    def _on_subgrids(self, even: torch.Tensor, odd: torch.Tensor) -> torch.Tensor:
+        return self.bn(torch.cat([pointwise_conv(even, self.conv_even.weight),
+                                  pointwise_conv(odd, self.conv_odd.weight)], dim=1))
+
+    def _fast_route(self, x: torch.Tensor) -> bool:
+        return self.fast and x.dim() == 4 and x.shape[-1] % 2 == 0 and x.shape[-2] % 2 == 0
+
+    def forward_shared(self, shared) -> torch.Tensor:
+        if not self._fast_route(shared.x):
+            return self.forward_after_relu(shared.relu())
+        even = shared.memo("even", lambda: even_subgrid(shared.relu()))
+        odd = shared.memo("odd", lambda: odd_subgrid(shared.relu()))
+        return self._on_subgrids(even, odd)
+
     def forward_after_relu(self, x: torch.Tensor) -> torch.Tensor:
+        if self._fast_route(x):
+            return self._on_subgrids(even_subgrid(x), odd_subgrid(x))
         odd = x[:, :, 1:, 1:]
         if x.shape[-1] % 2:  # odd sides: pad so both branches land on the same grid
             odd = F.pad(odd, (0, 1, 0, 1))

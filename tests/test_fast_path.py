@@ -124,3 +124,22 @@ def test_an_op_whose_weight_underflows_to_zero_is_skipped_exactly():
     torch.testing.assert_close(out_f, out_r, **F32)
     for a, b in zip(grads_f, grads_r):
         torch.testing.assert_close(a, b, **F32)
+
+
+@pytest.mark.parametrize("size", [8, 7])  # 7: odd sides keep the padded textbook route
+def test_factorized_reduce_on_subgrids_matches_the_strided_convs(size):
+    from ssnas.mixed import SharedInput
+    from ssnas.ops import FactorizedReduce
+
+    torch.manual_seed(0)
+    fast = FactorizedReduce(3, 4, affine=False).double()
+    ref = copy.deepcopy(fast)
+    ref.fast = False
+    x = torch.randn(2, 3, size, size, dtype=torch.float64).contiguous(memory_format=CL).requires_grad_()
+    params = [x, fast.conv_even.weight, fast.conv_odd.weight]
+    for out in (fast(x), fast.forward_shared(SharedInput(x))):
+        expected = ref(x)
+        torch.testing.assert_close(out, expected, **TIGHT)
+        grads_ref = _grads(expected, [x, ref.conv_even.weight, ref.conv_odd.weight])
+        for a, b in zip(_grads(out, params), grads_ref):
+            torch.testing.assert_close(a, b, **TIGHT)

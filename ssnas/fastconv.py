@@ -171,7 +171,18 @@ def depthwise_conv(x: torch.Tensor, w: torch.Tensor, stride: int, padding: int, 
     if route == "even":  # only the even sub-grid is read; its own conv is undilated and stride 1
         return _DepthwiseConv.apply(even_subgrid(x) if prepared is None else prepared, w, 1)
     subgrids = to_subgrids(x) if prepared is None else prepared
-    return _FromSubgrids.apply(_DepthwiseConv.apply(subgrids, w, 1))
+    return from_subgrids(depthwise_conv_on_subgrids(subgrids, w))
+
+
+def depthwise_conv_on_subgrids(subgrids: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
+    """A stride-1 dilation-2 depthwise conv, still in the sub-grid layout of ``to_subgrids``: per-pixel and
+    per-channel ops that follow (1x1 conv, BN, weighted sums) may stay there too."""
+    return _DepthwiseConv.apply(subgrids, w, 1)
+
+
+def from_subgrids(y: torch.Tensor) -> torch.Tensor:
+    """The inverse of ``to_subgrids``."""
+    return _FromSubgrids.apply(y)
 
 
 def pointwise_conv(x: torch.Tensor, w: torch.Tensor) -> torch.Tensor:

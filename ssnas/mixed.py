@@ -25,7 +25,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ssnas.fastconv import _wanted
+from ssnas.fastconv import _wanted, from_subgrids
 from ssnas.ops import OpFactory, pool_bn
 
 _CL = torch.channels_last
@@ -118,9 +118,24 @@ class MixedOp(nn.Module):
         if weights.device.type == "cpu":  # reading the weights here costs no device sync
             flat = weights.detach().tolist()
             live = [i for i in live if flat[i] != 0.0] or live
-        ys = [self._run(i, shared) for i in live]
-        assert ys, "a mixed op needs at least one op besides 'none'"
-        return weighted_sum(ys, weights[live] if len(live) < len(self.primitives) else weights)
+        # dilated convs that run on the parity sub-grids are summed there, and converted back once
+        on_subgrids: list[tuple[int, torch.Tensor]] = []
+        for i in live:
+            to_sub = getattr(self.candidates[i], "forward_on_subgrids", None)
+            y = to_sub(shared) if to_sub is not None else None
+            if y is not None:
+                on_subgrids.append((i, y))
+        done = {i for i, _ in on_subgrids}
+        rest = [i for i in live if i not in done]
+        out = None
+        if rest:
+            out = weighted_sum([self._run(i, shared) for i in rest], weights[rest])
+        if on_subgrids:
+            idx = [i for i, _ in on_subgrids]
+            y = from_subgrids(weighted_sum([y for _, y in on_subgrids], weights[idx]))
+            out = y if out is None else out + y
+        assert out is not None, "a mixed op needs at least one op besides 'none'"
+        return out
 
     def _run(self, i: int, shared: SharedInput) -> torch.Tensor:
         op, name = self.candidates[i], self.primitives[i]

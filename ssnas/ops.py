@@ -12,8 +12,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ssnas.fastconv import (avg_pool_3x3, depthwise_conv, depthwise_route, even_subgrid, odd_subgrid, pointwise_conv,
-                            to_subgrids)
+from ssnas.fastconv import (avg_pool_3x3, depthwise_conv, depthwise_conv_on_subgrids, depthwise_route, even_subgrid,
+                            odd_subgrid, pointwise_conv, to_subgrids)
 
 
 class ReLUFirst(nn.Module):
@@ -77,6 +77,20 @@ class DilConv(ReLUFirst):
         cut = even_subgrid if route == "even" else to_subgrids
         prepared = shared.memo(route, lambda: cut(shared.relu()))
         y = depthwise_conv(shared.x, dw.weight, stride, pad, dil, prepared=prepared)
+        return self.bn(pointwise_conv(y, self.pointwise.weight))
+
+    def forward_on_subgrids(self, shared) -> torch.Tensor | None:
+        """The op's output in the parity sub-grid layout (ssnas.fastconv.to_subgrids), or None when this conv
+        does not take that route. The 1x1 conv is per pixel and BN's statistics are over the same set of pixels
+        in either layout, so both run on the sub-grids; a mixed op sums its dilated candidates there and
+        converts back once."""
+        dw = self.depthwise
+        stride, pad, dil = dw.stride[0], dw.padding[0], dw.dilation[0]
+        if not self.fast or depthwise_route(shared.x.shape, dw.kernel_size[0], dw.kernel_size[1],
+                                            stride, pad, dil) != "subgrids":
+            return None
+        subgrids = shared.memo("subgrids", lambda: to_subgrids(shared.relu()))
+        y = depthwise_conv_on_subgrids(subgrids, dw.weight)
         return self.bn(pointwise_conv(y, self.pointwise.weight))
 
 

@@ -37,6 +37,7 @@ def main() -> None:
     p.add_argument("--rounds", type=int, default=2)
     p.add_argument("--data-root", default=os.environ.get("SSNAS_DATA", str(ROOT.parent / "shared" / "data")))
     p.add_argument("--skip-nni", action="store_true", help="only the ssnas rows")
+    p.add_argument("--skip-pc-darts", action="store_true", help="leave out the PC-DARTS rows")
     args = p.parse_args()
     shape = ["--layers", str(args.layers), "--init-channels", str(args.init_channels),
              "--batch-size", str(args.batch_size), "--steps", str(args.steps), "--warmup", str(args.warmup)]
@@ -46,6 +47,12 @@ def main() -> None:
         "ssnas simclr": [sys.executable, "-m", "ssnas.cli", "bench", "search", "--json", "--objective", "simclr",
                          "--dataset", "cifar10", "--data-root", args.data_root, "--device", "cpu", *shape],
     }
+    if not args.skip_pc_darts:  # an opt-in mode that changes the search's semantics: its own rows
+        for obj in ("supervised", "simclr"):
+            contenders[f"ssnas {obj}, PC-DARTS K=4 + edge norm"] = [
+                sys.executable, "-m", "ssnas.cli", "bench", "search", "--json", "--objective", obj,
+                "--partial-channels", "4", "--edge-norm", "--dataset", "cifar10", "--data-root", args.data_root,
+                "--device", "cpu", *shape]
     if not args.skip_nni:
         contenders = {"nni-darts supervised": [sys.executable, "benchmarks/nni_darts_peer.py", "--data-root",
                                                args.data_root, *shape], **contenders}

@@ -10,7 +10,7 @@ import math
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import torch
 from torch import nn
@@ -241,8 +241,10 @@ def _prepare_out(cfg: SearchConfig, out: Path) -> dict[str, Any] | None:
     return state
 
 
-def run_search(cfg: SearchConfig, train: ImageSet | None = None) -> SearchResult:
-    """Run (or resume) a search; `train` may be given directly (tests, benchmarks), else it is loaded."""
+def run_search(cfg: SearchConfig, train: ImageSet | None = None, *,
+               on_epoch: Callable[[int, dict[str, Any]], None] | None = None) -> SearchResult:
+    """Run (or resume) a search; `train` may be given directly (tests, benchmarks), else it is loaded.
+    `on_epoch(epoch, stats)` runs after each epoch's checkpoint (tuning reports and prunes there)."""
     validate(cfg)
     out = Path(cfg.run.out)
     resume_state = _prepare_out(cfg, out)
@@ -284,6 +286,8 @@ def run_search(cfg: SearchConfig, train: ImageSet | None = None) -> SearchResult
             checkpoint.save(out / "checkpoint.pt", {
                 "epoch": epoch, "config": to_dict(cfg), "searcher": searcher.state_dict(),
                 "torch_rng": torch.get_rng_state(), "history": history})
+            if on_epoch is not None:
+                on_epoch(epoch, dict(stats))
         if log.writer is not None and last > start_epoch:
             from ssnas.graph import log_search_pictures  # matplotlib only when pictures are drawn
 

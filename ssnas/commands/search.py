@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import argparse
 import json
+from typing import Any
 
 from ssnas.config import add_config_args, config_from_args
 
@@ -12,7 +13,10 @@ ORDER = 10
 def run(ns: argparse.Namespace) -> int:
     from ssnas.search import SearchConfig, run_search
 
-    result = run_search(config_from_args(ns, SearchConfig))
+    cfg = config_from_args(ns, SearchConfig)
+    if ns.nni:
+        return _run_in_nni(cfg, ns)
+    result = run_search(cfg)
     if not result.finished:
         print(f"stopped after {result.epochs_run} epoch(s) as asked; continue with: ssnas search --resume "
               f"--config {result.out / 'config.json'}")
@@ -21,11 +25,32 @@ def run(ns: argparse.Namespace) -> int:
     return 0
 
 
+def _run_in_nni(cfg: Any, ns: argparse.Namespace) -> int:
+    """The search as the single trial of an NNI experiment: epochs and the genotype show in the web UI."""
+    import sys
+
+    from ssnas.nni_launch import Launch, search_experiment
+
+    status, out = search_experiment(cfg, Launch(ns.host, ns.port, ns.keep_ui))
+    path = out / "genotype.json"
+    genotype = json.loads(path.read_text()) if path.is_file() else {}
+    meta = genotype.pop("meta", {})
+    if not genotype or meta.get("epoch") != meta.get("epochs"):  # the run, not the UI's fate, says if it finished
+        print(f"the search was stopped; finished epochs are checkpointed in {out}, continue with --resume",
+              file=sys.stderr)
+        return 130 if status == "INTERRUPTED" else 0
+    print(f"genotype: {out / 'genotype.json'}")
+    print(json.dumps(genotype))
+    return 0
+
+
 def register(sub: argparse._SubParsersAction) -> None:
+    from ssnas.nni_launch import add_launch_args
     from ssnas.search import SearchConfig
 
     p = sub.add_parser("search", help="search a cell with a (contrastive) objective",
                        description="DARTS supernet search; writes genotype.json, alphas.json, metrics.jsonl, "
                                    "TensorBoard events, config.json and checkpoint.pt into --out.")
     add_config_args(p, SearchConfig)
+    add_launch_args(p, "the search")
     p.set_defaults(func=run)

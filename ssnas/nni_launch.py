@@ -1,0 +1,349 @@
+"""Run ssnas work as a real NNI experiment (local training service), so NNI's web UI shows it.
+
+`ssnas tune --nni`: every Optuna trial is an NNI trial. `ssnas.nni_tuner.OptunaTuner` asks the study for each
+trial's parameters and tells it the result; the trial process (`python -m ssnas.nni_trial tune SPEC`) trains,
+reports every epoch to Optuna (for pruning) and to NNI (for the UI). `ssnas search --nni`: one NNI trial running the
+search, reporting its epochs and, at the end, the genotype.
+
+NNI 3.0's REST server (the web UI, which has no login) listens on every interface: `app.listen(port)` in
+nni_node/rest_server. A tiny script preloaded into its node process (NODE_OPTIONS=--require) adds the host, so it
+listens on 127.0.0.1 unless --host says otherwise. NNI's own processes reach it through "localhost", so the host
+must be a loopback address or all interfaces (0.0.0.0).
+"""
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import os
+import shlex
+import socket
+import sys
+import time
+import urllib.error
+import urllib.request
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Iterator
+
+from ssnas.errors import UserError
+
+LOOPBACK = ("127.0.0.1", "localhost", "::1")
+ALL_INTERFACES = ("0.0.0.0", "::")
+FINAL_STATES = ("SUCCEEDED", "FAILED", "USER_CANCELED", "SYS_CANCELED", "EARLY_STOPPED")
+POLL_S = 1.0
+
+# Preloaded into NNI's node process: a listen(port) without a host gets SSNAS_NNI_HOST.
+BIND_JS = """\
+// ssnas: bind NNI's REST server (app.listen(port): all interfaces) to one host, given in SSNAS_NNI_HOST.
+const net = require('net');
+const host = process.env.SSNAS_NNI_HOST;
+if (host) {
+  const listen = net.Server.prototype.listen;
+  net.Server.prototype.listen = function (...args) {
+    if (typeof args[0] === 'number' && (args.length === 1 || typeof args[1] === 'function')) {
+      args.splice(1, 0, host);
+    }
+    return listen.apply(this, args);
+  };
+}
+"""
+
+
+@dataclass
+class Launch:
+    """Where the web UI listens and whether it outlives the work."""
+
+    host: str = "127.0.0.1"
+    port: int = 8080
+    keep_ui: bool = False
+
+    def check(self) -> None:
+        if self.host not in LOOPBACK + ALL_INTERFACES:
+            raise UserError(f"--host {self.host} is not supported: NNI's own processes reach the web UI through "
+                            f"localhost, so use 127.0.0.1 (the default) or 0.0.0.0 (every interface, no login)")
+        if not 0 < self.port < 65536:
+            raise UserError(f"--port must be between 1 and 65535, got {self.port}")
+
+    def check_free(self) -> None:
+        """Before any work: the port must be free for the web UI."""
+        self.check()
+        host = "127.0.0.1" if self.host in ("localhost", *ALL_INTERFACES) else self.host
+        with contextlib.closing(socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET)) as s:
+            if s.connect_ex((host, self.port)) == 0:
+                raise UserError(f"port {self.port} is in use; pass --port N, or stop the experiment there with "
+                                f"ssnas tune --nni --stop --port {self.port}")
+
+    @property
+    def url(self) -> str:
+        host = "127.0.0.1" if self.host in ("localhost", *ALL_INTERFACES) else self.host
+        return f"http://[{host}]:{self.port}" if ":" in host else f"http://{host}:{self.port}"
+
+
+# ---- the REST API ---------------------------------------------------------------------------------------------
+
+def rest(launch: Launch, path: str, method: str = "GET", timeout: float = 10) -> Any:
+    request = urllib.request.Request(f"{launch.url}/api/v1/nni/{path.lstrip('/')}", method=method)
+    with urllib.request.urlopen(request, timeout=timeout) as response:
+        body = response.read()
+    return json.loads(body) if body else None
+
+
+def metric(data: str) -> Any:
+    """A metric as NNI stores it (JSON text of JSON text) decoded: a number or a dict with "default"."""
+    value: Any = data
+    while isinstance(value, str):
+        try:
+            value = json.loads(value)
+        except json.JSONDecodeError:
+            break
+    return value
+
+
+def trials(launch: Launch) -> list[dict[str, Any]]:
+    """Each trial's id, status, parameters and final metric, from the web UI's REST API."""
+    out = []
+    for job in rest(launch, "trial-jobs"):
+        params = [metric(h) for h in job.get("hyperParameters", [])]
+        finals = [metric(m["data"]) for m in job.get("finalMetricData", [])]
+        out.append({"id": job["trialJobId"], "status": job["status"], "log": job.get("logPath", ""),
+                    "parameters": params[0].get("parameters", {}) if params else {},
+                    "final": finals[-1] if finals else None})
+    return out
+
+
+def stop(launch: Launch, wait_s: float = 60) -> None:
+    """Stop the experiment whose web UI is at launch.url (what `--stop` does); returns once the port is closed."""
+    launch.check()
+    try:
+        rest(launch, "check-status")
+    except (urllib.error.URLError, OSError):
+        raise UserError(f"no NNI experiment answers at {launch.url}; pass the --port (and --host) it was started "
+                        f"with") from None
+    with contextlib.suppress(urllib.error.URLError, OSError):  # it may hang up before it answers
+        rest(launch, "experiment", method="DELETE", timeout=wait_s)
+    deadline = time.time() + wait_s
+    while time.time() < deadline:
+        try:
+            rest(launch, "check-status", timeout=2)
+        except (urllib.error.URLError, OSError):
+            return
+        time.sleep(0.5)
+    raise UserError(f"the experiment at {launch.url} did not stop within {wait_s:.0f} s; look at its log under "
+                    f"the experiment folder")
+
+
+# ---- starting and watching an experiment ----------------------------------------------------------------------
+
+def _nni() -> Any:
+    try:
+        import nni.experiment
+    except ImportError:
+        raise UserError("--nni needs NNI 3.0: pip install 'ssnas[nni]'") from None
+    return nni.experiment
+
+
+@contextlib.contextmanager
+def _bound_to(host: str, folder: Path) -> Iterator[None]:
+    """Environment for the node process NNI starts: preload BIND_JS unless every interface is wanted."""
+    if host in ALL_INTERFACES:
+        yield
+        return
+    script = folder / "bind_host.js"
+    script.write_text(BIND_JS)
+    saved = {k: os.environ.get(k) for k in ("NODE_OPTIONS", "SSNAS_NNI_HOST")}
+    os.environ["NODE_OPTIONS"] = f"{saved['NODE_OPTIONS'] or ''} --require {json.dumps(str(script))}".strip()
+    os.environ["SSNAS_NNI_HOST"] = "127.0.0.1" if host == "localhost" else host
+    try:
+        yield
+    finally:
+        for k, v in saved.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+
+
+def make_experiment(name: str, folder: Path, trial_command: str, tuner: str, tuner_args: dict[str, Any],
+                    search_space: dict[str, Any], max_trials: int) -> Any:
+    """An HPO experiment on this machine, one trial at a time, everything kept under `folder`."""
+    nni_experiment = _nni()
+    folder.mkdir(parents=True, exist_ok=True)
+    exp = nni_experiment.Experiment("local")
+    c = exp.config
+    c.experiment_name = name
+    c.trial_command = trial_command
+    c.trial_code_directory = str(Path.cwd())  # relative paths in the run's config mean what they meant here
+    c.search_space = search_space
+    c.tuner = nni_experiment.CustomAlgorithmConfig(class_name=tuner, code_directory=str(folder), class_args=tuner_args)
+    c.max_trial_number = max_trials
+    c.trial_concurrency = 1  # SQLite storage and one GPU or CPU: trials take turns
+    c.experiment_working_directory = str(folder)
+    return exp
+
+
+def python_command(*args: str) -> str:
+    return " ".join(shlex.quote(a) for a in (sys.executable, "-m", *args))
+
+
+def _describe(trial: dict[str, Any]) -> str:
+    final = trial["final"]
+    if isinstance(final, dict):
+        value = final.get("default")
+        extra = " (pruned)" if final.get("pruned") else ""
+    else:
+        value, extra = final, ""
+    shown = f", final {value:.4f}{extra}" if isinstance(value, (int, float)) else ""
+    return f"NNI trial {trial['id']}: {trial['status'].lower()}{shown}"
+
+
+def _server_gone(exp: Any) -> bool:
+    proc = exp._proc  # NNI keeps the node process here; it exits when the experiment is stopped from outside
+    return proc is None or (hasattr(proc, "poll") and proc.poll() is not None)
+
+
+def run_experiment(exp: Any, launch: Launch) -> tuple[str, list[dict[str, Any]]]:
+    """Start the experiment, print trials as they end, stop it when done (or on Ctrl-C, or when `--stop` stopped
+    it from outside). Returns the last status (DONE, ERROR, STOPPED or INTERRUPTED) and the trials."""
+    launch.check()
+    folder = Path(exp.config.experiment_working_directory)
+    logging.getLogger("nni").setLevel(logging.WARNING)  # its own URL list names every interface; ours is right
+    seen: dict[str, str] = {}
+    status, known, keeping = "STOPPED", [], False
+    try:
+        with _bound_to(launch.host, folder):
+            try:
+                exp.start(launch.port)
+            except Exception as e:
+                if "not idle" in str(e):
+                    raise UserError(f"port {launch.port} is in use; pass --port N, or stop the experiment there with "
+                                    f"ssnas tune --nni --stop --port {launch.port}") from None
+                raise UserError(f"NNI could not start the experiment ({str(e).splitlines()[0] if str(e) else e!r}); "
+                                f"its log is in {folder / exp.id / 'log'}") from None
+        print(f"NNI experiment {exp.id}: web UI at {launch.url} (no login; listening on {launch.host}); "
+              f"stop it with Ctrl-C or: ssnas tune --nni --stop --port {launch.port}", flush=True)
+        while True:
+            if _server_gone(exp):
+                status = "DONE" if keeping else "STOPPED"
+                print("the NNI experiment was stopped", flush=True)
+                break
+            try:
+                status = exp.get_status()
+                known = trials(launch)
+            except Exception:  # the server is going away: the next round sees it gone
+                time.sleep(POLL_S)
+                continue
+            for t in known:
+                if t["status"] in FINAL_STATES and seen.get(t["id"]) != t["status"]:
+                    print(_describe(t), flush=True)
+                seen[t["id"]] = t["status"]
+            if status in ("DONE", "ERROR", "STOPPED") and not keeping:
+                if status != "DONE" or not launch.keep_ui:
+                    break
+                keeping = True
+                print(f"all trials finished; the web UI stays at {launch.url} until Ctrl-C or "
+                      f"ssnas tune --nni --stop --port {launch.port}", flush=True)
+            time.sleep(POLL_S)
+    except KeyboardInterrupt:
+        status = "DONE" if keeping else "INTERRUPTED"
+        print("interrupted: stopping the NNI experiment", file=sys.stderr, flush=True)
+    finally:
+        _stop(exp)
+    return status, known
+
+
+def _stop(exp: Any) -> None:
+    """Stop NNI's manager, its dispatcher and its trials (a no-op when they are gone already)."""
+    if getattr(exp, "_proc", None) is None:
+        return
+    if _server_gone(exp):
+        exp._proc = None  # stopped from outside: nothing left to ask, only NNI's logging to close
+    with contextlib.suppress(KeyboardInterrupt):
+        exp.stop()
+
+
+def trial_log(trial: dict[str, Any]) -> str:
+    """The end of a failed NNI trial's stderr, and where the whole log is."""
+    folder = Path(str(trial.get("log", "")).replace("file://localhost:", ""))
+    stderr = folder / "stderr"
+    lines = stderr.read_text(errors="replace").strip().splitlines() if stderr.is_file() else []
+    last = next((line for line in reversed(lines) if line.strip()), "no output")
+    return f"{last} (log: {stderr})"
+
+
+# ---- what ssnas runs as experiments ----------------------------------------------------------------------------
+
+def tune_experiment(tune: Any, base: Any, launch: Launch) -> tuple[str, Any]:
+    """`ssnas tune --nni`: the study's remaining trials as one NNI experiment; then the best config and plots."""
+    from ssnas.config import to_dict
+    from ssnas.tune import TuneData, TuneResult, prepare_study, validate
+    from ssnas.tune_study import finished, recover
+    from ssnas.tune_report import write_outputs
+    from ssnas.tune_space import nni_search_space
+
+    launch.check_free()
+    params = validate(tune, base)
+    _nni()
+    study, url, root = prepare_study(tune, base, params)
+    todo, status, before = tune.trials - finished(study), "DONE", len(study.get_trials(deepcopy=False))
+    if todo > 0:
+        folder = root / "nni"
+        folder.mkdir(parents=True, exist_ok=True)
+        TuneData.load(tune, base).save(folder / "data.pt")
+        spec = folder / "spec.json"
+        spec.write_text(json.dumps({"tune": to_dict(tune), "target": tune.target, "config": to_dict(base),
+                                    "storage": url, "root": str(root), "params": [p.key for p in params],
+                                    "data": str(folder / "data.pt")}, indent=2))
+        print(f"ssnas tune: study {tune.study!r} in {url}: {finished(study)} of {tune.trials} trials finished, "
+              f"running {todo} as an NNI experiment; trial folders in {root}", flush=True)
+        exp = make_experiment(tune.study, folder, python_command("ssnas.nni_trial", "tune", str(spec)),
+                              "ssnas.nni_tuner.OptunaTuner", {"spec": str(spec), "optimize_mode": "maximize"},
+                              nni_search_space(params), todo)
+        status, _ = run_experiment(exp, launch)
+        recover(study)  # trials a stop killed run again when the study resumes
+    result = TuneResult(study, root, len(study.get_trials(deepcopy=False)) - before)
+    write_outputs(result, tune, base, url)
+    return status, result
+
+
+def search_experiment(cfg: Any, launch: Launch) -> tuple[str, Path]:
+    """`ssnas search --nni`: the search as the single trial of an NNI experiment. Returns the status and --out."""
+    from ssnas.config import flatten, to_dict
+    from ssnas.search import _prepare_out, validate
+
+    launch.check_free()
+    validate(cfg)
+    out = Path(cfg.run.out).absolute()
+    _prepare_out(cfg, out)  # refuse to overwrite, check --resume settings: now, not inside the trial
+    _nni()
+    folder = out / "nni"
+    folder.mkdir(parents=True, exist_ok=True)
+    data = to_dict(cfg)
+    data["run"].update(out=str(out), progress=False)  # both are allowed to differ on --resume
+    spec = folder / "search_config.json"
+    spec.write_text(json.dumps(data, indent=2))
+    shown = {k: v for k, v in flatten(data).items() if not k.startswith("run.") or k == "run.seed"}
+    exp = make_experiment(f"search-{out.name}", folder, python_command("ssnas.nni_trial", "search", str(spec)),
+                          "ssnas.nni_tuner.FixedTuner", {"parameters": shown},
+                          {"run.seed": {"_type": "choice", "_value": [cfg.run.seed]}}, 1)
+    status, known = run_experiment(exp, launch)
+    failed = [t for t in known if t["status"] == "FAILED"]
+    if failed:
+        raise UserError(f"the search trial failed: {trial_log(failed[0])}")
+    if status == "ERROR":
+        raise UserError(f"the NNI experiment ended in an error; see its log in {folder}")
+    return status, out
+
+
+def add_launch_args(parser: Any, what: str) -> Any:
+    """--nni, --host, --port, --keep-ui: how a command runs as an NNI experiment (launch options, not settings
+    of the run: they are not in its config, so `--resume` never compares them)."""
+    group = parser.add_argument_group("NNI web UI (pip install 'ssnas[nni]')")
+    group.add_argument("--nni", action="store_true",
+                       help=f"run {what} as an NNI experiment (local training service), watched in NNI's web UI")
+    group.add_argument("--host", default="127.0.0.1",
+                       help="address the web UI listens on; it has no login (default: 127.0.0.1; 0.0.0.0 = all)")
+    group.add_argument("--port", type=int, default=8080, help="port of the web UI (default: 8080)")
+    group.add_argument("--keep-ui", action="store_true",
+                       help="keep the web UI up after the work is done, until Ctrl-C or ssnas tune --nni --stop")
+    return group

@@ -1,0 +1,395 @@
+"""`ssnas tune`: an Optuna study over the augmentation and loss knobs, each trial a short contrastive training.
+
+A trial trains either the supernet (the bilevel search of `ssnas.search`) or a given genotype (the pretraining of
+`ssnas.retrain`) for a few epochs. After every epoch the weights just checkpointed are scored by weighted-kNN top-1
+on a labelled validation split that the trial never trains on; the score is reported to Optuna (and to NNI inside
+an NNI trial), so a pruner can stop a bad trial early. The study lives in an RDB storage (SQLite by default):
+running `ssnas tune` again with the same --study and --storage resumes it.
+"""
+from __future__ import annotations
+
+import copy
+import json
+import logging
+import os
+import socket
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from ssnas import checkpoint, nni_report
+from ssnas.config import apply_overrides, to_dict
+from ssnas.data import ImageSet, balanced_subset_indices, load_dataset
+from ssnas.errors import UserError
+from ssnas.evaluate import KnnConfig, accuracy, extract_features, knn_predict
+from ssnas.run import resolve_device
+from ssnas.tune_space import Param, space_for, suggest
+from ssnas.tune_study import finished, open_study, recover
+
+TARGETS = ("supernet", "genotype")
+PRUNERS = ("median", "hyperband", "threshold", "none")
+# A trial is a short run: these replace the classes' defaults (a --config file and flags still override them).
+TRIAL_DEFAULTS = {
+    "supernet": {"optim.epochs": 10, "run.out": "runs/tune"},
+    "genotype": {"optim.epochs": 10, "optim.warmup_epochs": 1, "run.out": "runs/tune"},
+}
+# Settings that may change when a study is resumed: they do not change what a trial computes.
+RESUMABLE = ("run.resume", "run.stop_after", "run.progress", "run.log_every", "run.device", "run.out",
+             "run.tensorboard")
+# A session gives up after this many failed trials in a row (a setting, not bad luck, is then the likely cause).
+MAX_FAILURES_IN_A_ROW = 3
+
+
+@dataclass
+class TuneConfig:
+    study: str = field(default="ssnas", metadata={"help": "study name; the same --study and --storage resume it"})
+    storage: str = field(default="", metadata={
+        "help": "Optuna storage, any SQLAlchemy RDB URL (sqlite:///runs/tune.db, postgresql://...); "
+                "empty = sqlite:///OUT/tune.db"})
+    trials: int = field(default=20, metadata={
+        "help": "finished trials (complete, pruned or failed) the study should hold; a resumed study runs the rest"})
+    target: str = field(default="supernet", metadata={
+        "help": "what a trial trains: supernet (the bilevel search) or genotype (pretraining of --arch)"})
+    pruner: str = field(default="median", metadata={
+        "help": "stops bad trials early: median, hyperband, threshold (below --prune-below) or none"})
+    prune_below: float = field(default=0.0, metadata={
+        "help": "threshold pruner: prune a trial whose kNN top-1 (0..1) falls below this"})
+    val_size: int = field(default=1000, metadata={
+        "help": "labelled training images held out of every trial as kNN queries (class-balanced)"})
+    bank_size: int = field(default=5000, metadata={
+        "help": "labelled images, from those a trial trains on, that form the kNN memory bank (0 = all)"})
+    knn: KnnConfig = field(default_factory=KnnConfig)
+    plots: bool = field(default=True, metadata={
+        "help": "save Optuna's plots (history, intermediate values, parallel coordinates, importance) as PNG"})
+
+
+class TrialFailed(Exception):
+    """A trial that failed on its own settings (e.g. a diverging loss): the study records it and goes on."""
+
+
+class _NoTraceback(logging.Filter):
+    """Optuna logs a failed trial with its traceback; for a trial that failed on its settings (the message says
+    why) or was interrupted by Ctrl-C, one line is enough."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.exc_info and isinstance(record.exc_info[1], (TrialFailed, KeyboardInterrupt)):
+            record.exc_info, record.exc_text = None, None
+        return True
+
+
+# ---- configuration -----------------------------------------------------------------------------------------
+
+def config_class(target: str) -> type:
+    if target == "genotype":
+        from ssnas.retrain import RetrainConfig
+
+        return RetrainConfig
+    from ssnas.search import SearchConfig
+
+    return SearchConfig
+
+
+def validate(tune: TuneConfig, base: Any) -> tuple[Param, ...]:
+    """Cheap checks before any data is loaded; returns the study's parameters for this objective."""
+    if tune.target not in TARGETS:
+        raise UserError(f"--target must be one of {', '.join(TARGETS)}, got {tune.target!r}")
+    if tune.pruner not in PRUNERS:
+        raise UserError(f"--pruner must be one of {', '.join(PRUNERS)}, got {tune.pruner!r}")
+    if tune.pruner == "threshold" and tune.prune_below <= 0:
+        raise UserError("--pruner threshold needs --prune-below, a kNN top-1 in (0, 1] to prune below")
+    if tune.trials < 1 or tune.val_size < 1 or tune.bank_size < 0:
+        raise UserError("--trials and --val-size must be at least 1, --bank-size at least 0")
+    if tune.knn.k < 1 or tune.knn.temperature <= 0:
+        raise UserError("--knn-k must be >= 1 and --knn-temperature > 0")
+    if not tune.study.strip() or any(c in tune.study for c in "/\\"):
+        raise UserError(f"--study must be a plain name (it names a folder too), got {tune.study!r}")
+    params = space_for(base.objective.name)
+    _validate_trained(tune.target, base)
+    for end in ("low", "high"):  # both ends of every range must give a valid run
+        probe = copy.deepcopy(base)
+        apply_overrides(probe, {p.key: (int if p.kind == "int" else float)(getattr(p, end)) for p in params})
+        _validate_trained(tune.target, probe)
+    return params
+
+
+def _validate_trained(target: str, cfg: Any) -> Any:
+    if target == "genotype":
+        from ssnas.retrain import validate as validate_retrain
+
+        return validate_retrain(cfg)
+    from ssnas.search import validate as validate_search
+
+    return validate_search(cfg)
+
+
+def study_dir(tune: TuneConfig, base: Any) -> Path:
+    """<out>/<study>: trial folders, the best config, the plots."""
+    return Path(base.run.out).absolute() / tune.study
+
+
+def storage_url(tune: TuneConfig, base: Any) -> str:
+    """The storage URL with a SQLite path made absolute (NNI's processes do not share our working directory)."""
+    url = tune.storage or f"sqlite:///{Path(base.run.out) / 'tune.db'}"
+    prefix = "sqlite:///"
+    if url.startswith(prefix) and url[len(prefix):] not in ("", ":memory:"):
+        path = Path(url[len(prefix):]).absolute()
+        path.parent.mkdir(parents=True, exist_ok=True)
+        url = prefix + str(path)
+    return url
+
+
+# ---- the study ----------------------------------------------------------------------------------------------
+
+def make_pruner(tune: TuneConfig, epochs: int) -> Any:
+    import optuna
+
+    if tune.pruner == "median":
+        return optuna.pruners.MedianPruner()  # Optuna's defaults: 5 startup trials, no warm-up steps
+    if tune.pruner == "hyperband":  # one resource unit = one epoch (steps are reported as epochs trained)
+        return optuna.pruners.HyperbandPruner(min_resource=1, max_resource=max(epochs, 1), reduction_factor=3)
+    if tune.pruner == "threshold":
+        return optuna.pruners.ThresholdPruner(lower=tune.prune_below)
+    return optuna.pruners.NopPruner()
+
+
+def study_spec(tune: TuneConfig, base: Any, params: tuple[Param, ...]) -> dict[str, Any]:
+    """What a trial's score depends on, stored with the study so that a resume with other settings is refused.
+    The tuned keys are left out: every trial sets them itself."""
+    config = to_dict(base)
+    for p in params:
+        section, name = p.key.split(".", 1)
+        (config[section].get("options", {}) if p.option else config[section]).pop(name, None)
+    return {"target": tune.target, "config": config,
+            "score": {"val_size": tune.val_size, "bank_size": tune.bank_size, "knn": to_dict(tune.knn)}}
+
+
+def check_spec(study: Any, spec: dict[str, Any], url: str) -> None:
+    from ssnas.search import _config_differences
+
+    saved = study.user_attrs.get("ssnas_spec")
+    if saved is None:
+        if study.get_trials(deepcopy=False):
+            raise UserError(f"study {study.study_name!r} in {url} was not made by ssnas tune; choose another --study")
+        study.set_user_attr("ssnas_spec", spec)
+        return
+    diffs = [] if saved["target"] == spec["target"] else ["target"]
+    diffs += [k for k in _config_differences(saved["config"], spec["config"]) if k not in RESUMABLE]
+    diffs += [f"tune.{k}" for k in _config_differences(saved["score"], spec["score"])]
+    if diffs:
+        raise UserError(f"cannot resume study {study.study_name!r}: its trials ran with other settings in "
+                        f"{', '.join(diffs)}; rerun with the original settings or choose another --study")
+
+
+def prepare_study(tune: TuneConfig, base: Any, params: tuple[Param, ...]) -> tuple[Any, str, Path]:
+    """Open (or create) the study, refuse a resume with other settings, re-enqueue crashed trials."""
+    url, root = storage_url(tune, base), study_dir(tune, base)
+    epochs = base.optim.epochs
+    study = open_study(url, tune.study, make_pruner(tune, epochs), base.run.seed)
+    if not study.get_trials(deepcopy=False) and any(root.glob("trial-*")):
+        raise UserError(f"{root} holds trial folders of another study named {tune.study!r}; choose another "
+                        f"--out or --study, or delete {root}")
+    check_spec(study, study_spec(tune, base, params), url)
+    again = recover(study)
+    if again:
+        print(f"ssnas: unfinished trial(s) {', '.join(map(str, again))} run again with the same parameters")
+    return study, url, root
+
+
+# ---- data and scoring ---------------------------------------------------------------------------------------
+
+@dataclass
+class TuneData:
+    """The training images of every trial, and the labelled images that score it (never trained on)."""
+
+    train: ImageSet
+    val: ImageSet
+    bank: ImageSet
+
+    @classmethod
+    def load(cls, tune: TuneConfig, base: Any) -> TuneData:
+        full = load_dataset(base.data, "train", seed=base.run.seed)
+        if not full.has_labels:
+            raise UserError(f"ssnas tune scores trials by kNN accuracy, which needs labelled training images; "
+                            f"dataset {base.data.dataset!r} has none (use class subfolders)")
+        return cls.split(full, tune.val_size, tune.bank_size, base.run.seed)
+
+    @classmethod
+    def split(cls, full: ImageSet, val_size: int, bank_size: int, seed: int) -> TuneData:
+        """A class-balanced validation split held out of training; the bank is drawn from the training part."""
+        if val_size >= len(full):
+            raise UserError(f"--val-size {val_size} leaves no training images of {len(full)}; lower it or "
+                            f"raise --subset")
+        val_index = balanced_subset_indices(full.labels, val_size, seed)
+        keep = torch.ones(len(full), dtype=torch.bool)
+        keep[val_index] = False
+        train = full.subset(keep)
+        bank = train
+        if bank_size and bank_size < len(train):
+            bank = train.subset(balanced_subset_indices(train.labels, bank_size, seed))
+        return cls(train, full.subset(val_index), bank)
+
+    def save(self, path: Path) -> None:
+        """One file for NNI's trial processes: decoding a dataset once per study, not once per trial."""
+        parts = {k: {"images": s.images, "labels": s.labels} for k, s in vars(self).items()}
+        checkpoint.save(path, {"name": self.train.name, "classes": self.train.classes, **parts})
+
+    @classmethod
+    def from_file(cls, path: Path) -> TuneData:
+        state = checkpoint.load(path)
+        return cls(**{k: ImageSet(state[k]["images"], state[k]["labels"], state["classes"], state["name"])
+                      for k in ("train", "val", "bank")})
+
+
+class KnnScorer:
+    """Weighted-kNN top-1 of a run's latest checkpoint: bank features vs. validation features."""
+
+    def __init__(self, target: str, cfg: Any, data: TuneData, knn: KnnConfig):
+        from ssnas.augment import ViewMaker
+
+        self.target, self.data, self.knn = target, data, knn
+        self.device = resolve_device(cfg.run.device)
+        mean, std = data.train.mean_std()  # the statistics the trial's own views are normalised with
+        self.plain = ViewMaker(cfg.augment, mean, std).plain
+        with torch.random.fork_rng(devices=[]):  # building a network must not move the trial's random stream
+            if target == "genotype":
+                from ssnas.network import build_encoder
+                from ssnas.retrain import validate as validate_retrain
+
+                self.net = build_encoder(validate_retrain(copy.deepcopy(cfg)), cfg.network, data.train.channels)
+            else:
+                from ssnas import registry
+
+                self.net = registry.space(cfg.space).build_supernet(cfg.supernet, data.train.channels)
+        self.net.to(self.device, memory_format=torch.channels_last)  # as trained: NHWC runs faster on CPU
+
+    def __call__(self, ckpt: Path) -> float:
+        state = checkpoint.load(ckpt)
+        self.net.load_state_dict(state["encoder"] if self.target == "genotype" else state["searcher"]["supernet"])
+        d = self.data
+        bank = extract_features(self.net, d.bank.images, self.plain, self.device)
+        queries = extract_features(self.net, d.val.images, self.plain, self.device)
+        preds = knn_predict(bank, d.bank.labels.to(self.device), queries, len(d.bank.classes), self.knn.k,
+                            self.knn.temperature)
+        return accuracy(preds, d.val.labels)
+
+
+# ---- one trial ----------------------------------------------------------------------------------------------
+
+def trial_config(base: Any, target: str, params: dict[str, Any], out: Path) -> Any:
+    cfg = apply_overrides(copy.deepcopy(base), params)
+    cfg.run.out, cfg.run.resume, cfg.run.stop_after = str(out), False, 0
+    if target == "genotype":
+        cfg.knn.every = 0  # the trial is scored on the validation split here, never on the test set
+    return cfg
+
+
+class TrialRunner:
+    """Runs trials of one study: the data is loaded once, each trial trains in <study dir>/trial-NNNN."""
+
+    def __init__(self, tune: TuneConfig, base: Any, params: tuple[Param, ...], root: Path,
+                 data: TuneData | None = None):
+        self.tune, self.base, self.params, self.root = tune, base, params, root
+        self.data = data or TuneData.load(tune, base)
+        self.last: dict[str, Any] = {}  # the running trial's latest report (NNI's final result reuses it)
+
+    def __call__(self, trial: Any) -> float:
+        out = self.root / f"trial-{trial.number:04d}"
+        trial.set_user_attr("ssnas_host", socket.gethostname())
+        trial.set_user_attr("ssnas_pid", os.getpid())
+        trial.set_user_attr("out", str(out))
+        self.last = {}
+        try:
+            if (out / "checkpoint.pt").exists():
+                raise UserError(f"{out} already holds a run, but trial {trial.number} is new; delete that folder")
+            cfg = trial_config(self.base, self.tune.target, suggest(trial, self.params), out)
+            scorer = KnnScorer(self.tune.target, cfg, self.data, self.tune.knn)
+            result = self._train(cfg, lambda epoch, stats: self._report(trial, scorer, out, epoch, stats))
+        except UserError as e:
+            trial.set_user_attr("error", str(e))
+            raise TrialFailed(str(e)) from None
+        except KeyboardInterrupt:
+            trial.set_user_attr("ssnas_interrupted", True)  # re-run when the study resumes
+            raise
+        if result is not None:
+            trial.set_user_attr("genotype", result)
+            self.last["genotype"] = json.dumps(result)
+        return self.last["default"]
+
+    def _train(self, cfg: Any, on_epoch: Any) -> dict[str, Any] | None:
+        """Train with the trial's config; returns the genotype a supernet trial found."""
+        if self.tune.target == "genotype":
+            from ssnas.retrain import run_retrain
+
+            run_retrain(cfg, self.data.train, on_epoch=on_epoch)
+            return None
+        from ssnas.search import run_search
+
+        return run_search(cfg, self.data.train, on_epoch=on_epoch).genotype.to_json()
+
+    def _report(self, trial: Any, scorer: KnnScorer, out: Path, epoch: int, stats: dict[str, Any]) -> None:
+        import optuna
+
+        score = scorer(out / "checkpoint.pt")
+        numbers = {k: v for k, v in stats.items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
+        self.last = {"default": score, "epoch": epoch + 1, **numbers}
+        with (out / "knn.jsonl").open("a") as f:
+            f.write(json.dumps({"epoch": epoch + 1, "knn_top1": score, "loss": stats.get("loss")}) + "\n")
+        trial.report(score, epoch + 1)  # step = epochs trained: Hyperband's resource unit
+        nni_report.intermediate(self.last)
+        if trial.should_prune():
+            self.last["pruned"] = 1
+            raise optuna.TrialPruned(f"epoch {epoch + 1}: kNN top-1 {score:.4f}")
+
+
+# ---- the session --------------------------------------------------------------------------------------------
+
+@dataclass
+class TuneResult:
+    study: Any
+    root: Path
+    ran: int  # trials run by this session
+    best_config: Path | None = None
+    best_params: Path | None = None
+    plots: list[Path] = field(default_factory=list)
+
+
+def run_tune(tune: TuneConfig, base: Any, data: TuneData | None = None) -> TuneResult:
+    """Run (or resume) the study until it holds `tune.trials` finished trials; write the best config and plots."""
+    import optuna
+
+    from ssnas.tune_report import write_outputs
+
+    params = validate(tune, base)
+    study, url, root = prepare_study(tune, base, params)
+    todo = tune.trials - finished(study)
+    ran = 0
+    if todo > 0:
+        print(f"ssnas tune: study {tune.study!r} in {url}: {finished(study)} of {tune.trials} trials finished, "
+              f"running {todo}; trial folders in {root}")
+        runner = TrialRunner(tune, base, params, root, data)
+        failures: list[str] = []
+
+        def stop_when_done(study: Any, trial: Any) -> None:
+            if trial.state == optuna.trial.TrialState.FAIL:
+                failures.append(trial.user_attrs.get("error", "an exception (see the log above)"))
+            else:
+                failures.clear()
+            if finished(study) >= tune.trials or len(failures) >= MAX_FAILURES_IN_A_ROW:
+                study.stop()
+
+        before = len(study.get_trials(deepcopy=False))
+        optuna_log, quiet = logging.getLogger("optuna.study._optimize"), _NoTraceback()
+        optuna_log.addFilter(quiet)
+        try:
+            study.optimize(runner, n_trials=todo, catch=(TrialFailed,), callbacks=[stop_when_done],
+                           gc_after_trial=True)
+        finally:
+            optuna_log.removeFilter(quiet)
+            ran = len(study.get_trials(deepcopy=False)) - before
+        if len(failures) >= MAX_FAILURES_IN_A_ROW:
+            raise UserError(f"{len(failures)} trials in a row failed, the last with: {failures[-1]}")
+    result = TuneResult(study, root, ran)
+    write_outputs(result, tune, base, url)
+    return result

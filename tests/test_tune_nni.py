@@ -1,0 +1,158 @@
+"""Real NNI experiments (local training service): `ssnas tune --nni` and `ssnas search --nni`, checked through the
+web UI's REST API on loopback, stopped with `ssnas tune --nni --stop`, with no process left behind."""
+import contextlib
+import json
+import os
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+
+import pytest
+
+from ssnas.cli import main
+from ssnas.tune_space import space_for
+from tests.conftest import ROOT, requires_fashion
+
+psutil = pytest.importorskip("psutil")
+pytest.importorskip("nni")
+
+TINY = ["--dataset", "fashion-mnist", "--subset", "120", "--layers", "3", "--init-channels", "4", "--nodes", "2",
+        "--batch-size", "8", "--steps-per-epoch", "1", "--proj-dim", "16", "--view-size", "16", "--no-progress",
+        "--device", "cpu", "--no-tensorboard"]
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _get(port: int, path: str):
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/api/v1/nni/{path}", timeout=5) as r:
+        return json.loads(r.read())
+
+
+def _decode(data: str):
+    while isinstance(data, str):
+        data = json.loads(data)
+    return data
+
+
+@pytest.fixture
+def launch():
+    """Starts `ssnas ...` in the background and remembers its process tree (node, NNI's dispatcher, the trials);
+    whatever a failing test leaves running is killed at teardown."""
+    procs: list[subprocess.Popen] = []
+    tree: set = set()
+
+    def start(args: list[str]) -> subprocess.Popen:
+        env = {**os.environ, "PYTHONUNBUFFERED": "1", "OMP_NUM_THREADS": "1"}
+        procs.append(subprocess.Popen([sys.executable, "-m", "ssnas.cli", *args], cwd=ROOT, env=env, text=True,
+                                      stdout=subprocess.PIPE, stderr=subprocess.STDOUT))
+        return procs[-1]
+
+    def remember(proc: subprocess.Popen) -> list:
+        with contextlib.suppress(psutil.Error):
+            tree.update(psutil.Process(proc.pid).children(recursive=True))
+        return list(tree)
+
+    start.remember = remember
+    yield start
+    for p in [*tree, *(psutil.Process(x.pid) for x in procs if x.poll() is None)]:
+        with contextlib.suppress(psutil.Error):
+            p.kill()
+    for x in procs:
+        with contextlib.suppress(Exception):
+            x.communicate(timeout=10)
+
+
+def _wait_until_done(launch, proc: subprocess.Popen, port: int, count: int, timeout: float = 80) -> list[dict]:
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        assert proc.poll() is None, proc.stdout.read()
+        launch.remember(proc)
+        try:
+            jobs, status = _get(port, "trial-jobs"), _get(port, "check-status")["status"]
+        except (OSError, ValueError):  # not listening yet, or listening before the experiment is set up
+            jobs, status = [], None
+        if status == "DONE" and len(jobs) == count and all(j["status"] == "SUCCEEDED" for j in jobs):
+            return jobs
+        time.sleep(0.5)
+    raise AssertionError(f"no {count} finished trials within {timeout} s:\n{proc.stdout.read()}")
+
+
+def _alive(p) -> bool:
+    try:
+        return p.is_running() and p.status() != psutil.STATUS_ZOMBIE
+    except psutil.Error:
+        return False
+
+
+def _stop_and_check_nothing_is_left(launch, proc: subprocess.Popen, port: int, capsys) -> str:
+    family = launch.remember(proc)  # node, NNI's dispatcher, every trial seen
+    node = [p for p in family if _alive(p) and p.name() == "node"]
+    assert len(node) == 1
+    listening = [c.laddr for c in node[0].net_connections() if c.status == psutil.CONN_LISTEN]
+    assert listening and all(addr.ip == "127.0.0.1" for addr in listening), listening  # loopback only: no login
+    assert main(["tune", "--nni", "--stop", "--port", str(port)]) == 0
+    assert "stopped the NNI experiment" in capsys.readouterr().out
+    output, _ = proc.communicate(timeout=60)
+    assert proc.returncode == 0, output
+    time.sleep(0.5)
+    left = [p for p in family if _alive(p)]
+    assert not left, [p.pid for p in left]
+    with pytest.raises(OSError):
+        _get(port, "check-status")
+    return output
+
+
+@pytest.mark.slow
+@requires_fashion
+def test_tune_as_an_nni_experiment_shows_every_trial_and_stops_cleanly(tmp_path, capsys, launch):
+    import optuna
+
+    port, out = _free_port(), tmp_path / "tune"
+    proc = launch(["tune", "--nni", "--keep-ui", "--port", str(port), "--trials", "2", "--study", "web",
+                    "--out", str(out), "--epochs", "2", "--val-size", "30", "--bank-size", "0", "--knn-k", "10",
+                    "--no-plots", *TINY])
+    jobs = _wait_until_done(launch, proc, port, 2)
+    keys = {p.key for p in space_for("simclr")}
+    finals = {}
+    for job in jobs:
+        params = _decode(job["hyperParameters"][0])["parameters"]
+        assert set(params) == keys | {"optuna_trial"}
+        final = _decode(job["finalMetricData"][0]["data"])
+        assert 0 <= final["default"] <= 1 and final["epoch"] == 2 and "genotype" in final
+        finals[params["optuna_trial"]] = (final["default"], {k: params[k] for k in keys})
+    intermediate = [m for m in _get(port, "metric-data") if m["type"] == "PERIODICAL"]
+    assert sorted(m["trialJobId"] for m in intermediate) == sorted(j["trialJobId"] for j in jobs for _ in (1, 2))
+
+    output = _stop_and_check_nothing_is_left(launch, proc, port, capsys)
+    assert "best config:" in output
+    # the NNI trials are the Optuna study's trials: same parameters, same values, in the same SQLite file
+    study = optuna.load_study(study_name="web", storage=f"sqlite:///{out / 'tune.db'}")
+    assert sorted(t.number for t in study.trials) == sorted(finals)
+    for t in study.trials:
+        assert t.state == optuna.trial.TrialState.COMPLETE
+        assert (t.value, t.params) == finals[t.number]
+        assert sorted(t.intermediate_values) == [1, 2]
+    assert (out / "web" / "best_config.toml").is_file()
+
+
+@pytest.mark.slow
+@requires_fashion
+def test_search_as_an_nni_experiment_reports_epochs_and_the_genotype(tmp_path, capsys, launch):
+    port, out = _free_port(), tmp_path / "search"
+    proc = launch(["search", "--nni", "--keep-ui", "--port", str(port), "--out", str(out), "--epochs", "2", *TINY])
+    (job,) = _wait_until_done(launch, proc, port, 1)
+    final = _decode(job["finalMetricData"][0]["data"])
+    genotype = json.loads((out / "genotype.json").read_text())
+    assert json.loads(final["genotype"])["normal"] == genotype["normal"] and final["epochs_run"] == 2
+    epochs = [_decode(m["data"]) for m in _get(port, "metric-data") if m["type"] == "PERIODICAL"]
+    rows = [json.loads(r) for r in (out / "metrics.jsonl").read_text().splitlines()]
+    assert [e["default"] for e in epochs] == [r["loss"] for r in rows if r["kind"] == "epoch"]  # epoch losses
+    assert _decode(job["hyperParameters"][0])["parameters"]["supernet.layers"] == 3
+    output = _stop_and_check_nothing_is_left(launch, proc, port, capsys)
+    assert f"genotype: {out / 'genotype.json'}" in output

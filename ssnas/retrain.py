@@ -68,7 +68,8 @@ class KnnMonitorConfig(KnnConfig):
 @dataclass
 class RetrainConfig:
     arch: str = field(default="DARTS_V2", metadata={
-        "help": "a genotype.json, a search run folder, a published genotype (DARTS_V1, DARTS_V2) or resnet18"})
+        "help": "a genotype.json, a search run folder, a published genotype (DARTS_V1, DARTS_V2), a "
+                "NAS-Bench-201 string ('|nor_conv_3x3~0|+...') or resnet18"})
     data: DataConfig = field(default_factory=DataConfig)
     augment: AugmentConfig = field(default_factory=AugmentConfig)
     network: NetworkConfig = field(default_factory=NetworkConfig)

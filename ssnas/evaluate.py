@@ -181,6 +181,15 @@ def accuracy(preds: torch.Tensor, labels: torch.Tensor) -> float:
     return float((preds.cpu() == labels.cpu()).float().mean())
 
 
+def knn_top1(encoder: nn.Module, bank: ImageSet, queries: ImageSet, plain: Callable[[torch.Tensor], torch.Tensor],
+             device: torch.device, knn: KnnConfig) -> float:
+    """Weighted-kNN top-1 of `encoder`'s frozen features: `bank` images vote for the labels of `queries`."""
+    bank_f = extract_features(encoder, bank.images, plain, device)
+    query_f = extract_features(encoder, queries.images, plain, device)
+    preds = knn_predict(bank_f, bank.labels.to(device), query_f, len(bank.classes), knn.k, knn.temperature)
+    return accuracy(preds, queries.labels)
+
+
 def train_linear_probe(features: torch.Tensor, labels: torch.Tensor, num_classes: int, cfg: LinearConfig,
                        seed: int, log: RunLog | None = None, progress: bool = False) -> Callable[[torch.Tensor], torch.Tensor]:
     """A linear classifier on frozen features; returns features -> logits.

@@ -19,8 +19,6 @@ from ssnas.fastconv import (avg_pool_3x3, depthwise_conv, depthwise_conv_on_subg
 class ReLUFirst(nn.Module):
     """An op whose first layer is a ReLU on its input; subclasses implement ``forward_after_relu``."""
 
-    starts_with_relu = True
-
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.forward_after_relu(F.relu(x))
 
@@ -66,17 +64,24 @@ class DilConv(ReLUFirst):
         y = depthwise_conv(x, dw.weight, dw.stride[0], dw.padding[0], dw.dilation[0])
         return self.bn(pointwise_conv(y, self.pointwise.weight))
 
+    def _route(self, x: torch.Tensor) -> str | None:
+        """The fast kernels' route for this conv on `x` (ssnas.fastconv.depthwise_route); None when off."""
+        if not self.fast:
+            return None
+        dw = self.depthwise
+        return depthwise_route(x.shape, dw.kernel_size[0], dw.kernel_size[1], dw.stride[0], dw.padding[0],
+                               dw.dilation[0])
+
     def forward_shared(self, shared) -> torch.Tensor:
         # Both dilated convs of every edge leaving a state read the same parity sub-grids of relu(state):
         # they are cut once per state instead of once per conv.
-        dw = self.depthwise
-        stride, pad, dil = dw.stride[0], dw.padding[0], dw.dilation[0]
-        route = depthwise_route(shared.x.shape, dw.kernel_size[0], dw.kernel_size[1], stride, pad, dil)
-        if not self.fast or route not in ("even", "subgrids"):
+        route = self._route(shared.x)
+        if route not in ("even", "subgrids"):
             return self.forward_after_relu(shared.relu())
         cut = even_subgrid if route == "even" else to_subgrids
         prepared = shared.memo(route, lambda: cut(shared.relu()))
-        y = depthwise_conv(shared.x, dw.weight, stride, pad, dil, prepared=prepared)
+        dw = self.depthwise
+        y = depthwise_conv(shared.x, dw.weight, dw.stride[0], dw.padding[0], dw.dilation[0], prepared=prepared)
         return self.bn(pointwise_conv(y, self.pointwise.weight))
 
     def forward_on_subgrids(self, shared) -> torch.Tensor | None:
@@ -84,11 +89,9 @@ class DilConv(ReLUFirst):
         does not take that route. The 1x1 conv is per pixel and BN's statistics are over the same set of pixels
         in either layout, so both run on the sub-grids; a mixed op sums its dilated candidates there and
         converts back once."""
-        dw = self.depthwise
-        stride, pad, dil = dw.stride[0], dw.padding[0], dw.dilation[0]
-        if not self.fast or depthwise_route(shared.x.shape, dw.kernel_size[0], dw.kernel_size[1],
-                                            stride, pad, dil) != "subgrids":
+        if self._route(shared.x) != "subgrids":
             return None
+        dw = self.depthwise
         subgrids = shared.memo("subgrids", lambda: to_subgrids(shared.relu()))
         y = depthwise_conv_on_subgrids(subgrids, dw.weight)
         return self.bn(pointwise_conv(y, self.pointwise.weight))

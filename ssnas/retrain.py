@@ -22,7 +22,7 @@ from ssnas.augment import AugmentConfig, ViewMaker
 from ssnas.config import to_dict
 from ssnas.data import DataConfig, ImageSet, balanced_subset_indices, load_dataset
 from ssnas.errors import UserError
-from ssnas.evaluate import KnnConfig, accuracy, extract_features, knn_predict
+from ssnas.evaluate import KnnConfig, knn_top1
 from ssnas.network import NetworkConfig, build_encoder, describe, is_backbone
 from ssnas.objective import Batch, BatchMaker, ObjectiveConfig
 from ssnas.optim import make_optimizer, mixed_precision, set_lr, warmup_cosine
@@ -210,12 +210,7 @@ def _knn_sets(cfg: RetrainConfig, train: ImageSet, test: ImageSet | None) -> tup
 
 def knn_monitor(trainer: Pretrainer, bank: ImageSet, queries: ImageSet) -> float:
     """Weighted-kNN top-1 of the current encoder: training images as the memory bank, test images as queries."""
-    plain, device = trainer.batches.views.plain, trainer.device
-    bank_f = extract_features(trainer.encoder, bank.images, plain, device)
-    query_f = extract_features(trainer.encoder, queries.images, plain, device)
-    k = trainer.cfg.knn
-    preds = knn_predict(bank_f, bank.labels.to(device), query_f, len(bank.classes), k.k, k.temperature)
-    return accuracy(preds, queries.labels)
+    return knn_top1(trainer.encoder, bank, queries, trainer.batches.views.plain, trainer.device, trainer.cfg.knn)
 
 
 def run_retrain(cfg: RetrainConfig, train: ImageSet | None = None, test: ImageSet | None = None, *,

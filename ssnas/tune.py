@@ -23,7 +23,7 @@ from ssnas import checkpoint, nni_report
 from ssnas.config import apply_overrides, to_dict
 from ssnas.data import ImageSet, balanced_subset_indices, load_dataset
 from ssnas.errors import UserError
-from ssnas.evaluate import KnnConfig, accuracy, extract_features, knn_predict
+from ssnas.evaluate import KnnConfig, knn_top1
 from ssnas.run import resolve_device
 from ssnas.tune_space import Param, space_for, suggest
 from ssnas.tune_study import finished, open_study, recover
@@ -267,12 +267,7 @@ class KnnScorer:
     def __call__(self, ckpt: Path) -> float:
         state = checkpoint.load(ckpt)
         self.net.load_state_dict(state["encoder"] if self.target == "genotype" else state["searcher"]["supernet"])
-        d = self.data
-        bank = extract_features(self.net, d.bank.images, self.plain, self.device)
-        queries = extract_features(self.net, d.val.images, self.plain, self.device)
-        preds = knn_predict(bank, d.bank.labels.to(self.device), queries, len(d.bank.classes), self.knn.k,
-                            self.knn.temperature)
-        return accuracy(preds, d.val.labels)
+        return knn_top1(self.net, self.data.bank, self.data.val, self.plain, self.device, self.knn)
 
 
 # ---- one trial ----------------------------------------------------------------------------------------------

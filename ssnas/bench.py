@@ -11,7 +11,7 @@ import os
 import platform
 import resource
 import time
-from typing import Any
+from typing import Any, Callable
 
 import torch
 
@@ -35,17 +35,40 @@ def _environment(device: torch.device) -> dict[str, Any]:
             "cpu_count": os.cpu_count(), "machine": platform.machine()}
 
 
-def bench_search(cfg, steps: int = 10, warmup: int = 3, bench_subset: int = 2048) -> dict[str, Any]:
-    """Time `Searcher.train_step` (views + arch step + weight step) on real images."""
+def _bench_data(cfg, bench_subset: int) -> tuple[Any, torch.device, Any, torch.Tensor | None]:
+    """(cfg with the bench subset, device, training images, the labels the objective may see) for a bench."""
     from ssnas import registry
-    from ssnas.search import Searcher, visible_labels
+    from ssnas.search import visible_labels
 
     cfg = dataclasses.replace(cfg, data=dataclasses.replace(cfg.data, subset=cfg.data.subset or bench_subset))
     device = resolve_device(cfg.run.device)
     seed_everything(cfg.run.seed)
     train = load_dataset(cfg.data, "train", seed=cfg.run.seed)
     policy = registry.objective(cfg.objective.name).labels
-    labels = visible_labels(train, policy, cfg.objective.labels_fraction, cfg.run.seed)
+    return cfg, device, train, visible_labels(train, policy, cfg.objective.labels_fraction, cfg.run.seed)
+
+
+def _seconds_per_step(step: Callable[[Any], Any], steps: int, warmup: int, device: torch.device,
+                      prepare: Callable[[int], Any] = lambda i: None) -> float:
+    """Mean wall time of `step(prepare(i))` over `steps` calls after `warmup` untimed ones; `prepare` (picking
+    the batch's indices) is not timed, and the device is synchronised around each timed call."""
+    elapsed = 0.0
+    for i in range(warmup + steps):
+        args = prepare(i)
+        _sync(device)
+        t0 = time.perf_counter()
+        step(args)
+        _sync(device)
+        if i >= warmup:
+            elapsed += time.perf_counter() - t0
+    return elapsed / max(steps, 1)
+
+
+def bench_search(cfg, steps: int = 10, warmup: int = 3, bench_subset: int = 2048) -> dict[str, Any]:
+    """Time `Searcher.train_step` (views + arch step + weight step) on real images."""
+    from ssnas.search import Searcher
+
+    cfg, device, train, labels = _bench_data(cfg, bench_subset)
     labelled = labels is not None
     mean, std = train.mean_std()
     searcher = Searcher(cfg, train.channels, mean, std, device, num_classes=len(train.classes) if labelled else 0)
@@ -55,17 +78,14 @@ def bench_search(cfg, steps: int = 10, warmup: int = 3, bench_subset: int = 2048
     order = torch.randperm(len(train), generator=torch.Generator().manual_seed(cfg.run.seed))
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
-    elapsed = 0.0
-    for i in range(warmup + steps):
-        w_index = order[torch.arange(2 * i * b, (2 * i + 1) * b) % len(order)]
-        a_index = order[torch.arange((2 * i + 1) * b, (2 * i + 2) * b) % len(order)]
-        _sync(device)
-        t0 = time.perf_counter()
-        searcher.train_step(images, labels, w_index, a_index, generator, progress=0.0)
-        _sync(device)
-        if i >= warmup:
-            elapsed += time.perf_counter() - t0
-    s_per_step = elapsed / max(steps, 1)
+
+    def halves(i: int) -> tuple[torch.Tensor, torch.Tensor]:
+        return (order[torch.arange(2 * i * b, (2 * i + 1) * b) % len(order)],
+                order[torch.arange((2 * i + 1) * b, (2 * i + 2) * b) % len(order)])
+
+    s_per_step = _seconds_per_step(
+        lambda idx: searcher.train_step(images, labels, idx[0], idx[1], generator, progress=0.0),
+        steps, warmup, device, prepare=halves)
     return {"impl": "ssnas", "bench": "search", "objective": cfg.objective.name, "space": cfg.space,
             "order": cfg.optim.order, "layers": cfg.supernet.layers, "init_channels": cfg.supernet.init_channels,
             "batch_size": b, "views": searcher.view_spec.weak + searcher.view_spec.strong,
@@ -79,27 +99,14 @@ def bench_augment(cfg, steps: int = 10, warmup: int = 3, bench_subset: int = 204
     """Batched per-sample views against the per-image torchvision pipeline, on the same real images."""
     from ssnas.augment import ViewMaker, naive_view
 
-    cfg = dataclasses.replace(cfg, data=dataclasses.replace(cfg.data, subset=cfg.data.subset or bench_subset))
-    device = resolve_device(cfg.run.device)
-    train = load_dataset(cfg.data, "train", seed=cfg.run.seed)
+    cfg, device, train, _ = _bench_data(cfg, bench_subset)
     mean, std = train.mean_std()
     b = cfg.optim.batch_size
     x = train.images[:b].to(device)
     maker = ViewMaker(cfg.augment, mean, std)
     generator = torch.Generator(device=device).manual_seed(0)
-
-    def timed(fn) -> float:
-        for _ in range(warmup):
-            fn()
-        _sync(device)
-        t0 = time.perf_counter()
-        for _ in range(steps):
-            fn()
-        _sync(device)
-        return (time.perf_counter() - t0) / max(steps, 1)
-
-    batched = timed(lambda: maker(x, generator))
-    naive = timed(lambda: naive_view(x.cpu(), cfg.augment, mean, std))
+    batched = _seconds_per_step(lambda _: maker(x, generator), steps, warmup, device)
+    naive = _seconds_per_step(lambda _: naive_view(x.cpu(), cfg.augment, mean, std), steps, warmup, device)
     return {"impl": "ssnas", "bench": "augment", "batch_size": b, "image_size": train.image_size,
             "dataset": cfg.data.dataset, "images_per_s": round(b / batched, 1),
             "naive_images_per_s": round(b / naive, 1), "speedup": round(naive / batched, 2),
@@ -111,17 +118,11 @@ def bench_retrain(cfg, steps: int = 10, warmup: int = 3, bench_subset: int = 204
     """Time `Pretrainer.step` (views, forward, backward, optimiser, `after_step`) of `ssnas retrain`; with
     `compare`, also the same steps with the textbook kernels (`use_fast_kernels(encoder, False)`), the naive
     version, in the same process."""
-    from ssnas import registry
     from ssnas.ops import use_fast_kernels
     from ssnas.retrain import Pretrainer, validate
-    from ssnas.search import visible_labels
 
     arch = validate(cfg)
-    cfg = dataclasses.replace(cfg, data=dataclasses.replace(cfg.data, subset=cfg.data.subset or bench_subset))
-    device = resolve_device(cfg.run.device)
-    train = load_dataset(cfg.data, "train", seed=cfg.run.seed)
-    policy = registry.objective(cfg.objective.name).labels
-    labels = visible_labels(train, policy, cfg.objective.labels_fraction, cfg.run.seed)
+    cfg, device, train, labels = _bench_data(cfg, bench_subset)
     mean, std = train.mean_std()
     trainer = Pretrainer(cfg, arch, train.channels, mean, std, device,
                          num_classes=len(train.classes) if labels is not None else 0)
@@ -132,18 +133,10 @@ def bench_retrain(cfg, steps: int = 10, warmup: int = 3, bench_subset: int = 204
     generator = torch.Generator(device=device).manual_seed(cfg.run.seed)
     trainer.encoder.train()
 
-    def seconds_per_step() -> float:
-        elapsed = 0.0
-        for i in range(warmup + steps):
-            index = order[torch.arange(i * b, (i + 1) * b) % len(order)].to(device)
-            _sync(device)
-            t0 = time.perf_counter()
-            batch = trainer.make_batch(images, index, generator, labels_dev)
-            trainer.step(batch, trainer.lr, 0.5)
-            _sync(device)
-            if i >= warmup:
-                elapsed += time.perf_counter() - t0
-        return elapsed / max(steps, 1)
+    def seconds_per_step() -> float:  # the views are made inside the timed step, as in `ssnas retrain`
+        return _seconds_per_step(
+            lambda index: trainer.step(trainer.make_batch(images, index, generator, labels_dev), trainer.lr, 0.5),
+            steps, warmup, device, prepare=lambda i: order[torch.arange(i * b, (i + 1) * b) % len(order)].to(device))
 
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)

@@ -15,6 +15,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ssnas.errors import UserError
+from ssnas.fanout import can_fan_out, fan_out
 from ssnas.mixed import MixedOp, SharedInput, concat_channels
 from ssnas.ops import DARTS_OPS, FactorizedReduce, ReLUConvBN
 from ssnas.space import SpaceConfig, Supernet
@@ -221,11 +222,14 @@ class SearchCell(nn.Module):
         """`edge_weights`: PC-DARTS's normalised edge weights (one per edge), or None for plain DARTS."""
         states = [self.pre0(s0), self.pre1(s1)]
         shared = [SharedInput(h) for h in states]  # work every edge leaving a state would repeat
+        fanned: dict[int, torch.Tensor] = {}  # edge -> output, for states whose edges ran together
         k = 0
-        for _ in range(self.nodes):
+        for i in range(self.nodes):
             node = None
             for j, h in enumerate(states):
-                y = self.edges[k](h, weights[k], shared[j])
+                if k not in fanned:
+                    fanned.update(self._fan_out(j, i, weights, shared[j]))
+                y = fanned.pop(k) if k in fanned else self.edges[k](h, weights[k], shared[j])
                 if edge_weights is not None:
                     y = y * edge_weights[k]
                 if aux_skip and not (self.reduction and j < 2):
@@ -235,6 +239,14 @@ class SearchCell(nn.Module):
             states.append(node)
             shared.append(SharedInput(node))
         return concat_channels(states[2:])
+
+    def _fan_out(self, j: int, first_node: int, weights: torch.Tensor, shared: SharedInput) -> dict[int, torch.Tensor]:
+        """Every edge from state j into nodes first_node.. at once (ssnas.fanout), or {} when they cannot be."""
+        ks = [i * (i + 3) // 2 + j for i in range(first_node, self.nodes)]  # node i's edges start at sum_{t<i}(t+2)
+        edges = [self.edges[k] for k in ks]
+        if not can_fan_out(edges):
+            return {}
+        return dict(zip(ks, fan_out(edges, weights[ks], shared)))
 
 
 def reduction_layers(layers: int) -> set[int]:

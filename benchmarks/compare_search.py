@@ -38,6 +38,7 @@ def main() -> None:
     p.add_argument("--data-root", default=os.environ.get("SSNAS_DATA", str(ROOT.parent / "shared" / "data")))
     p.add_argument("--skip-nni", action="store_true", help="only the ssnas rows")
     p.add_argument("--skip-pc-darts", action="store_true", help="leave out the PC-DARTS rows")
+    p.add_argument("--skip-recompute", action="store_true", help="leave out the --recompute-cells row")
     p.add_argument("--skip-simclr", action="store_true", help="leave out the contrastive rows (more rounds per hour)")
     args = p.parse_args()
     shape = ["--layers", str(args.layers), "--init-channels", str(args.init_channels),
@@ -56,6 +57,10 @@ def main() -> None:
                 sys.executable, "-m", "ssnas.cli", "bench", "search", "--json", "--objective", obj,
                 "--partial-channels", "4", "--edge-norm", "--dataset", "cifar10", "--data-root", args.data_root,
                 "--device", "cpu", *shape]
+    if not args.skip_recompute:  # the memory-saving option: same maths, one more forward per step
+        contenders["ssnas supervised, --recompute-cells"] = [
+            sys.executable, "-m", "ssnas.cli", "bench", "search", "--json", "--objective", "supervised",
+            "--recompute-cells", "--dataset", "cifar10", "--data-root", args.data_root, "--device", "cpu", *shape]
     if not args.skip_nni:
         contenders = {"nni-darts supervised": [sys.executable, "benchmarks/nni_darts_peer.py", "--data-root",
                                                args.data_root, *shape], **contenders}

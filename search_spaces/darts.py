@@ -286,6 +286,7 @@ class DartsSupernet(Supernet):
         self.alphas_normal = nn.Parameter(1e-3 * torch.randn(n_edges, len(PRIMITIVES)))
         self.alphas_reduce = nn.Parameter(1e-3 * torch.randn(n_edges, len(PRIMITIVES)))
         self.edge_norm = cfg.edge_norm
+        self.recompute_cells = cfg.recompute_cells
         if cfg.edge_norm:  # PC-DARTS's beta, one per edge; the reference code initialises them like the alphas
             self.betas_normal = nn.Parameter(1e-3 * torch.randn(n_edges))
             self.betas_reduce = nn.Parameter(1e-3 * torch.randn(n_edges))
@@ -316,9 +317,9 @@ class DartsSupernet(Supernet):
         s0 = s1 = self.stem(x)
         for cell in self.cells:
             if cell.reduction:
-                s0, s1 = s1, cell(s0, s1, w_reduce, self.aux_skip, e_reduce)
+                s0, s1 = s1, self.run_cell(cell, s0, s1, w_reduce, self.aux_skip, e_reduce)
             else:
-                s0, s1 = s1, cell(s0, s1, w_normal, self.aux_skip, e_normal)
+                s0, s1 = s1, self.run_cell(cell, s0, s1, w_normal, self.aux_skip, e_normal)
         return F.adaptive_avg_pool2d(s1, 1).flatten(1)
 
     def probs(self) -> dict[str, dict[str, dict[str, float]]]:

@@ -13,7 +13,7 @@ from __future__ import annotations
 import itertools
 import re
 from dataclasses import dataclass, field
-from typing import Any, Iterator
+from typing import Any, Callable, Iterator
 
 import torch
 import torch.nn.functional as F
@@ -174,10 +174,15 @@ class _Macro(nn.Module):
         self.last = nn.Sequential(nn.BatchNorm2d(c), nn.ReLU(inplace=False))
         self.feature_dim = c
 
-    def features(self, x: torch.Tensor, weights: torch.Tensor | None, aux_skip: float = 0.0) -> torch.Tensor:
+    def features(self, x: torch.Tensor, weights: torch.Tensor | None, aux_skip: float = 0.0,
+                 run_cell: Callable[..., torch.Tensor] | None = None) -> torch.Tensor:
+        """`run_cell(cell, *args)` runs each searched cell (Supernet.run_cell); a plain call by default."""
         x = self.stem(x)
         for block in self.blocks:
-            x = block(x, weights, aux_skip) if isinstance(block, _Cell) and weights is not None else block(x)
+            if isinstance(block, _Cell) and weights is not None:
+                x = run_cell(block, x, weights, aux_skip) if run_cell is not None else block(x, weights, aux_skip)
+            else:
+                x = block(x)
         return F.adaptive_avg_pool2d(self.last(x), 1).flatten(1)
 
 
@@ -194,13 +199,14 @@ class NB201Supernet(Supernet):
                                                   for _ in EDGES))
         self.macro = _Macro(make_cell, cfg.layers, cfg.init_channels, in_channels, affine=False)
         self.feature_dim = self.macro.feature_dim
+        self.recompute_cells = cfg.recompute_cells
         self.alphas_cell = nn.Parameter(1e-3 * torch.randn(len(EDGES), len(PRIMITIVES)))
 
     def arch_parameters(self) -> list[nn.Parameter]:
         return [self.alphas_cell]
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.macro.features(x, F.softmax(self.alphas_cell, dim=-1), self.aux_skip)
+        return self.macro.features(x, F.softmax(self.alphas_cell, dim=-1), self.aux_skip, self.run_cell)
 
     def probs(self) -> dict[str, dict[str, dict[str, float]]]:
         p = F.softmax(self.alphas_cell.detach().float(), dim=-1).cpu()

@@ -90,6 +90,8 @@ def bench_search(cfg, steps: int = 10, warmup: int = 3, bench_subset: int = 2048
             "order": cfg.optim.order, "layers": cfg.supernet.layers, "init_channels": cfg.supernet.init_channels,
             "batch_size": b, "views": searcher.view_spec.weak + searcher.view_spec.strong,
             "image_size": train.image_size, "dataset": cfg.data.dataset,
+            "partial_channels": cfg.supernet.partial_channels, "edge_norm": cfg.supernet.edge_norm,
+            "recompute_cells": cfg.supernet.recompute_cells,
             "images_per_s": round(b / s_per_step, 2), "s_per_step": round(s_per_step, 4),
             "peak_mem_mb": round(peak_memory_mb(device), 1), "steps_timed": steps, "warmup_steps": warmup,
             **_environment(device)}

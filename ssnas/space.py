@@ -7,6 +7,8 @@ from typing import Any, Protocol
 import torch
 from torch import nn
 
+from ssnas.recompute import recomputed
+
 
 @dataclass
 class SpaceConfig:
@@ -23,6 +25,9 @@ class SpaceConfig:
     edge_norm: bool = field(default=False, metadata={
         "help": "PC-DARTS's edge normalisation: a learnt softmax weight over each node's incoming edges, "
                 "multiplied into the edge choice; off = exact DARTS; darts space only"})
+    recompute_cells: bool = field(default=False, metadata={
+        "help": "memory saving: keep only each cell's inputs for the backward pass and recompute the rest there "
+                "(activation checkpointing); same outputs, gradients and BN statistics, one more forward per step"})
 
 
 class Genotype(Protocol):
@@ -39,6 +44,14 @@ class Supernet(nn.Module):
     feature_dim: int
     # DARTS-'s auxiliary skip weight on stride-1 edges, set by the search loop each step; 0 = plain DARTS
     aux_skip: float = 0.0
+    # --recompute-cells: cells run through ssnas.recompute.recomputed while training
+    recompute_cells: bool = False
+
+    def run_cell(self, cell: nn.Module, *args: Any) -> Any:
+        """``cell(*args)``, recomputed in the backward pass instead of stored when `recompute_cells` is on."""
+        if self.recompute_cells and self.training:
+            return recomputed(cell, *args)
+        return cell(*args)
 
     def arch_parameters(self) -> list[nn.Parameter]:
         raise NotImplementedError

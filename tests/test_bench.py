@@ -16,13 +16,17 @@ def _row(capsys, argv):
 
 
 @requires_fashion
-def test_bench_search_times_the_pc_darts_mode_too(capsys):
+def test_bench_search_times_the_pc_darts_and_recompute_modes_too(capsys):
     plain = _row(capsys, ["bench", "search", "--layers", "3", "--init-channels", "8", "--nodes", "2", *TINY])
     pc = _row(capsys, ["bench", "search", "--layers", "3", "--init-channels", "8", "--nodes", "2",
                        "--partial-channels", "4", "--edge-norm", *TINY])
-    for row in (plain, pc):
+    recompute = _row(capsys, ["bench", "search", "--layers", "3", "--init-channels", "8", "--nodes", "2",
+                              "--recompute-cells", *TINY])
+    for row in (plain, pc, recompute):
         assert row["bench"] == "search" and row["images_per_s"] > 0 and row["peak_mem_mb"] > 0
         assert row["batch_size"] == 4 and row["views"] == 2
+    assert (plain["partial_channels"], plain["edge_norm"], plain["recompute_cells"]) == (1, False, False)
+    assert (pc["partial_channels"], pc["edge_norm"]) == (4, True) and recompute["recompute_cells"] is True
 
 
 @requires_fashion

@@ -94,16 +94,18 @@ def wide_batch_norm(y: torch.Tensor, bns: Sequence[nn.BatchNorm2d]) -> torch.Ten
     return out
 
 
-def _dw(conv: DilConv, x: torch.Tensor, weight: torch.Tensor, prepared: torch.Tensor | None = None) -> torch.Tensor:
-    d = conv.depthwise
-    return depthwise_conv(x, weight, d.stride[0], d.padding[0], d.dilation[0], prepared=prepared)
-
-
-def _wide_layer(convs: Sequence[DilConv], y: torch.Tensor) -> torch.Tensor:
-    """One ReLU-free DilConv layer of m edges on an (N, m*C, H, W) input in the normal layout."""
+def _wide_layer(convs: Sequence[DilConv], x: torch.Tensor, prepared: torch.Tensor | None = None,
+                on_subgrids: bool = False) -> torch.Tensor:
+    """One ReLU-free DilConv layer (depthwise, 1x1, BN) of m edges on an input tiled to m * C channels.
+    `prepared`: the tiled sub-grid a strided dilated conv reads (ssnas.fastconv.depthwise_conv); `on_subgrids`:
+    `x` is the tiled parity sub-grid layout, and so is the result."""
     depthwise = torch.cat([conv.depthwise.weight for conv in convs])
     pointwise = torch.block_diag(*[conv.pointwise.weight.flatten(1) for conv in convs])[:, :, None, None]
-    y = _dw(convs[0], y, depthwise)
+    if on_subgrids:
+        y = depthwise_conv_on_subgrids(x, depthwise)
+    else:
+        d = convs[0].depthwise
+        y = depthwise_conv(x, depthwise, d.stride[0], d.padding[0], d.dilation[0], prepared=prepared)
     return wide_batch_norm(pointwise_conv(y, pointwise), [conv.bn for conv in convs])
 
 
@@ -121,17 +123,13 @@ def _wide_candidate(ops: Sequence[nn.Module], shared: SharedInput, m: int) -> tu
         return _wide_layer([op.second for op in ops], F.relu(y)), False
     if isinstance(first, DilConv) and first.fast:
         route = first._route(shared.x)
-        convs = list(ops)
-        depthwise = torch.cat([conv.depthwise.weight for conv in convs])
-        pointwise = torch.block_diag(*[conv.pointwise.weight.flatten(1) for conv in convs])[:, :, None, None]
         if route == "subgrids":
             sub = _tiled(shared, "subgrids", m, lambda: to_subgrids(shared.relu()))
-            y = depthwise_conv_on_subgrids(sub, depthwise)
-        elif route == "even":
-            y = _dw(first, shared.x, depthwise, _tiled(shared, "even", m, lambda: even_subgrid(shared.relu())))
-        else:
-            y = _dw(first, _tiled(shared, "relu", m, shared.relu), depthwise)
-        return wide_batch_norm(pointwise_conv(y, pointwise), [conv.bn for conv in convs]), route == "subgrids"
+            return _wide_layer(ops, sub, on_subgrids=True), True
+        if route == "even":  # the conv reads only the even sub-grid, which the tiled copy stands in for
+            even = _tiled(shared, "even", m, lambda: even_subgrid(shared.relu()))
+            return _wide_layer(ops, shared.x, prepared=even), False
+        return _wide_layer(ops, _tiled(shared, "relu", m, shared.relu)), False
     return None
 
 

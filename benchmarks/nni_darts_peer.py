@@ -14,7 +14,7 @@ Definitions (shared with ssnas's own bench, so the two numbers are comparable):
   ``on_train_batch_end`` of the last, divided by the number of timed steps (so Lightning's
   and NNI's per-step overhead and the loader are included), after ``--warmup`` steps;
 - images_per_s = B / s_per_step (each image counted once per step: the train batch's);
-- peak_rss_mb = ru_maxrss / 1024 for this process.
+- peak_rss_mb = ru_maxrss / 1024 for this process; with --device cuda also peak_mem_mb, CUDA max allocated.
 
 Self-contained on purpose: depends only on torch, torchvision, PIL, nni and
 pytorch_lightning (not on ssnas).
@@ -50,6 +50,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                    help="folder holding cifar10/train/<class>/*.jpg (default $SSNAS_DATA or ../shared/data)")
     p.add_argument("--subset", type=int, default=2048,
                    help="images decoded: the first N of a deterministic shuffle, split half train, half val")
+    p.add_argument("--device", choices=["cpu", "cuda"], default="cpu",
+                   help="where NNI's Lightning trainer runs (cuda: peak memory is torch.cuda.max_memory_allocated)")
     p.add_argument("--threads", type=int, default=os.cpu_count() or 1,
                    help="torch threads (default: all cores, os.cpu_count())")
     p.add_argument("--seed", type=int, default=0)
@@ -149,10 +151,18 @@ def main(argv: list[str] | None = None) -> int:
             self.end: dict[int, float] = {}
 
         def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
+            sync()
             self.start[batch_idx] = time.perf_counter()
 
         def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
+            sync()
             self.end[batch_idx] = time.perf_counter()
+
+    cuda = args.device == "cuda"
+
+    def sync() -> None:  # CUDA kernels run asynchronously: wait for them before reading the clock
+        if cuda:
+            torch.cuda.synchronize()
 
     timer = StepTimer()
     space = DartsSpace(width=args.init_channels, num_cells=args.layers, dataset="cifar")
@@ -161,7 +171,7 @@ def main(argv: list[str] | None = None) -> int:
         learning_rate=1e-3, weight_decay=1e-4,
         train_dataloaders=train_loader, val_dataloaders=val_loader, num_classes=10,
         max_epochs=1, limit_train_batches=total, num_sanity_val_steps=0,
-        accelerator="cpu", devices=1, logger=False, enable_checkpointing=False,
+        accelerator="gpu" if cuda else "cpu", devices=1, logger=False, enable_checkpointing=False,
         enable_progress_bar=False, enable_model_summary=False, callbacks=[timer],
     )
     strategy = DartsStrategy()  # NNI's defaults: first order only, arc lr 3e-4, no grad clip
@@ -187,6 +197,8 @@ def main(argv: list[str] | None = None) -> int:
         "images_per_s": round(args.batch_size / s_per_step, 3),
         "s_per_step": round(s_per_step, 4),
         "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
+        **({"peak_mem_mb": round(torch.cuda.max_memory_allocated() / 2**20, 1)} if cuda else {}),
+        "device": args.device,
         "steps_timed": args.steps,
         "warmup_steps": args.warmup,
         "torch": torch.__version__,

@@ -82,3 +82,22 @@ def test_eval_and_no_grad_forwards_are_plain_calls():
     x = torch.randn(2, 3, 8, 8, dtype=torch.float64).contiguous(memory_format=CL)
     with torch.no_grad():
         torch.testing.assert_close(recomputing(x), plain(x), **TIGHT)
+
+
+def test_a_search_with_recomputed_cells_ends_with_the_same_alphas(tmp_path, fashion_train, monkeypatch):
+    import ssnas.space
+    from ssnas.search import run_search
+    from tests.conftest import tiny_search_config
+
+    calls = []
+    real = ssnas.space.recomputed
+    monkeypatch.setattr(ssnas.space, "recomputed", lambda *a: calls.append(1) or real(*a))
+    results = {}
+    for on in (False, True):
+        cfg = tiny_search_config(tmp_path / str(on), **{"supernet.recompute_cells": on})
+        assert run_search(cfg, fashion_train).finished
+        assert bool(calls) == on  # the flag reached the supernet (and only when set)
+        state = torch.load(tmp_path / str(on) / "checkpoint.pt", weights_only=False)["searcher"]["supernet"]
+        results[on] = state
+    for name, value in results[False].items():  # alphas, every weight and every BN buffer
+        torch.testing.assert_close(results[True][name], value, rtol=1e-6, atol=1e-7, msg=name)

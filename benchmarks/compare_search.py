@@ -43,24 +43,18 @@ def main() -> None:
     args = p.parse_args()
     shape = ["--layers", str(args.layers), "--init-channels", str(args.init_channels),
              "--batch-size", str(args.batch_size), "--steps", str(args.steps), "--warmup", str(args.warmup)]
-    contenders = {
-        "ssnas supervised": [sys.executable, "-m", "ssnas.cli", "bench", "search", "--json", "--objective", "supervised",
-                             "--dataset", "cifar10", "--data-root", args.data_root, "--device", "cpu", *shape],
-    }
-    if not args.skip_simclr:
-        contenders["ssnas simclr"] = [sys.executable, "-m", "ssnas.cli", "bench", "search", "--json", "--objective",
-                                      "simclr", "--dataset", "cifar10", "--data-root", args.data_root, "--device", "cpu",
-                                      *shape]
+
+    def ssnas(objective: str, *extra: str) -> list[str]:
+        return [sys.executable, "-m", "ssnas.cli", "bench", "search", "--json", "--objective", objective, *extra,
+                "--dataset", "cifar10", "--data-root", args.data_root, "--device", "cpu", *shape]
+
+    objectives = ("supervised",) if args.skip_simclr else ("supervised", "simclr")
+    contenders = {f"ssnas {obj}": ssnas(obj) for obj in objectives}
     if not args.skip_pc_darts:  # an opt-in mode that changes the search's semantics: its own rows
-        for obj in ("supervised",) if args.skip_simclr else ("supervised", "simclr"):
-            contenders[f"ssnas {obj}, PC-DARTS K=4 + edge norm"] = [
-                sys.executable, "-m", "ssnas.cli", "bench", "search", "--json", "--objective", obj,
-                "--partial-channels", "4", "--edge-norm", "--dataset", "cifar10", "--data-root", args.data_root,
-                "--device", "cpu", *shape]
+        for obj in objectives:
+            contenders[f"ssnas {obj}, PC-DARTS K=4 + edge norm"] = ssnas(obj, "--partial-channels", "4", "--edge-norm")
     if not args.skip_recompute:  # the memory-saving option: same maths, one more forward per step
-        contenders["ssnas supervised, --recompute-cells"] = [
-            sys.executable, "-m", "ssnas.cli", "bench", "search", "--json", "--objective", "supervised",
-            "--recompute-cells", "--dataset", "cifar10", "--data-root", args.data_root, "--device", "cpu", *shape]
+        contenders["ssnas supervised, --recompute-cells"] = ssnas("supervised", "--recompute-cells")
     if not args.skip_nni:
         contenders = {"nni-darts supervised": [sys.executable, "benchmarks/nni_darts_peer.py", "--data-root",
                                                args.data_root, *shape], **contenders}

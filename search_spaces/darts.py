@@ -227,7 +227,7 @@ class SearchCell(nn.Module):
         for i in range(self.nodes):
             node = None
             for j, h in enumerate(states):
-                if k not in fanned:
+                if i == max(0, j - 1):  # node i is the first to read state j: run all of j's edges now
                     fanned.update(self._fan_out(j, i, weights, shared[j]))
                 y = fanned.pop(k) if k in fanned else self.edges[k](h, weights[k], shared[j])
                 if edge_weights is not None:

@@ -175,14 +175,11 @@ class _Macro(nn.Module):
         self.feature_dim = c
 
     def features(self, x: torch.Tensor, weights: torch.Tensor | None, aux_skip: float = 0.0,
-                 run_cell: Callable[..., torch.Tensor] | None = None) -> torch.Tensor:
+                 run_cell: Callable[..., torch.Tensor] = lambda cell, *args: cell(*args)) -> torch.Tensor:
         """`run_cell(cell, *args)` runs each searched cell (Supernet.run_cell); a plain call by default."""
         x = self.stem(x)
         for block in self.blocks:
-            if isinstance(block, _Cell) and weights is not None:
-                x = run_cell(block, x, weights, aux_skip) if run_cell is not None else block(x, weights, aux_skip)
-            else:
-                x = block(x)
+            x = run_cell(block, x, weights, aux_skip) if isinstance(block, _Cell) and weights is not None else block(x)
         return F.adaptive_avg_pool2d(self.last(x), 1).flatten(1)
 
 

@@ -20,9 +20,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ssnas.fastconv import depthwise_conv, depthwise_conv_on_subgrids, even_subgrid, from_subgrids, pointwise_conv, \
-    to_subgrids
-from ssnas.mixed import MixedOp, SharedInput, weighted_sum
+from ssnas.fastconv import depthwise_conv, depthwise_conv_on_subgrids, pointwise_conv
+from ssnas.mixed import MixedOp, SharedInput, combine
 from ssnas.ops import DilConv, SepConv
 
 _CL = torch.channels_last
@@ -109,8 +108,9 @@ def _wide_layer(convs: Sequence[DilConv], x: torch.Tensor, prepared: torch.Tenso
     return wide_batch_norm(pointwise_conv(y, pointwise), [conv.bn for conv in convs])
 
 
-def _tiled(shared: SharedInput, key: str, m: int, make) -> torch.Tensor:
-    return shared.memo(("tiled", key, m), lambda: tile_channels(shared.memo(key, make), m))
+def _tiled(shared: SharedInput, kind: str, m: int) -> torch.Tensor:
+    """``shared.cut(kind)`` tiled m times along the channels, once per state."""
+    return shared.memo(("tiled", kind, m), lambda: tile_channels(shared.cut(kind), m))
 
 
 def _wide_candidate(ops: Sequence[nn.Module], shared: SharedInput, m: int) -> tuple[torch.Tensor, bool] | None:
@@ -118,18 +118,15 @@ def _wide_candidate(ops: Sequence[nn.Module], shared: SharedInput, m: int) -> tu
     sub-grid layout; None for a candidate that is not a fast SepConv/DilConv."""
     first = ops[0]
     if isinstance(first, SepConv) and first.first.fast and first.second.fast:
-        x = _tiled(shared, "relu", m, shared.relu)
-        y = _wide_layer([op.first for op in ops], x)
+        y = _wide_layer([op.first for op in ops], _tiled(shared, "relu", m))
         return _wide_layer([op.second for op in ops], F.relu(y)), False
     if isinstance(first, DilConv) and first.fast:
         route = first._route(shared.x)
         if route == "subgrids":
-            sub = _tiled(shared, "subgrids", m, lambda: to_subgrids(shared.relu()))
-            return _wide_layer(ops, sub, on_subgrids=True), True
+            return _wide_layer(ops, _tiled(shared, "subgrids", m), on_subgrids=True), True
         if route == "even":  # the conv reads only the even sub-grid, which the tiled copy stands in for
-            even = _tiled(shared, "even", m, lambda: even_subgrid(shared.relu()))
-            return _wide_layer(ops, shared.x, prepared=even), False
-        return _wide_layer(ops, _tiled(shared, "relu", m, shared.relu)), False
+            return _wide_layer(ops, shared.x, prepared=_tiled(shared, "even", m)), False
+        return _wide_layer(ops, _tiled(shared, "relu", m)), False
     return None
 
 
@@ -143,14 +140,9 @@ def fan_out(edges: Sequence[MixedOp], weights: torch.Tensor, shared: SharedInput
     """``[edge(shared.x, weights[e], shared) for e, edge in enumerate(edges)]``, with every conv candidate run
     once for all edges (see the module docstring). `weights`: (m, ops) softmax weights, one row per edge."""
     m = len(edges)
-    first = edges[0]
-    live_per_edge = [list(first.live) for _ in edges]
-    if weights.device.type == "cpu":  # as MixedOp: a weight that is exactly 0 contributes exactly nothing
-        rows = weights.detach().tolist()
-        live_per_edge = [[i for i in first.live if row[i] != 0.0] or list(first.live) for row in rows]
-    wanted = sorted({i for live in live_per_edge for i in live})
+    live_per_edge = [edge.live_ops(weights[e]) for e, edge in enumerate(edges)]
     wide: dict[int, tuple[tuple[torch.Tensor, ...], bool]] = {}
-    for i in wanted:
+    for i in sorted({i for live in live_per_edge for i in live}):
         out = _wide_candidate([edge.candidates[i] for edge in edges], shared, m)
         if out is not None:
             wide[i] = (split_channels(out[0], m), out[1])
@@ -163,11 +155,5 @@ def fan_out(edges: Sequence[MixedOp], weights: torch.Tensor, shared: SharedInput
                 (on_subgrids if sub else normal).append((i, blocks[e]))
             else:
                 normal.append((i, edge._run(i, shared)))
-        out = None
-        if normal:
-            out = weighted_sum([y for _, y in normal], weights[e, [i for i, _ in normal]])
-        if on_subgrids:
-            y = from_subgrids(weighted_sum([y for _, y in on_subgrids], weights[e, [i for i, _ in on_subgrids]]))
-            out = y if out is None else out + y
-        results.append(out)
+        results.append(combine(normal, on_subgrids, weights[e]))
     return results

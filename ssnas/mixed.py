@@ -25,7 +25,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ssnas.fastconv import _wanted, from_subgrids
+from ssnas.fastconv import _wanted, even_subgrid, from_subgrids, odd_subgrid, to_subgrids
 from ssnas.ops import OpFactory, pool_bn
 
 _CL = torch.channels_last
@@ -40,6 +40,14 @@ class SharedInput:
 
     def relu(self) -> torch.Tensor:
         return self.memo("relu", lambda: F.relu(self.x))
+
+    def cut(self, kind: str) -> torch.Tensor:
+        """``relu(x)`` cut into what a strided or dilated op reads (ssnas.fastconv): "relu" (uncut), "even" or
+        "odd" (one parity sub-grid), "subgrids" (all four, as batch entries)."""
+        if kind == "relu":
+            return self.relu()
+        cuts = {"even": even_subgrid, "odd": odd_subgrid, "subgrids": to_subgrids}
+        return self.memo(kind, lambda: cuts[kind](self.relu()))
 
     def memo(self, key: Any, compute: Callable[[], Any]) -> Any:
         if key not in self._memo:
@@ -114,10 +122,7 @@ class MixedOp(nn.Module):
         if not self.fast:
             return reference_mixed_forward(self, x, weights)
         shared = shared if shared is not None else SharedInput(x)
-        live = self.live
-        if weights.device.type == "cpu":  # reading the weights here costs no device sync
-            flat = weights.detach().tolist()
-            live = [i for i in live if flat[i] != 0.0] or live
+        live = self.live_ops(weights)
         # dilated convs that run on the parity sub-grids are summed there, and converted back once
         on_subgrids: list[tuple[int, torch.Tensor]] = []
         for i in live:
@@ -126,16 +131,15 @@ class MixedOp(nn.Module):
             if y is not None:
                 on_subgrids.append((i, y))
         done = {i for i, _ in on_subgrids}
-        rest = [i for i in live if i not in done]
-        out = None
-        if rest:
-            out = weighted_sum([self._run(i, shared) for i in rest], weights[rest])
-        if on_subgrids:
-            idx = [i for i, _ in on_subgrids]
-            y = from_subgrids(weighted_sum([y for _, y in on_subgrids], weights[idx]))
-            out = y if out is None else out + y
-        assert out is not None, "a mixed op needs at least one op besides 'none'"
-        return out
+        return combine([(i, self._run(i, shared)) for i in live if i not in done], on_subgrids, weights)
+
+    def live_ops(self, weights: torch.Tensor) -> list[int]:
+        """The candidates to run for these softmax weights: all but `none`, and on CPU (where reading the
+        weights costs no device sync) all but those whose weight is exactly 0; never none at all."""
+        if weights.device.type != "cpu":
+            return self.live
+        flat = weights.detach().tolist()
+        return [i for i in self.live if flat[i] != 0.0] or self.live
 
     def _run(self, i: int, shared: SharedInput) -> torch.Tensor:
         op, name = self.candidates[i], self.primitives[i]
@@ -150,6 +154,20 @@ class MixedOp(nn.Module):
         if mine is not None and mine is not bn and mine.training and mine.track_running_stats:
             _copy_running_stats(bn, mine)  # as if this edge's BN had seen the batch itself
         return y
+
+
+def combine(terms: Sequence[tuple[int, torch.Tensor]], on_subgrids: Sequence[tuple[int, torch.Tensor]],
+            weights: torch.Tensor) -> torch.Tensor:
+    """sum of weights[i] * y over (i, y) in both lists; the `on_subgrids` outputs are summed in the parity
+    sub-grid layout (ssnas.fastconv.to_subgrids) and converted back once."""
+    out = None
+    if terms:
+        out = weighted_sum([y for _, y in terms], weights[[i for i, _ in terms]])
+    if on_subgrids:
+        y = from_subgrids(weighted_sum([y for _, y in on_subgrids], weights[[i for i, _ in on_subgrids]]))
+        out = y if out is None else out + y
+    assert out is not None, "a mixed op needs at least one op besides 'none'"
+    return out
 
 
 def _bn_of(op: nn.Module) -> nn.BatchNorm2d | None:

@@ -13,7 +13,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ssnas.fastconv import (avg_pool_3x3, depthwise_conv, depthwise_conv_on_subgrids, depthwise_route, even_subgrid,
-                            odd_subgrid, pointwise_conv, to_subgrids)
+                            odd_subgrid, pointwise_conv)
 
 
 class ReLUFirst(nn.Module):
@@ -78,9 +78,8 @@ class DilConv(ReLUFirst):
         route = self._route(shared.x)
         if route not in ("even", "subgrids"):
             return self.forward_after_relu(shared.relu())
-        cut = even_subgrid if route == "even" else to_subgrids
-        prepared = shared.memo(route, lambda: cut(shared.relu()))
         dw = self.depthwise
+        prepared = shared.cut(route)
         y = depthwise_conv(shared.x, dw.weight, dw.stride[0], dw.padding[0], dw.dilation[0], prepared=prepared)
         return self.bn(pointwise_conv(y, self.pointwise.weight))
 
@@ -91,9 +90,7 @@ class DilConv(ReLUFirst):
         converts back once."""
         if self._route(shared.x) != "subgrids":
             return None
-        dw = self.depthwise
-        subgrids = shared.memo("subgrids", lambda: to_subgrids(shared.relu()))
-        y = depthwise_conv_on_subgrids(subgrids, dw.weight)
+        y = depthwise_conv_on_subgrids(shared.cut("subgrids"), self.depthwise.weight)
         return self.bn(pointwise_conv(y, self.pointwise.weight))
 
 
@@ -137,9 +134,7 @@ class FactorizedReduce(ReLUFirst):
     def forward_shared(self, shared) -> torch.Tensor:
         if not self._fast_route(shared.x):
             return self.forward_after_relu(shared.relu())
-        even = shared.memo("even", lambda: even_subgrid(shared.relu()))
-        odd = shared.memo("odd", lambda: odd_subgrid(shared.relu()))
-        return self._on_subgrids(even, odd)
+        return self._on_subgrids(shared.cut("even"), shared.cut("odd"))
 
     def forward_after_relu(self, x: torch.Tensor) -> torch.Tensor:
         if self._fast_route(x):

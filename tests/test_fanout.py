@@ -23,14 +23,6 @@ CL = torch.channels_last
 TIGHT = dict(rtol=1e-10, atol=1e-10)
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 @pytest.mark.parametrize("momentum", [0.1, None])  # None: nn.BatchNorm2d's cumulative average
 def test_wide_batch_norm_is_one_bn_per_block_with_each_modules_running_stats(momentum):
     torch.manual_seed(0)

@@ -21,15 +21,6 @@ CL = torch.channels_last
 TIGHT = dict(rtol=1e-10, atol=1e-10)
 
 
-@pytest.fixture(autouse=True)
-def _small_torch():
-    # one thread: these tensors are tiny, and two threads on a busy 2-core machine spin-wait for seconds
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 def _grads(out, inputs, seed=1):
     g = torch.randn(out.shape, generator=torch.Generator().manual_seed(seed), dtype=out.dtype)
     return torch.autograd.grad(out, inputs, g.contiguous(memory_format=CL))

@@ -18,14 +18,6 @@ CL = torch.channels_last
 TIGHT = dict(rtol=1e-10, atol=1e-10)
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 def _pair(space, **sizes):
     torch.manual_seed(0)
     plain = space(SpaceConfig(**sizes), 3).double().to(memory_format=CL)

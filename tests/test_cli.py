@@ -69,7 +69,8 @@ def test_search_cli_end_to_end_prints_where_the_genotype_is(tmp_path, capsys):
 
 def test_importing_the_cli_stays_light():
     code = "import sys, ssnas.cli; ssnas.cli.build_parser(); print(sorted(m for m in ('nni', 'optuna', 'tensorboard', 'matplotlib', 'pytorch_lightning') if m in sys.modules))"
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, check=True).stdout
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, check=True,
+                         timeout=300).stdout
     assert out.strip() == "[]"
 
 

@@ -117,19 +117,25 @@ def test_a_killed_search_resumes_to_the_same_genotype(tmp_path):
             "--view-size", "16", "--no-progress", "--device", "cpu", "--log-every", "1"]
     cmd = [sys.executable, "-m", "ssnas.cli", "search", *args]
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-    subprocess.run([*cmd, "--out", str(tmp_path / "straight")], check=True, cwd=ROOT, env=env, capture_output=True)
+    subprocess.run([*cmd, "--out", str(tmp_path / "straight")], check=True, cwd=ROOT, env=env, capture_output=True,
+                   timeout=600)
     killed = tmp_path / "killed"
     proc = subprocess.Popen([*cmd, "--out", str(killed)], cwd=ROOT, env=env,
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    deadline = time.time() + 120
-    while time.time() < deadline:  # kill as soon as epoch 2 has started logging steps
-        if (killed / "metrics.jsonl").exists() and '"epoch": 1' in (killed / "metrics.jsonl").read_text():
+    deadline = time.monotonic() + 600  # a bound for a hung run, not a speed requirement
+    started_epoch_2 = False
+    while time.monotonic() < deadline and proc.poll() is None:  # kill as soon as epoch 2 logs steps
+        metrics = killed / "metrics.jsonl"
+        if metrics.exists() and '"epoch": 1' in metrics.read_text():
+            started_epoch_2 = True
             break
         time.sleep(0.05)
     proc.send_signal(signal.SIGKILL)
-    proc.wait()
+    proc.wait(timeout=60)
+    assert started_epoch_2, "the search never reached its second epoch"
     assert checkpoint.load(killed / "checkpoint.pt")["epoch"] == 0
-    subprocess.run([*cmd, "--out", str(killed), "--resume"], check=True, cwd=ROOT, env=env, capture_output=True)
+    subprocess.run([*cmd, "--out", str(killed), "--resume"], check=True, cwd=ROOT, env=env, capture_output=True,
+                   timeout=600)
     straight = json.loads((tmp_path / "straight" / "genotype.json").read_text())
     resumed = json.loads((killed / "genotype.json").read_text())
     assert resumed["normal"] == straight["normal"] and resumed["reduce"] == straight["reduce"]

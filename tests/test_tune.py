@@ -154,7 +154,7 @@ def test_a_crashed_trial_runs_again_with_its_parameters(tmp_path, data):
     tune = _tune(tmp_path, trials=1)
     study, _, _ = prepare_study(tune, base, space_for("simclr"))
     dead = subprocess.Popen([sys.executable, "-c", "pass"])
-    dead.wait()
+    dead.wait(timeout=120)
     crashed = study.ask(distributions(space_for("simclr")))  # asked by a worker that then died
     crashed.set_user_attr("ssnas_pid", dead.pid)
     alive = study.ask(distributions(space_for("simclr")))  # a live worker's trial is left alone

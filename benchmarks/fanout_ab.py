@@ -16,7 +16,7 @@ import time
 import torch
 import torch.nn.functional as F
 
-import search_spaces.darts as darts
+import ssnas.search_spaces.darts as darts
 from ssnas.space import SpaceConfig
 
 

@@ -21,7 +21,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from objectives.simclr import nt_xent
+from ssnas.objectives.simclr import nt_xent
 from ssnas.objective import Batch, Objective, projection_head
 
 

@@ -142,7 +142,7 @@ def from_python(text: str, source: str = "genotypes.py", name: str | None = None
     """Genotypes assigned as `NAME = Genotype(normal=..., normal_concat=..., reduce=..., reduce_concat=...)`
     (keywords or positions), or as `NAME = '|op~0|+...'` (NAS-Bench-201), read with `ast`, not executed;
     `name` picks one when the file holds several."""
-    from search_spaces.darts import DartsGenotype
+    from ssnas.search_spaces.darts import DartsGenotype
 
     try:
         tree = ast.parse(text, filename=source)

@@ -63,7 +63,7 @@ def dag_cell_graph(genotype: Any):
     """A NAS-Bench-201 cell as a MultiDiGraph: nodes '0' (input), '1', '2', '3' (output), one edge per op."""
     import networkx as nx
 
-    from search_spaces.nb201 import EDGES, NODES
+    from ssnas.search_spaces.nb201 import EDGES, NODES
 
     g = nx.MultiDiGraph(cell="cell", space=getattr(genotype, "space", "nb201"))
     for n in range(NODES):
@@ -75,7 +75,7 @@ def dag_cell_graph(genotype: Any):
 
 def ops_from_graph(g) -> tuple[str, ...]:
     """The inverse of `dag_cell_graph`: the ops of a NAS-Bench-201 cell, in the benchmark's edge order."""
-    from search_spaces.nb201 import EDGES
+    from ssnas.search_spaces.nb201 import EDGES
 
     return tuple(g.edges[str(i), str(j), 0]["op"] for i, j in EDGES)
 

@@ -51,7 +51,7 @@ def is_nni_dict(data: Any) -> bool:
 
 def _nb201_labels() -> list[tuple[str, int]]:
     """(NNI label, our edge index) of the 6 edges, in NNI's creation order (which is also ours)."""
-    from search_spaces.nb201 import EDGES
+    from ssnas.search_spaces.nb201 import EDGES
 
     return [(f"{NB201_CELL}/{i}_{j}", k) for k, (i, j) in enumerate(EDGES)]
 
@@ -68,7 +68,7 @@ def to_nni_nb201_dict(genotype: Any) -> dict[str, str]:
 
 def from_nni_nb201_dict(data: Any, source: str = "NNI dict") -> Any:
     """An NB201Genotype from NNI's NasBench201 dict; every problem is a one-line UserError naming the key."""
-    from search_spaces.nb201 import NB201Genotype
+    from ssnas.search_spaces.nb201 import NB201Genotype
 
     labels = _nb201_labels()
     known = {label for label, _ in labels}
@@ -124,7 +124,7 @@ def _input(value: Any, key: str, node: int, where: str) -> int:
 
 def from_nni_dict(data: Any, source: str = "NNI dict") -> Any:
     """A DartsGenotype from NNI's DARTS-space dict; every problem is a one-line UserError naming the key."""
-    from search_spaces.darts import DartsGenotype
+    from ssnas.search_spaces.darts import DartsGenotype
 
     if not isinstance(data, dict):
         raise UserError(f"{source}: expected an NNI architecture dict, got {type(data).__name__}")

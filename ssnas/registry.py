@@ -9,8 +9,7 @@ import importlib
 import pkgutil
 from types import ModuleType
 
-import objectives
-import search_spaces
+from ssnas import objectives, search_spaces
 from ssnas.errors import UserError
 from ssnas.objective import Objective
 
@@ -35,14 +34,14 @@ def space(name: str) -> ModuleType:
     key = _normalise(name)
     if key not in available_spaces():
         raise UserError(f"unknown space {name!r}; available: {', '.join(available_spaces())}")
-    return importlib.import_module(f"search_spaces.{key}")
+    return importlib.import_module(f"{search_spaces.__name__}.{key}")
 
 
 def objective(name: str) -> type[Objective]:
     key = _normalise(name)
     if key not in available_objectives():
         raise UserError(f"unknown objective {name!r}; available: {', '.join(available_objectives())}")
-    module = importlib.import_module(f"objectives.{key}")
+    module = importlib.import_module(f"{objectives.__name__}.{key}")
     found = [v for v in vars(module).values()
              if isinstance(v, type) and issubclass(v, Objective) and v is not Objective and v.__module__ == module.__name__]
     if len(found) != 1:

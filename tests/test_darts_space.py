@@ -5,8 +5,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from search_spaces import darts
-from search_spaces.darts import PRIMITIVES, DartsGenotype, derive_cell
+from ssnas.search_spaces import darts
+from ssnas.search_spaces.darts import PRIMITIVES, DartsGenotype, derive_cell
 from ssnas.errors import UserError
 from ssnas.mixed import MixedOp, reference_mixed_forward
 from ssnas.ops import DARTS_OPS

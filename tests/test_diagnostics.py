@@ -2,7 +2,7 @@ import math
 
 import pytest
 
-from search_spaces.darts import PARAMETER_FREE, PUBLISHED
+from ssnas.search_spaces.darts import PARAMETER_FREE, PUBLISHED
 from ssnas.diagnostics import edge_entropy, search_diagnostics
 
 
@@ -40,7 +40,7 @@ def test_beta_decay_regulariser_is_the_ramped_mean_logsumexp(tmp_path):
 def test_aux_skip_adds_beta_times_the_input_on_stride_one_edges():
     import torch
 
-    from search_spaces import nb201
+    from ssnas.search_spaces import nb201
     from ssnas.space import SpaceConfig
 
     torch.manual_seed(0)

@@ -6,7 +6,7 @@ import json
 import pytest
 import torch
 
-from search_spaces.darts import PUBLISHED
+from ssnas.search_spaces.darts import PUBLISHED
 from ssnas.cli import main
 from ssnas.config import apply_overrides
 from ssnas.data import DataConfig, balanced_subset_indices, load_dataset

@@ -11,7 +11,7 @@ import pytest
 import torch
 from hypothesis import given, settings
 
-from search_spaces.darts import PUBLISHED, DartsGenotype
+from ssnas.search_spaces.darts import PUBLISHED, DartsGenotype
 from ssnas.cli import main
 from ssnas.errors import UserError
 from ssnas.export import ExportConfig, export, from_python, to_python

@@ -12,8 +12,8 @@ import pytest
 import torch
 from torch import nn
 
-import search_spaces.darts as darts
-from search_spaces.darts import PRIMITIVES, DartsSupernet
+import ssnas.search_spaces.darts as darts
+from ssnas.search_spaces.darts import PRIMITIVES, DartsSupernet
 from ssnas.fanout import can_fan_out, fan_out, wide_batch_norm
 from ssnas.mixed import MixedOp, SharedInput
 from ssnas.ops import DARTS_OPS

@@ -12,7 +12,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from search_spaces.darts import DartsSupernet
+from ssnas.search_spaces.darts import DartsSupernet
 from ssnas.fastconv import avg_pool_3x3, depthwise_conv, pointwise_conv
 from ssnas.ops import use_fast_kernels
 from ssnas.space import SpaceConfig

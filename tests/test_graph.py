@@ -9,7 +9,7 @@ import torch
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from search_spaces.darts import PRIMITIVES, PUBLISHED, DartsGenotype, build_supernet
+from ssnas.search_spaces.darts import PRIMITIVES, PUBLISHED, DartsGenotype, build_supernet
 from ssnas import graph
 from ssnas.errors import UserError
 from ssnas.space import SpaceConfig

@@ -4,8 +4,8 @@ import re
 import pytest
 import torch
 
-from search_spaces import nb201
-from search_spaces.nb201 import NB201Genotype, NB201Network
+from ssnas.search_spaces import nb201
+from ssnas.search_spaces.nb201 import NB201Genotype, NB201Network
 from ssnas.errors import UserError
 from ssnas.search import run_search
 from ssnas.space import SpaceConfig

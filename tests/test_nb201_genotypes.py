@@ -10,8 +10,8 @@ import pytest
 import torch
 
 import ssnas
-from search_spaces.darts import PUBLISHED
-from search_spaces.nb201 import EDGES, NB201Genotype, NB201Network
+from ssnas.search_spaces.darts import PUBLISHED
+from ssnas.search_spaces.nb201 import EDGES, NB201Genotype, NB201Network
 from ssnas.cli import main
 from ssnas.errors import UserError
 from ssnas.export import from_python

@@ -8,8 +8,8 @@ import pytest
 import torch
 from torch import nn
 
-from search_spaces import darts
-from search_spaces.darts import PUBLISHED, DartsGenotype
+from ssnas.search_spaces import darts
+from ssnas.search_spaces.darts import PUBLISHED, DartsGenotype
 from ssnas.errors import UserError
 from ssnas.genotypes import load_genotype, register_parser, _PARSERS
 from ssnas.network import NetworkConfig, ResNet18Cifar, build_encoder, count_flops, count_parameters

@@ -5,7 +5,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from search_spaces.darts import DartsSupernet, PartialMixedOp, channel_shuffle
+from ssnas.search_spaces.darts import DartsSupernet, PartialMixedOp, channel_shuffle
 from ssnas.errors import UserError
 from ssnas.mixed import reference_mixed_forward
 from ssnas.search import run_search
@@ -68,7 +68,7 @@ def test_exact_darts_is_the_default():
 def test_bad_settings_are_one_line_errors():
     with pytest.raises(UserError, match="divide --init-channels"):
         DartsSupernet(SpaceConfig(layers=3, init_channels=6, partial_channels=4), 3)
-    from search_spaces.nb201 import NB201Supernet
+    from ssnas.search_spaces.nb201 import NB201Supernet
 
     with pytest.raises(UserError, match="darts space only"):
         NB201Supernet(SpaceConfig(layers=1, init_channels=8, partial_channels=2), 3)

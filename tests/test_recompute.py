@@ -10,8 +10,8 @@ import copy
 import pytest
 import torch
 
-from search_spaces.darts import DartsSupernet
-from search_spaces.nb201 import NB201Supernet
+from ssnas.search_spaces.darts import DartsSupernet
+from ssnas.search_spaces.nb201 import NB201Supernet
 from ssnas.space import SpaceConfig
 
 CL = torch.channels_last

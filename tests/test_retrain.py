@@ -6,7 +6,7 @@ import pytest
 import torch
 from torch import nn
 
-from search_spaces.darts import PUBLISHED
+from ssnas.search_spaces.darts import PUBLISHED
 from ssnas import checkpoint
 from ssnas.cli import main
 from ssnas.config import apply_overrides

@@ -3,7 +3,7 @@ import math
 import pytest
 import torch
 
-from objectives.simclr import SimCLR, nt_xent
+from ssnas.objectives.simclr import SimCLR, nt_xent
 from ssnas.objective import Batch, ObjectiveConfig
 
 

@@ -59,7 +59,7 @@ def test_space_follows_the_objective_and_reads_the_same_everywhere():
     for end in ("low", "high"):
         cfg = apply_overrides(SearchConfig(), {"objective.name": "clsa"})
         apply_overrides(cfg, {p.key: (int if p.kind == "int" else float)(getattr(p, end)) for p in params})
-        from objectives.clsa import CLSA
+        from ssnas.objectives.clsa import CLSA
 
         CLSA(cfg.objective, 16)  # validates aug_times and magnitude
         cfg.augment.validate()

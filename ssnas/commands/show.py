@@ -17,7 +17,7 @@ ORDER = 45
 def dag_cell_lines(genotype: Any) -> list[str]:
     """A NAS-Bench-201 cell, one node a line: `node 2 = nor_conv_3x3(0) + avg_pool_3x3(1)`; `none` edges are
     left out of the sum (they add nothing), so a node fed by `none` alone reads `0`."""
-    from search_spaces.nb201 import EDGES, NODES
+    from ssnas.search_spaces.nb201 import EDGES, NODES
 
     lines = [f"cell: {genotype.to_string()}", "  node 0 = the cell's input"]
     for j in range(1, NODES):

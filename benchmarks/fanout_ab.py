@@ -16,8 +16,8 @@ import time
 import torch
 import torch.nn.functional as F
 
+from ssnas.nas.space import SpaceConfig
 import ssnas.search_spaces.darts as darts
-from ssnas.space import SpaceConfig
 
 
 def main() -> None:

@@ -5,7 +5,7 @@ load on a shared machine than wall time. `grad` = the arch step as before (autog
 """
 import sys, time, importlib, torch, torch.nn.functional as F
 root=sys.argv[1]; sys.path.insert(0,root)
-from ssnas.space import SpaceConfig
+from ssnas.nas.space import SpaceConfig
 from ssnas.search_spaces.darts import DartsSupernet
 torch.set_num_threads(1); torch.manual_seed(0)
 net=DartsSupernet(SpaceConfig(layers=5,init_channels=8),3).to(memory_format=torch.channels_last)

@@ -23,8 +23,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from ssnas.errors import UserError
-from ssnas.momentum import byol_tau, ema_update_, momentum_copy
-from ssnas.objective import Batch, Objective, projection_head
+from ssnas.training.momentum import byol_tau, ema_update_, momentum_copy
+from ssnas.training.objective import Batch, Objective, projection_head
 
 
 def byol_loss(prediction: torch.Tensor, target: torch.Tensor) -> torch.Tensor:

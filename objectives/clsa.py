@@ -28,10 +28,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ssnas.data.strong_augment import FIXMATCH_POOL, StrongAugment, StrongViewMaker, validate_strong
 from ssnas.errors import UserError
-from ssnas.momentum import KeyQueue, ema_update_, momentum_copy
-from ssnas.objective import Batch, Objective, ViewSpec, projection_head
-from ssnas.strong_augment import FIXMATCH_POOL, StrongAugment, StrongViewMaker, validate_strong
+from ssnas.training.momentum import KeyQueue, ema_update_, momentum_copy
+from ssnas.training.objective import Batch, Objective, ViewSpec, projection_head
 
 
 def info_nce(logits: torch.Tensor) -> torch.Tensor:

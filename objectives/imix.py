@@ -29,7 +29,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ssnas.errors import UserError
-from ssnas.objective import Batch, Objective, projection_head
+from ssnas.training.objective import Batch, Objective, projection_head
 
 
 def imix_loss(logits: torch.Tensor, partner: torch.Tensor, lam: torch.Tensor) -> torch.Tensor:

@@ -5,7 +5,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ssnas.objective import Batch, Objective, projection_head
+from ssnas.training.objective import Batch, Objective, projection_head
 
 
 def nt_xent(z1: torch.Tensor, z2: torch.Tensor, temperature: float) -> torch.Tensor:

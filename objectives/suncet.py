@@ -22,7 +22,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ssnas.objectives.simclr import nt_xent
-from ssnas.objective import Batch, Objective, projection_head
+from ssnas.training.objective import Batch, Objective, projection_head
 
 
 def suncet_loss(z: torch.Tensor, labels: torch.Tensor, temperature: float) -> torch.Tensor:

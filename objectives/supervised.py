@@ -6,7 +6,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ssnas.errors import UserError
-from ssnas.objective import Batch, Objective, ViewSpec
+from ssnas.training.objective import Batch, Objective, ViewSpec
 
 
 class Supervised(Objective):

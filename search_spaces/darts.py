@@ -15,10 +15,10 @@ import torch.nn.functional as F
 from torch import nn
 
 from ssnas.errors import UserError
-from ssnas.fanout import can_fan_out, fan_out
-from ssnas.mixed import MixedOp, SharedInput, concat_channels
-from ssnas.ops import DARTS_OPS, FactorizedReduce, ReLUConvBN
-from ssnas.space import SpaceConfig, Supernet
+from ssnas.kernels.fanout import can_fan_out, fan_out
+from ssnas.nas.mixed import MixedOp, SharedInput, concat_channels
+from ssnas.nas.ops import DARTS_OPS, FactorizedReduce, ReLUConvBN
+from ssnas.nas.space import SpaceConfig, Supernet
 
 NAME = "darts"
 
@@ -470,6 +470,6 @@ def build_network(genotype: DartsGenotype, cfg: Any, in_channels: int, num_class
 
 def count_parameters(model: nn.Module) -> int:
     """Parameters without the auxiliary head, as DARTS counts them (cnn/utils.py count_parameters_in_MB)."""
-    from ssnas.network import count_parameters as count
+    from ssnas.nas.network import count_parameters as count
 
     return count(model)

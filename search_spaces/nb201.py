@@ -20,9 +20,9 @@ import torch.nn.functional as F
 from torch import nn
 
 from ssnas.errors import UserError
-from ssnas.mixed import MixedOp, SharedInput
-from ssnas.ops import ReLUConvBN, Zero
-from ssnas.space import SpaceConfig, Supernet
+from ssnas.nas.mixed import MixedOp, SharedInput
+from ssnas.nas.ops import ReLUConvBN, Zero
+from ssnas.nas.space import SpaceConfig, Supernet
 
 NAME = "nb201"
 # The benchmark's op names, in its order (NAS-Bench-201 Sec. 2.1).

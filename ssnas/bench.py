@@ -15,8 +15,8 @@ from typing import Any, Callable
 
 import torch
 
-from ssnas.data import load_dataset
-from ssnas.run import resolve_device, seed_everything
+from ssnas.data.datasets import load_dataset
+from ssnas.runs.settings import resolve_device, seed_everything
 
 
 def peak_memory_mb(device: torch.device) -> float:
@@ -99,7 +99,7 @@ def bench_search(cfg, steps: int = 10, warmup: int = 3, bench_subset: int = 2048
 
 def bench_augment(cfg, steps: int = 10, warmup: int = 3, bench_subset: int = 2048) -> dict[str, Any]:
     """Batched per-sample views against the per-image torchvision pipeline, on the same real images."""
-    from ssnas.augment import ViewMaker, naive_view
+    from ssnas.data.augment import ViewMaker, naive_view
 
     cfg, device, train, _ = _bench_data(cfg, bench_subset)
     mean, std = train.mean_std()
@@ -120,7 +120,7 @@ def bench_retrain(cfg, steps: int = 10, warmup: int = 3, bench_subset: int = 204
     """Time `Pretrainer.step` (views, forward, backward, optimiser, `after_step`) of `ssnas retrain`; with
     `compare`, also the same steps with the textbook kernels (`use_fast_kernels(encoder, False)`), the naive
     version, in the same process."""
-    from ssnas.ops import use_fast_kernels
+    from ssnas.nas.ops import use_fast_kernels
     from ssnas.retrain import Pretrainer, validate
 
     arch = validate(cfg)

@@ -29,15 +29,15 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ssnas import checkpoint
-from ssnas.augment import AugmentConfig, ViewMaker
 from ssnas.config import to_dict
-from ssnas.data import DataConfig, ImageSet, balanced_subset_indices, load_dataset
+from ssnas.data.augment import AugmentConfig, ViewMaker
+from ssnas.data.datasets import DataConfig, ImageSet, balanced_subset_indices, load_dataset
 from ssnas.errors import UserError
-from ssnas.network import NetworkConfig, build_encoder, describe, is_backbone, resolved_network
-from ssnas.optim import mixed_precision, set_lr, warmup_cosine
-from ssnas.report import RunLog
-from ssnas.run import epoch_seed, resolve_device, seed_everything
+from ssnas.nas.network import NetworkConfig, build_encoder, describe, is_backbone, resolved_network
+from ssnas.runs import checkpoint
+from ssnas.runs.log import RunLog
+from ssnas.runs.settings import epoch_seed, resolve_device, seed_everything
+from ssnas.training.optim import mixed_precision, set_lr, warmup_cosine
 
 PROTOCOLS = ("linear", "knn", "finetune", "supervised")
 
@@ -308,7 +308,7 @@ class RunInfo:
 
 def load_run(folder: Path, arch_override: str = "") -> RunInfo:
     """Read a retrain run (config.json + checkpoint.pt), or a folder with only a genotype.json (a search run)."""
-    from ssnas.genotypes import from_data, load_genotype
+    from ssnas.arch import from_data, load_genotype
 
     folder = Path(folder)
     config = None

@@ -11,7 +11,7 @@ from types import ModuleType
 
 from ssnas import objectives, search_spaces
 from ssnas.errors import UserError
-from ssnas.objective import Objective
+from ssnas.training.objective import Objective
 
 
 def _available(package: ModuleType) -> list[str]:

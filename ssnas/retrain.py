@@ -17,18 +17,19 @@ from typing import Any, Callable
 
 import torch
 
-from ssnas import checkpoint, registry
-from ssnas.augment import AugmentConfig, ViewMaker
+from ssnas import registry
 from ssnas.config import to_dict
-from ssnas.data import DataConfig, ImageSet, balanced_subset_indices, load_dataset
+from ssnas.data.augment import AugmentConfig, ViewMaker
+from ssnas.data.datasets import DataConfig, ImageSet, balanced_subset_indices, load_dataset
 from ssnas.errors import UserError
 from ssnas.evaluate import KnnConfig, knn_top1
-from ssnas.network import NetworkConfig, build_encoder, describe, is_backbone
-from ssnas.objective import Batch, BatchMaker, ObjectiveConfig
-from ssnas.optim import make_optimizer, mixed_precision, set_lr, warmup_cosine
-from ssnas.report import RunLog
-from ssnas.run import RunConfig, epoch_seed, epoch_steps, resolve_device, seed_everything
+from ssnas.nas.network import NetworkConfig, build_encoder, describe, is_backbone
+from ssnas.runs import checkpoint
+from ssnas.runs.log import RunLog
+from ssnas.runs.settings import RunConfig, epoch_seed, epoch_steps, resolve_device, seed_everything
 from ssnas.search import _config_differences, visible_labels
+from ssnas.training.objective import Batch, BatchMaker, ObjectiveConfig
+from ssnas.training.optim import make_optimizer, mixed_precision, set_lr, warmup_cosine
 
 # Per-optimiser recipes for the settings left unset (None): base lr per 256 images and weight decay.
 RECIPES = {
@@ -84,8 +85,8 @@ def validate(cfg: RetrainConfig) -> Any:
     Network sizes left unset become the genotype's space's own (DARTS 20 cells / C = 36, NAS-Bench-201 5 cells
     per stage / C = 16): `cfg.network` is replaced by the resolved settings, so config.json, network.json and
     `--resume` all see the sizes actually built."""
-    from ssnas.genotypes import load_genotype
-    from ssnas.network import resolved_network
+    from ssnas.arch import load_genotype
+    from ssnas.nas.network import resolved_network
 
     objective = registry.objective(cfg.objective.name)
     o = cfg.optim

@@ -15,17 +15,18 @@ from typing import Any, Callable
 import torch
 from torch import nn
 
-from ssnas import checkpoint, registry
-from ssnas.architect import unrolled_arch_grads
-from ssnas.augment import AugmentConfig, ViewMaker
+from ssnas import registry
 from ssnas.config import to_dict
-from ssnas.diagnostics import search_diagnostics
-from ssnas.data import DataConfig, ImageSet, balanced_subset_indices, bilevel_split, load_dataset
+from ssnas.data.augment import AugmentConfig, ViewMaker
+from ssnas.data.datasets import DataConfig, ImageSet, balanced_subset_indices, bilevel_split, load_dataset
 from ssnas.errors import UserError
-from ssnas.objective import Batch, BatchMaker, ObjectiveConfig
-from ssnas.report import RunLog
-from ssnas.run import RunConfig, epoch_seed, epoch_steps, resolve_device, seed_everything
-from ssnas.space import SpaceConfig
+from ssnas.nas.architect import unrolled_arch_grads
+from ssnas.nas.diagnostics import search_diagnostics
+from ssnas.nas.space import SpaceConfig
+from ssnas.runs import checkpoint
+from ssnas.runs.log import RunLog
+from ssnas.runs.settings import RunConfig, epoch_seed, epoch_steps, resolve_device, seed_everything
+from ssnas.training.objective import Batch, BatchMaker, ObjectiveConfig
 
 
 @dataclass
@@ -289,7 +290,7 @@ def run_search(cfg: SearchConfig, train: ImageSet | None = None, *,
             if on_epoch is not None:
                 on_epoch(epoch, dict(stats))
         if log.writer is not None and last > start_epoch:
-            from ssnas.graph import log_search_pictures  # matplotlib only when pictures are drawn
+            from ssnas.export.graph import log_search_pictures  # matplotlib only when pictures are drawn
 
             log_search_pictures(log.writer, searcher.supernet, searcher.supernet.derive(), last * steps)
     finally:

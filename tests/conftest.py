@@ -39,7 +39,7 @@ def fashion_train():
     """400 real Fashion-MNIST training images (class-balanced), loaded once per session."""
     if not FASHION_DIR.is_dir():
         pytest.skip("Fashion-MNIST missing: apt-get install dataset-fashion-mnist")
-    from ssnas.data import DataConfig, load_dataset
+    from ssnas.data.datasets import DataConfig, load_dataset
 
     return load_dataset(DataConfig(dataset="fashion-mnist", data_root="/nonexistent-root", subset=400), "train", seed=0)
 

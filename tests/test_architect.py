@@ -1,6 +1,6 @@
 import torch
 
-from ssnas.architect import unrolled_arch_grads
+from ssnas.nas.architect import unrolled_arch_grads
 
 
 def test_second_order_gradient_matches_exact_hypergradient():

@@ -10,7 +10,7 @@ import torch
 from torchvision.transforms import v2
 from torchvision.transforms.v2 import functional as TF
 
-from ssnas.augment import (
+from ssnas.data.augment import (
     AugmentConfig,
     ViewMaker,
     adjust_brightness,

@@ -5,12 +5,12 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from ssnas.errors import UserError
+from ssnas.nas.mixed import MixedOp, reference_mixed_forward
+from ssnas.nas.ops import DARTS_OPS
+from ssnas.nas.space import SpaceConfig
 from ssnas.search_spaces import darts
 from ssnas.search_spaces.darts import PRIMITIVES, DartsGenotype, derive_cell
-from ssnas.errors import UserError
-from ssnas.mixed import MixedOp, reference_mixed_forward
-from ssnas.ops import DARTS_OPS
-from ssnas.space import SpaceConfig
 
 TINY = SpaceConfig(layers=3, init_channels=4, nodes=4)
 

@@ -11,7 +11,7 @@ import pytest
 import torch
 from PIL import Image
 
-from ssnas.data import (
+from ssnas.data.datasets import (
     FASHION_MNIST_CLASSES,
     SYSTEM_FASHION_MNIST,
     DataConfig,
@@ -106,7 +106,7 @@ def test_corrupt_idx_file_is_a_user_error(tmp_path: Path) -> None:
 
 
 def test_cifar10_test_split_decodes_once_then_hits_the_cache(user_cache: Path, monkeypatch) -> None:
-    import ssnas.data as data_module
+    import ssnas.data.datasets as data_module
 
     decoded: list[int] = []
     real_decode = data_module._decode_images

@@ -2,8 +2,8 @@ import math
 
 import pytest
 
+from ssnas.nas.diagnostics import edge_entropy, search_diagnostics
 from ssnas.search_spaces.darts import PARAMETER_FREE, PUBLISHED
-from ssnas.diagnostics import edge_entropy, search_diagnostics
 
 
 def test_entropy_of_uniform_and_decided_edges():
@@ -40,8 +40,8 @@ def test_beta_decay_regulariser_is_the_ramped_mean_logsumexp(tmp_path):
 def test_aux_skip_adds_beta_times_the_input_on_stride_one_edges():
     import torch
 
+    from ssnas.nas.space import SpaceConfig
     from ssnas.search_spaces import nb201
-    from ssnas.space import SpaceConfig
 
     torch.manual_seed(0)
     net = nb201.build_supernet(SpaceConfig(layers=1, init_channels=4), 1).eval()

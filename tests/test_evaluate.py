@@ -6,13 +6,13 @@ import json
 import pytest
 import torch
 
-from ssnas.search_spaces.darts import PUBLISHED
 from ssnas.cli import main
 from ssnas.config import apply_overrides
-from ssnas.data import DataConfig, balanced_subset_indices, load_dataset
+from ssnas.data.datasets import DataConfig, balanced_subset_indices, load_dataset
 from ssnas.errors import UserError
 from ssnas.evaluate import EvalConfig, cutout, evaluate, knn_predict, pad_crop_flip
 from ssnas.retrain import run_retrain
+from ssnas.search_spaces.darts import PUBLISHED
 from tests.conftest import FASHION_DIR
 from tests.test_retrain import tiny_retrain_config
 

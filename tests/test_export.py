@@ -11,12 +11,12 @@ import pytest
 import torch
 from hypothesis import given, settings
 
-from ssnas.search_spaces.darts import PUBLISHED, DartsGenotype
+from ssnas.arch import load_genotype
 from ssnas.cli import main
 from ssnas.errors import UserError
 from ssnas.export import ExportConfig, export, from_python, to_python
-from ssnas.genotypes import load_genotype
 from ssnas.nni_format import from_nni_dict, is_nni_dict, to_nni_dict
+from ssnas.search_spaces.darts import PUBLISHED, DartsGenotype
 from tests.test_graph import genotypes
 
 HAS_NNI = importlib.util.find_spec("nni") is not None
@@ -132,7 +132,7 @@ def test_exported_dict_freezes_nnis_darts_space_into_our_network():
         from nni.nas.hub.pytorch import DARTS
         from nni.nas.space import model_context
 
-    from ssnas.network import build_network
+    from ssnas.nas.network import build_network
 
     rng = np.random.default_rng(0)
     ops = ["max_pool_3x3", "avg_pool_3x3", "skip_connect", "sep_conv_3x3", "sep_conv_5x5", "dil_conv_3x3", "dil_conv_5x5"]
@@ -302,8 +302,8 @@ def retrain_run(tmp_path_factory, fashion_train):
 
 
 def _trained_encoder(run: Path) -> torch.nn.Module:
-    from ssnas.checkpoint import load
-    from ssnas.network import build_network
+    from ssnas.nas.network import build_network
+    from ssnas.runs.checkpoint import load
 
     state = load(run / "checkpoint.pt")
     net = build_network("DARTS_V2", layers=3, init_channels=4, in_channels=1)

@@ -12,12 +12,12 @@ import pytest
 import torch
 from torch import nn
 
+from ssnas.kernels.fanout import can_fan_out, fan_out, wide_batch_norm
+from ssnas.nas.mixed import MixedOp, SharedInput
+from ssnas.nas.ops import DARTS_OPS
+from ssnas.nas.space import SpaceConfig
 import ssnas.search_spaces.darts as darts
 from ssnas.search_spaces.darts import PRIMITIVES, DartsSupernet
-from ssnas.fanout import can_fan_out, fan_out, wide_batch_norm
-from ssnas.mixed import MixedOp, SharedInput
-from ssnas.ops import DARTS_OPS
-from ssnas.space import SpaceConfig
 
 CL = torch.channels_last
 TIGHT = dict(rtol=1e-10, atol=1e-10)

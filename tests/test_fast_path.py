@@ -12,10 +12,10 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from ssnas.kernels.conv import avg_pool_3x3, depthwise_conv, pointwise_conv
+from ssnas.nas.ops import use_fast_kernels
+from ssnas.nas.space import SpaceConfig
 from ssnas.search_spaces.darts import DartsSupernet
-from ssnas.fastconv import avg_pool_3x3, depthwise_conv, pointwise_conv
-from ssnas.ops import use_fast_kernels
-from ssnas.space import SpaceConfig
 
 CL = torch.channels_last
 TIGHT = dict(rtol=1e-10, atol=1e-10)
@@ -119,8 +119,8 @@ def test_an_op_whose_weight_underflows_to_zero_is_skipped_exactly():
 
 @pytest.mark.parametrize("size", [8, 7])  # 7: odd sides keep the padded textbook route
 def test_factorized_reduce_on_subgrids_matches_the_strided_convs(size):
-    from ssnas.mixed import SharedInput
-    from ssnas.ops import FactorizedReduce
+    from ssnas.nas.mixed import SharedInput
+    from ssnas.nas.ops import FactorizedReduce
 
     torch.manual_seed(0)
     fast = FactorizedReduce(3, 4, affine=False).double()

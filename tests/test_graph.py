@@ -9,10 +9,10 @@ import torch
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from ssnas.search_spaces.darts import PRIMITIVES, PUBLISHED, DartsGenotype, build_supernet
-from ssnas import graph
 from ssnas.errors import UserError
-from ssnas.space import SpaceConfig
+from ssnas.export import graph
+from ssnas.nas.space import SpaceConfig
+from ssnas.search_spaces.darts import PRIMITIVES, PUBLISHED, DartsGenotype, build_supernet
 
 OPS = PRIMITIVES[1:]
 

@@ -11,7 +11,7 @@ from ssnas.objectives.byol import byol_loss
 from ssnas.objectives.clsa import ddm_loss, info_nce
 from ssnas.objectives.imix import draw_mix, imix_loss
 from ssnas.objectives.suncet import suncet_loss
-from ssnas.momentum import KeyQueue, byol_tau, ema_update_, momentum_copy
+from ssnas.training.momentum import KeyQueue, byol_tau, ema_update_, momentum_copy
 
 LN = math.log
 

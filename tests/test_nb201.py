@@ -4,11 +4,11 @@ import re
 import pytest
 import torch
 
+from ssnas.errors import UserError
+from ssnas.nas.space import SpaceConfig
+from ssnas.search import run_search
 from ssnas.search_spaces import nb201
 from ssnas.search_spaces.nb201 import NB201Genotype, NB201Network
-from ssnas.errors import UserError
-from ssnas.search import run_search
-from ssnas.space import SpaceConfig
 from tests.conftest import tiny_search_config
 
 EXAMPLE = "|nor_conv_3x3~0|+|nor_conv_3x3~0|avg_pool_3x3~1|+|skip_connect~0|nor_conv_3x3~1|skip_connect~2|"

@@ -10,14 +10,14 @@ import pytest
 import torch
 
 import ssnas
-from ssnas.search_spaces.darts import PUBLISHED
-from ssnas.search_spaces.nb201 import EDGES, NB201Genotype, NB201Network
+from ssnas.arch import load_genotype
 from ssnas.cli import main
 from ssnas.errors import UserError
 from ssnas.export import from_python
-from ssnas.genotypes import load_genotype
-from ssnas.network import NetworkConfig, resolved_network
+from ssnas.nas.network import NetworkConfig, resolved_network
 from ssnas.nni_format import from_nni_nb201_dict, to_nni_dict
+from ssnas.search_spaces.darts import PUBLISHED
+from ssnas.search_spaces.nb201 import EDGES, NB201Genotype, NB201Network
 from tests.conftest import FASHION_DIR, requires_fashion
 from tests.test_nb201 import _params
 
@@ -157,7 +157,7 @@ def test_eval_rebuilds_the_same_network(nb201_run, capsys):
 
 
 def _trained(run) -> NB201Network:
-    from ssnas.checkpoint import load
+    from ssnas.runs.checkpoint import load
 
     net = ssnas.build_network(EXAMPLE, layers=1, in_channels=1)
     net.load_state_dict(load(run / "checkpoint.pt")["encoder"])
@@ -197,7 +197,7 @@ def test_every_genotype_target_round_trips(tmp_path, capsys):
     import networkx as nx
     from PIL import Image
 
-    from ssnas import graph
+    from ssnas.export import graph
 
     suffix = {"nni": "nni.json", "python": "py"}
     for target in ("json", "nni", "python", "dot", "graphml", "svg", "png"):

@@ -8,11 +8,11 @@ import pytest
 import torch
 from torch import nn
 
+from ssnas.arch import load_genotype, register_parser, _PARSERS
+from ssnas.errors import UserError
+from ssnas.nas.network import NetworkConfig, ResNet18Cifar, build_encoder, count_flops, count_parameters
 from ssnas.search_spaces import darts
 from ssnas.search_spaces.darts import PUBLISHED, DartsGenotype
-from ssnas.errors import UserError
-from ssnas.genotypes import load_genotype, register_parser, _PARSERS
-from ssnas.network import NetworkConfig, ResNet18Cifar, build_encoder, count_flops, count_parameters
 from tests.conftest import ROOT
 
 TINY = NetworkConfig(layers=3, init_channels=4)

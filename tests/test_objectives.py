@@ -7,9 +7,10 @@ import json
 import pytest
 import torch
 
-from ssnas import checkpoint, registry
-from ssnas.momentum import byol_tau
+from ssnas import registry
+from ssnas.runs import checkpoint
 from ssnas.search import Searcher, run_search
+from ssnas.training.momentum import byol_tau
 from tests.conftest import tiny_search_config
 
 OBJECTIVES = registry.available_objectives()

@@ -5,11 +5,11 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from ssnas.search_spaces.darts import DartsSupernet, PartialMixedOp, channel_shuffle
 from ssnas.errors import UserError
-from ssnas.mixed import reference_mixed_forward
+from ssnas.nas.mixed import reference_mixed_forward
+from ssnas.nas.space import SpaceConfig
 from ssnas.search import run_search
-from ssnas.space import SpaceConfig
+from ssnas.search_spaces.darts import DartsSupernet, PartialMixedOp, channel_shuffle
 from tests.conftest import tiny_search_config
 
 CL = torch.channels_last

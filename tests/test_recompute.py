@@ -10,9 +10,9 @@ import copy
 import pytest
 import torch
 
+from ssnas.nas.space import SpaceConfig
 from ssnas.search_spaces.darts import DartsSupernet
 from ssnas.search_spaces.nb201 import NB201Supernet
-from ssnas.space import SpaceConfig
 
 CL = torch.channels_last
 TIGHT = dict(rtol=1e-10, atol=1e-10)
@@ -77,13 +77,14 @@ def test_eval_and_no_grad_forwards_are_plain_calls():
 
 
 def test_a_search_with_recomputed_cells_ends_with_the_same_alphas(tmp_path, fashion_train, monkeypatch):
-    import ssnas.space
     from ssnas.search import run_search
+    import ssnas.kernels.recompute
+    import ssnas.nas.space
     from tests.conftest import tiny_search_config
 
     calls = []
-    real = ssnas.space.recomputed
-    monkeypatch.setattr(ssnas.space, "recomputed", lambda *a: calls.append(1) or real(*a))
+    real = ssnas.kernels.recompute.recomputed
+    monkeypatch.setattr(ssnas.nas.space, "recomputed", lambda *a: calls.append(1) or real(*a))
     results = {}
     for on in (False, True):
         cfg = tiny_search_config(tmp_path / str(on), **{"supernet.recompute_cells": on})

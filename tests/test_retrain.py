@@ -6,13 +6,13 @@ import pytest
 import torch
 from torch import nn
 
-from ssnas.search_spaces.darts import PUBLISHED
-from ssnas import checkpoint
 from ssnas.cli import main
 from ssnas.config import apply_overrides
 from ssnas.errors import UserError
-from ssnas.optim import LARS, make_optimizer, warmup_cosine
 from ssnas.retrain import RetrainConfig, run_retrain
+from ssnas.runs import checkpoint
+from ssnas.search_spaces.darts import PUBLISHED
+from ssnas.training.optim import LARS, make_optimizer, warmup_cosine
 from tests.conftest import requires_fashion
 
 

@@ -8,10 +8,10 @@ import time
 import pytest
 import torch
 
-from ssnas import checkpoint
 from ssnas.config import apply_overrides
-from ssnas.data import ImageSet
+from ssnas.data.datasets import ImageSet
 from ssnas.errors import UserError
+from ssnas.runs import checkpoint
 from ssnas.search import Searcher, run_search
 from tests.conftest import ROOT, tiny_search_config
 
@@ -143,7 +143,7 @@ def test_a_killed_search_resumes_to_the_same_genotype(tmp_path):
 
 
 def test_epoch_steps_counts_full_batches_caps_them_and_explains_an_empty_epoch():
-    from ssnas.run import epoch_steps
+    from ssnas.runs.settings import epoch_steps
 
     assert epoch_steps(100, 32, 0, "the weight half") == 3
     assert epoch_steps(100, 32, 2, "the weight half") == 2

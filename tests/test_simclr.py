@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from ssnas.objectives.simclr import SimCLR, nt_xent
-from ssnas.objective import Batch, ObjectiveConfig
+from ssnas.training.objective import Batch, ObjectiveConfig
 
 
 def nt_xent_by_hand(z1, z2, t):

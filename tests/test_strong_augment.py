@@ -8,9 +8,9 @@ import PIL.ImageOps
 import pytest
 import torch
 
-from ssnas.augment import AugmentConfig, ViewMaker
+from ssnas.data.augment import AugmentConfig, ViewMaker
 from ssnas.errors import UserError
-from ssnas.strong_augment import (
+from ssnas.data.strong_augment import (
     FIXMATCH_POOL, OPS, StrongAugment, StrongPlan, StrongViewMaker, magnitudes)
 from tests.conftest import shared_data_root
 

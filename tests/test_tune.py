@@ -15,8 +15,8 @@ from ssnas.config import apply_overrides, resolve, to_dict
 from ssnas.errors import UserError
 from ssnas.retrain import RetrainConfig
 from ssnas.search import SearchConfig
-from ssnas.tune import TuneConfig, TuneData, make_pruner, prepare_study, run_tune, storage_url
-from ssnas.tune_space import SPACE, distributions, nni_search_space, space_for
+from ssnas.tune.session import TuneConfig, TuneData, make_pruner, prepare_study, run_tune, storage_url
+from ssnas.tune.space import SPACE, distributions, nni_search_space, space_for
 from tests.conftest import requires_fashion, tiny_search_config
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)

@@ -12,7 +12,7 @@ import urllib.request
 import pytest
 
 from ssnas.cli import main
-from ssnas.tune_space import space_for
+from ssnas.tune.space import space_for
 from tests.conftest import ROOT, requires_fashion
 
 psutil = pytest.importorskip("psutil")

@@ -29,7 +29,7 @@ def _run_in_nni(cfg: Any, ns: argparse.Namespace) -> int:
     """The search as the single trial of an NNI experiment: epochs and the genotype show in the web UI."""
     import sys
 
-    from ssnas.nni_launch import Launch, search_experiment
+    from ssnas.nni_bridge.launch import Launch, search_experiment
 
     status, out = search_experiment(cfg, Launch(ns.host, ns.port, ns.keep_ui))
     path = out / "genotype.json"
@@ -45,7 +45,7 @@ def _run_in_nni(cfg: Any, ns: argparse.Namespace) -> int:
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    from ssnas.nni_launch import add_launch_args
+    from ssnas.nni_bridge.launch import add_launch_args
     from ssnas.search import SearchConfig
 
     p = sub.add_parser("search", help="search a cell with a (contrastive) objective",

@@ -29,7 +29,7 @@ def dag_cell_lines(genotype: Any) -> list[str]:
 
 def cell_lines(genotype: Any) -> list[str]:
     """Each cell, one node a line: `2 = sep_conv_3x3(c_{k-2}) + skip_connect(0)` (graph node names)."""
-    from ssnas.graph import cell_kinds, is_dag_cell, state_name
+    from ssnas.export.graph import cell_kinds, is_dag_cell, state_name
 
     if is_dag_cell(genotype):
         return dag_cell_lines(genotype)
@@ -69,7 +69,7 @@ def _last_epoch(folder: Path) -> dict[str, Any] | None:
 def size_line(genotype: Any, layers: int, init_channels: int, shape: tuple[int, int, int]) -> str:
     """Parameters and mult-adds of the evaluation network built from the genotype (PyTorch's FLOP counter);
     a size of 0 is the space's own network (DARTS 20 cells / 36 channels, NAS-Bench-201 5 per stage / 16)."""
-    from ssnas.network import NetworkConfig, build_encoder, describe, resolved_network, size_words
+    from ssnas.nas.network import NetworkConfig, build_encoder, describe, resolved_network, size_words
 
     cfg = NetworkConfig()
     if layers:

@@ -22,7 +22,7 @@ SKIPPED_KEYS = ("knn.", "run.resume", "run.stop_after")
 
 def _trained_flags() -> dict[str, dict[str, Any]]:
     """flag -> {target: (key, field, type)} over the search and retrain configs."""
-    from ssnas.tune import TARGETS, config_class
+    from ssnas.tune.session import TARGETS, config_class
 
     flags: dict[str, dict[str, Any]] = {}
     for target in TARGETS:
@@ -57,7 +57,7 @@ def _add_trained_flags(parser: argparse.ArgumentParser) -> None:
 
 def trained_config(ns: argparse.Namespace, target: str) -> Any:
     """defaults < tuning defaults (short runs) < --config < flags and --set."""
-    from ssnas.tune import TARGETS, TRIAL_DEFAULTS, config_class
+    from ssnas.tune.session import TARGETS, TRIAL_DEFAULTS, config_class
 
     if target not in TARGETS:
         raise UserError(f"--target must be one of {', '.join(TARGETS)}, got {target!r}")
@@ -77,11 +77,11 @@ def trained_config(ns: argparse.Namespace, target: str) -> Any:
 
 
 def run(ns: argparse.Namespace) -> int:
-    from ssnas.tune import TuneConfig
+    from ssnas.tune.session import TuneConfig
 
     tune = apply_overrides(TuneConfig(), flag_overrides(ns, TuneConfig))
     if ns.stop:
-        from ssnas.nni_launch import Launch, stop
+        from ssnas.nni_bridge.launch import Launch, stop
 
         launch = Launch(ns.host, ns.port)
         stop(launch)
@@ -89,19 +89,19 @@ def run(ns: argparse.Namespace) -> int:
         return 0
     base = trained_config(ns, tune.target)
     if ns.show_space:
-        from ssnas.tune_space import describe
+        from ssnas.tune.space import describe
 
         print(describe(base.objective.name))
         return 0
     if ns.nni:
-        from ssnas.nni_launch import Launch, tune_experiment
+        from ssnas.nni_bridge.launch import Launch, tune_experiment
 
         status, _ = tune_experiment(tune, base, Launch(ns.host, ns.port, ns.keep_ui))
         if status in ("INTERRUPTED", "STOPPED"):
             print(f"the study is saved; continue it with the same command (--study {tune.study})", file=sys.stderr)
             return 130 if status == "INTERRUPTED" else 0
         return 1 if status == "ERROR" else 0
-    from ssnas.tune import run_tune
+    from ssnas.tune.session import run_tune
 
     try:
         run_tune(tune, base)
@@ -113,8 +113,8 @@ def run(ns: argparse.Namespace) -> int:
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    from ssnas.nni_launch import add_launch_args
-    from ssnas.tune import TuneConfig
+    from ssnas.nni_bridge.launch import add_launch_args
+    from ssnas.tune.session import TuneConfig
 
     p = sub.add_parser(
         "tune", help="tune augmentation and loss settings with Optuna (optionally watched in the NNI web UI)",

@@ -23,7 +23,7 @@ from typing import Any, Callable, Sequence
 import torch
 import torch.nn.functional as F
 
-from ssnas.augment import adjust_brightness, adjust_contrast, adjust_saturation
+from ssnas.data.augment import adjust_brightness, adjust_contrast, adjust_saturation
 from ssnas.errors import UserError
 
 PARAMETER_MAX = 10  # RandAugment.py: a level v is scaled by v / PARAMETER_MAX

@@ -124,14 +124,14 @@ def load_genotype(spec: str, space: str | None = None) -> Any:
     """The genotype named by `spec`: a .json file, a run folder holding genotype.json, a published name
     (DARTS_V1, DARTS_V2, DARTS; case-insensitive), or a NAS-Bench-201 string (given directly or as the text
     of a file). `space` (e.g. from --space) refuses a genotype of another space."""
-    from ssnas.network import BACKBONES
+    from ssnas.nas.network import BACKBONES
 
     if not isinstance(spec, str) or not spec.strip():
         raise UserError("--arch is empty; pass a genotype.json, a search run folder, a published genotype "
                         "(DARTS_V1, DARTS_V2), a NAS-Bench-201 string (|op~0|+...) or resnet18")
     if spec.strip().lower() in BACKBONES:
         raise UserError(f"{spec!r} is a fixed backbone, not a genotype; build it with "
-                        f"ssnas.network.build_encoder({spec!r}, ...) or pass it to `ssnas retrain --arch`")
+                        f"ssnas.nas.network.build_encoder({spec!r}, ...) or pass it to `ssnas retrain --arch`")
     path = Path(spec).expanduser()
     if path.is_dir():
         file = path / "genotype.json"

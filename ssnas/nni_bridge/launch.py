@@ -1,7 +1,7 @@
 """Run ssnas work as a real NNI experiment (local training service), so NNI's web UI shows it.
 
-`ssnas tune --nni`: every Optuna trial is an NNI trial. `ssnas.nni_tuner.OptunaTuner` asks the study for each
-trial's parameters and tells it the result; the trial process (`python -m ssnas.nni_trial tune SPEC`) trains,
+`ssnas tune --nni`: every Optuna trial is an NNI trial. `ssnas.nni_bridge.tuner.OptunaTuner` asks the study for each
+trial's parameters and tells it the result; the trial process (`python -m ssnas.nni_bridge.trial tune SPEC`) trains,
 reports every epoch to Optuna (for pruning) and to NNI (for the UI). `ssnas search --nni`: one NNI trial running the
 search, reporting its epochs and, at the end, the genotype.
 
@@ -276,10 +276,10 @@ def trial_log(trial: dict[str, Any]) -> str:
 def tune_experiment(tune: Any, base: Any, launch: Launch) -> tuple[str, Any]:
     """`ssnas tune --nni`: the study's remaining trials as one NNI experiment; then the best config and plots."""
     from ssnas.config import to_dict
-    from ssnas.tune import TuneData, TuneResult, prepare_study, validate
-    from ssnas.tune_study import finished, recover
-    from ssnas.tune_report import write_outputs
-    from ssnas.tune_space import nni_search_space
+    from ssnas.tune.report import write_outputs
+    from ssnas.tune.session import TuneData, TuneResult, prepare_study, validate
+    from ssnas.tune.space import nni_search_space
+    from ssnas.tune.study import finished, recover
 
     launch.check_free()
     params = validate(tune, base)
@@ -296,8 +296,8 @@ def tune_experiment(tune: Any, base: Any, launch: Launch) -> tuple[str, Any]:
                                     "data": str(folder / "data.pt")}, indent=2))
         print(f"ssnas tune: study {tune.study!r} in {url}: {finished(study)} of {tune.trials} trials finished, "
               f"running {todo} as an NNI experiment; trial folders in {root}", flush=True)
-        exp = make_experiment(tune.study, folder, python_command("ssnas.nni_trial", "tune", str(spec)),
-                              "ssnas.nni_tuner.OptunaTuner", {"spec": str(spec), "optimize_mode": "maximize"},
+        exp = make_experiment(tune.study, folder, python_command("ssnas.nni_bridge.trial", "tune", str(spec)),
+                              "ssnas.nni_bridge.tuner.OptunaTuner", {"spec": str(spec), "optimize_mode": "maximize"},
                               nni_search_space(params), todo)
         status, _ = run_experiment(exp, launch)
         recover(study)  # trials a stop killed run again when the study resumes
@@ -323,8 +323,8 @@ def search_experiment(cfg: Any, launch: Launch) -> tuple[str, Path]:
     spec = folder / "search_config.json"
     spec.write_text(json.dumps(data, indent=2))
     shown = {k: v for k, v in flatten(data).items() if not k.startswith("run.") or k == "run.seed"}
-    exp = make_experiment(f"search-{out.name}", folder, python_command("ssnas.nni_trial", "search", str(spec)),
-                          "ssnas.nni_tuner.FixedTuner", {"parameters": shown},
+    exp = make_experiment(f"search-{out.name}", folder, python_command("ssnas.nni_bridge.trial", "search", str(spec)),
+                          "ssnas.nni_bridge.tuner.FixedTuner", {"parameters": shown},
                           {"run.seed": {"_type": "choice", "_value": [cfg.run.seed]}}, 1)
     status, known = run_experiment(exp, launch)
     failed = [t for t in known if t["status"] == "FAILED"]

@@ -19,14 +19,15 @@ from typing import Any
 
 import torch
 
-from ssnas import checkpoint, nni_report
 from ssnas.config import apply_overrides, to_dict
-from ssnas.data import ImageSet, balanced_subset_indices, load_dataset
+from ssnas.data.datasets import ImageSet, balanced_subset_indices, load_dataset
 from ssnas.errors import UserError
 from ssnas.evaluate import KnnConfig, knn_top1
-from ssnas.run import resolve_device
-from ssnas.tune_space import Param, space_for, suggest
-from ssnas.tune_study import finished, open_study, recover
+from ssnas.nni_bridge import report as nni_report
+from ssnas.runs import checkpoint
+from ssnas.runs.settings import resolve_device
+from ssnas.tune.space import Param, space_for, suggest
+from ssnas.tune.study import finished, open_study, recover
 
 TARGETS = ("supernet", "genotype")
 PRUNERS = ("median", "hyperband", "threshold", "none")
@@ -246,7 +247,7 @@ class KnnScorer:
     """Weighted-kNN top-1 of a run's latest checkpoint: bank features vs. validation features."""
 
     def __init__(self, target: str, cfg: Any, data: TuneData, knn: KnnConfig):
-        from ssnas.augment import ViewMaker
+        from ssnas.data.augment import ViewMaker
 
         self.target, self.data, self.knn = target, data, knn
         self.device = resolve_device(cfg.run.device)
@@ -254,7 +255,7 @@ class KnnScorer:
         self.plain = ViewMaker(cfg.augment, mean, std).plain
         with torch.random.fork_rng(devices=[]):  # building a network must not move the trial's random stream
             if target == "genotype":
-                from ssnas.network import build_encoder
+                from ssnas.nas.network import build_encoder
                 from ssnas.retrain import validate as validate_retrain
 
                 self.net = build_encoder(validate_retrain(copy.deepcopy(cfg)), cfg.network, data.train.channels)
@@ -354,7 +355,7 @@ def run_tune(tune: TuneConfig, base: Any, data: TuneData | None = None) -> TuneR
     """Run (or resume) the study until it holds `tune.trials` finished trials; write the best config and plots."""
     import optuna
 
-    from ssnas.tune_report import write_outputs
+    from ssnas.tune.report import write_outputs
 
     params = validate(tune, base)
     study, url, root = prepare_study(tune, base, params)

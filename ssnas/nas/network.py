@@ -159,7 +159,7 @@ def build_encoder(arch: Any, cfg: NetworkConfig, in_channels: int, num_classes: 
             raise UserError("--auxiliary and --drop-path apply to DARTS cells only; turn them off for --arch resnet18")
         return ResNet18Cifar(in_channels)
     from ssnas import registry
-    from ssnas.genotypes import load_genotype
+    from ssnas.arch import load_genotype
 
     genotype = load_genotype(arch) if isinstance(arch, str) else arch
     space = registry.space(genotype.space)

@@ -1,4 +1,4 @@
-"""The process an NNI trial runs: `python -m ssnas.nni_trial tune SPEC` or `python -m ssnas.nni_trial search CONFIG`.
+"""The process an NNI trial runs: `python -m ssnas.nni_bridge.trial tune SPEC` or `python -m ssnas.nni_bridge.trial search CONFIG`.
 
 `tune`: takes the Optuna trial the tuner asked for (its number is in the NNI parameters), trains and scores it
 with `ssnas.tune.TrialRunner` (the same code as `ssnas tune` without --nni) and reports the final result to NNI;
@@ -11,9 +11,9 @@ import sys
 from pathlib import Path
 from typing import Any, Sequence
 
-from ssnas import nni_report
 from ssnas.config import from_dict
 from ssnas.errors import UserError
+from ssnas.nni_bridge import report as nni_report
 
 
 def _numbers(stats: dict[str, Any]) -> dict[str, float]:
@@ -23,8 +23,8 @@ def _numbers(stats: dict[str, Any]) -> dict[str, float]:
 def tune_trial(spec: Path) -> int:
     import optuna
 
-    from ssnas.tune import TrialFailed, TrialRunner, TuneConfig, TuneData, config_class, make_pruner, open_study
-    from ssnas.tune_space import SPACE
+    from ssnas.tune.session import TrialFailed, TrialRunner, TuneConfig, TuneData, config_class, make_pruner, open_study
+    from ssnas.tune.space import SPACE
 
     data = json.loads(spec.read_text())
     tune = from_dict(TuneConfig, data["tune"])
@@ -68,7 +68,7 @@ def search_trial(config: Path) -> int:
 def main(argv: Sequence[str] | None = None) -> int:
     args = list(sys.argv[1:] if argv is None else argv)
     if len(args) != 2 or args[0] not in ("tune", "search"):
-        print("usage: python -m ssnas.nni_trial {tune SPEC.json | search CONFIG.json} (started by NNI)",
+        print("usage: python -m ssnas.nni_bridge.trial {tune SPEC.json | search CONFIG.json} (started by NNI)",
               file=sys.stderr)
         return 2
     try:

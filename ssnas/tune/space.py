@@ -23,7 +23,7 @@ class Param:
     @property
     def option(self) -> str | None:
         """The objective option this parameter sets (a key under `objective.` that ObjectiveConfig itself lacks)."""
-        from ssnas.objective import ObjectiveConfig  # torch: not needed by NNI's tuner process
+        from ssnas.training.objective import ObjectiveConfig  # torch: not needed by NNI's tuner process
 
         section, _, name = self.key.partition(".")
         shared = {f.name for f in dataclasses.fields(ObjectiveConfig)}

@@ -16,8 +16,8 @@ from typing import Any
 from nni import NoMoreTrialError
 from nni.tuner import Tuner
 
-from ssnas.tune_study import open_study
-from ssnas.tune_space import SPACE, distributions
+from ssnas.tune.space import SPACE, distributions
+from ssnas.tune.study import open_study
 
 
 class OptunaTuner(Tuner):

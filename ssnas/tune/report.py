@@ -8,8 +8,8 @@ import warnings
 from pathlib import Path
 from typing import Any, Callable
 
-from ssnas import checkpoint
 from ssnas.config import apply_overrides, to_dict
+from ssnas.runs import checkpoint
 
 
 def _drop_none(data: Any) -> Any:

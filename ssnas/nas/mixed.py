@@ -25,8 +25,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ssnas.fastconv import _wanted, even_subgrid, from_subgrids, odd_subgrid, to_subgrids
-from ssnas.ops import OpFactory, pool_bn
+from ssnas.kernels.conv import _wanted, even_subgrid, from_subgrids, odd_subgrid, to_subgrids
+from ssnas.nas.ops import OpFactory, pool_bn
 
 _CL = torch.channels_last
 

@@ -20,9 +20,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ssnas.fastconv import depthwise_conv, depthwise_conv_on_subgrids, pointwise_conv
-from ssnas.mixed import MixedOp, SharedInput, combine
-from ssnas.ops import DilConv, SepConv
+from ssnas.kernels.conv import depthwise_conv, depthwise_conv_on_subgrids, pointwise_conv
+from ssnas.nas.mixed import MixedOp, SharedInput, combine
+from ssnas.nas.ops import DilConv, SepConv
 
 _CL = torch.channels_last
 

@@ -12,7 +12,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ssnas.fastconv import (avg_pool_3x3, depthwise_conv, depthwise_conv_on_subgrids, depthwise_route, even_subgrid,
+from ssnas.kernels.conv import (avg_pool_3x3, depthwise_conv, depthwise_conv_on_subgrids, depthwise_route, even_subgrid,
                             odd_subgrid, pointwise_conv)
 
 

@@ -7,7 +7,7 @@ from typing import Any, Protocol
 import torch
 from torch import nn
 
-from ssnas.recompute import recomputed
+from ssnas.kernels.recompute import recomputed
 
 
 @dataclass

@@ -61,7 +61,7 @@ class ExportConfig:
 def resolve_genotype(spec: str, space: str | None = None) -> Any:
     """`load_genotype` (a genotype .json, a run folder, an NNI dict file, a published name) plus Python files
     written by `--to python` (`cells.py`, or `cells.py:NAME` when the file holds several)."""
-    from ssnas.genotypes import load_genotype
+    from ssnas.arch import load_genotype
 
     path, _, name = str(spec).partition(".py:")
     file = Path(path + ".py") if name else Path(spec)
@@ -164,7 +164,7 @@ def from_python(text: str, source: str = "genotypes.py", name: str | None = None
         raise UserError(f"{source} has no genotype {key!r}; it holds {', '.join(found)}")
     call = found[key]
     if isinstance(call, ast.Constant):
-        from ssnas.genotypes import from_text
+        from ssnas.arch import from_text
 
         genotype = from_text(call.value, f"{source}: {key}")
         genotype.meta.update({"name": key})
@@ -185,7 +185,7 @@ def from_python(text: str, source: str = "genotypes.py", name: str | None = None
 
 def render(genotype: Any, target: str, title: str | None = None, renderer: str = "matplotlib") -> str | bytes:
     """The file contents of a genotype target (text, or bytes for png/svg/graphml)."""
-    from ssnas import graph
+    from ssnas.export import graph
 
     if target == "json":
         return json.dumps(genotype.to_json(), indent=2) + "\n"
@@ -239,9 +239,9 @@ def build_for_export(spec: str, cfg: ExportConfig) -> BuiltNetwork:
     """A retrain run folder (its network and weights), or a genotype spec stacked at --layers/--init-channels."""
     import torch
 
-    from ssnas.network import NetworkConfig, build_encoder, is_backbone, resolved_network, size_words
-    from ssnas.ops import use_fast_kernels
-    from ssnas.run import seed_everything
+    from ssnas.nas.network import NetworkConfig, build_encoder, is_backbone, resolved_network, size_words
+    from ssnas.nas.ops import use_fast_kernels
+    from ssnas.runs.settings import seed_everything
 
     folder = Path(spec)
     state = None
@@ -392,7 +392,7 @@ def export(spec: str, cfg: ExportConfig) -> dict[str, Any]:
     if cfg.to == "python":
         title = name
     else:
-        from ssnas.graph import title_for
+        from ssnas.export.graph import title_for
 
         title = title_for(genotype, name)
     content = render(genotype, cfg.to, title, cfg.renderer)

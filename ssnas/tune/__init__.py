@@ -1,0 +1,1 @@
+"""`ssnas tune`: an Optuna study over the settings an objective and the augmentation declare tunable."""

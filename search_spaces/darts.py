@@ -7,18 +7,21 @@ intermediate nodes. Each node sums two edges chosen from all earlier states. The
 from __future__ import annotations
 
 import math
+import re
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Mapping
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from ssnas.errors import UserError
-from ssnas.kernels.fanout import can_fan_out, fan_out
-from ssnas.nas.mixed import MixedOp, SharedInput, concat_channels
+from ssnas.nas.cell import SearchCell, total
+from ssnas.nas.genotype import Cell, Edge
+from ssnas.nas.mixed import MixedOp, PartialMixedOp
 from ssnas.nas.ops import DARTS_OPS, FactorizedReduce, ReLUConvBN
-from ssnas.nas.space import SpaceConfig, Supernet
+from ssnas.nas.space import SpaceConfig
+from ssnas.nas.supernet import Supernet
 
 NAME = "darts"
 
@@ -30,6 +33,11 @@ PRIMITIVES = [
 CELL_KINDS = ("normal", "reduce")
 # Ops without weights: a search that drifts to these has collapsed (Zela et al. 2020; Chu et al. 2021)
 PARAMETER_FREE = frozenset({"none", "max_pool_3x3", "avg_pool_3x3", "skip_connect"})
+# DARTS's CIFAR-10 evaluation network (Liu et al. 2019, App. A.2.1; quark0/darts cnn/train.py): 20 cells, C = 36
+NETWORK_DEFAULTS = {"layers": 20, "init_channels": 36}
+LAYERS_UNIT = "cells"
+NNI_SPACE = "DARTS"  # nni.nas.hub.pytorch.DARTS
+INPUTS = ("c_{k-2}", "c_{k-1}")  # how pictures name a cell's two inputs
 
 Pair = tuple[str, int]
 
@@ -53,10 +61,17 @@ class DartsGenotype:
     def nodes(self) -> int:
         return len(self.normal) // 2
 
-    @property
-    def ops(self) -> list[str]:
-        """Every op of both cells, for statistics such as the share of parameter-free ops."""
-        return [op for op, _ in self.normal + self.reduce]
+    def cells(self) -> dict[str, Cell]:
+        """Both cells as DAGs: states 0, 1 are the cell inputs, node i is state i + 2; the output concatenates
+        the `concat` states."""
+        out = {}
+        for kind in CELL_KINDS:
+            pairs = getattr(self, kind)
+            edges = tuple(Edge(j, 2 + p // 2, op) for p, (op, j) in enumerate(pairs))
+            names = (*INPUTS, *(str(i) for i in range(len(pairs) // 2)))
+            out[kind] = Cell(edges, names, inputs=2, output=tuple(getattr(self, f"{kind}_concat")), concat=True,
+                             reduction=kind == "reduce")
+        return out
 
     def to_json(self) -> dict[str, Any]:
         out: dict[str, Any] = {"space": NAME}
@@ -169,38 +184,19 @@ def derive_cell(weights: torch.Tensor, nodes: int) -> tuple[Pair, ...]:
     return tuple(pairs)
 
 
-def channel_shuffle(x: torch.Tensor, groups: int) -> torch.Tensor:
-    """Interleave `groups` channel groups (ShuffleNet; PC-DARTS Sec. 3.2 shuffles after every partial edge, so
-    a different 1/K of the channels is searched on the next edge): channel g * (C/groups) + i goes to
-    i * groups + g."""
-    n, c, h, w = x.shape
-    return x.reshape(n, groups, c // groups, h, w).transpose(1, 2).reshape(n, c, h, w).contiguous(
-        memory_format=torch.channels_last)
+def genotype_from_scores(scores: Mapping[str, torch.Tensor]) -> DartsGenotype:
+    """DARTS's discretisation of both cells (`derive_cell`); every node concatenated."""
+    edges = len(scores["normal"])
+    nodes = int((math.isqrt(9 + 8 * edges) - 3) // 2)  # edges = nodes (nodes + 3) / 2
+    concat = tuple(range(2, 2 + nodes))
+    cells = {kind: derive_cell(scores[kind], nodes) for kind in CELL_KINDS}
+    return DartsGenotype(cells["normal"], concat, cells["reduce"], concat)
 
 
-class PartialMixedOp(nn.Module):
-    """PC-DARTS's partial channel connection (Xu et al., ICLR 2020, Sec. 3.2, Eq. 3): the first C/K channels
-    go through the mixed op, the other channels bypass it (2x2 max-pooled on a reduction edge, as the
-    reference code does), then the channels are shuffled."""
+class DartsSearchCell(SearchCell):
+    """Two inputs (c_{k-2}, c_{k-1}), `nodes` intermediate nodes, each the sum of one mixed op from every earlier
+    state; the output concatenates the intermediate nodes (DARTS Sec. 2.1)."""
 
-    def __init__(self, channels: int, stride: int, k: int):
-        super().__init__()
-        self.k, self.stride, self.part = k, stride, channels // k
-        self.mixed = MixedOp(PRIMITIVES, DARTS_OPS, self.part, stride)
-
-    def forward(self, x: torch.Tensor, weights: torch.Tensor, shared: SharedInput | None = None) -> torch.Tensor:
-        shared = shared if shared is not None else SharedInput(x)
-        # every edge leaving this state searches the same channel slice, so the slice's shared work is shared too
-        part = shared.memo(("partial", self.part),
-                           lambda: SharedInput(x[:, :self.part].contiguous(memory_format=torch.channels_last)))
-        searched = self.mixed(part.x, weights, part)
-        rest = x[:, self.part:]
-        if self.stride == 2:
-            rest = F.max_pool2d(rest, 2, 2)
-        return channel_shuffle(torch.cat([searched, rest], dim=1), self.k)
-
-
-class SearchCell(nn.Module):
     def __init__(self, nodes: int, c_pp: int, c_p: int, c: int, reduction: bool, reduction_prev: bool,
                  partial_channels: int = 1):
         super().__init__()
@@ -209,44 +205,31 @@ class SearchCell(nn.Module):
         # BN without affine parameters during search (App. A.1.1): a learnt scale would fight the alphas.
         self.pre0 = FactorizedReduce(c_pp, c, affine=False) if reduction_prev else ReLUConvBN(c_pp, c, 1, 1, 0, False)
         self.pre1 = ReLUConvBN(c_p, c, 1, 1, 0, affine=False)
+        # edge k reads state sources[k]; reduction cells stride on the edges that read the cell's inputs
+        self.sources = [j for i in range(nodes) for j in range(i + 2)]
+        self.incoming = [list(range(i * (i + 3) // 2, (i + 1) * (i + 4) // 2)) for i in range(nodes)]
+        self.strides = [2 if reduction and j < 2 else 1 for j in self.sources]
+        if partial_channels > 1:  # PC-DARTS
+            self.edges = nn.ModuleList(PartialMixedOp(PRIMITIVES, DARTS_OPS, c, s, partial_channels) for s in self.strides)
+        else:
+            self.edges = nn.ModuleList(MixedOp(PRIMITIVES, DARTS_OPS, c, s) for s in self.strides)
 
-        def edge(stride: int) -> nn.Module:
-            if partial_channels > 1:
-                return PartialMixedOp(c, stride, partial_channels)
-            return MixedOp(PRIMITIVES, DARTS_OPS, c, stride)
-
-        self.edges = nn.ModuleList(edge(2 if reduction and j < 2 else 1) for i in range(nodes) for j in range(i + 2))
-
-    def forward(self, s0: torch.Tensor, s1: torch.Tensor, weights: torch.Tensor, aux_skip: float = 0.0,
-                edge_weights: torch.Tensor | None = None) -> torch.Tensor:
-        """`edge_weights`: PC-DARTS's normalised edge weights (one per edge), or None for plain DARTS."""
+    def forward(self, s0: torch.Tensor, s1: torch.Tensor, weights: torch.Tensor,
+                edge_norm: torch.Tensor | None = None, aux_skip: float = 0.0) -> torch.Tensor:
+        """`weights`: one row of op weights per edge; `edge_norm`: PC-DARTS's weight per edge (None: plain
+        DARTS); `aux_skip`: DARTS-'s auxiliary skip weight (0: off)."""
         states = [self.pre0(s0), self.pre1(s1)]
-        shared = [SharedInput(h) for h in states]  # work every edge leaving a state would repeat
-        fanned: dict[int, torch.Tensor] = {}  # edge -> output, for states whose edges ran together
-        k = 0
-        for i in range(self.nodes):
-            node = None
-            for j, h in enumerate(states):
-                if i == max(0, j - 1):  # node i is the first to read state j: run all of j's edges now
-                    fanned.update(self._fan_out(j, i, weights, shared[j]))
-                y = fanned.pop(k) if k in fanned else self.edges[k](h, weights[k], shared[j])
-                if edge_weights is not None:
-                    y = y * edge_weights[k]
-                if aux_skip and not (self.reduction and j < 2):
-                    y = y + aux_skip * h  # DARTS-'s auxiliary skip, only where the edge keeps the resolution
-                node = y if node is None else node + y
-                k += 1
-            states.append(node)
-            shared.append(SharedInput(node))
-        return concat_channels(states[2:])
-
-    def _fan_out(self, j: int, first_node: int, weights: torch.Tensor, shared: SharedInput) -> dict[int, torch.Tensor]:
-        """Every edge from state j into nodes first_node.. at once (ssnas.fanout), or {} when they cannot be."""
-        ks = [i * (i + 3) // 2 + j for i in range(first_node, self.nodes)]  # node i's edges start at sum_{t<i}(t+2)
-        edges = [self.edges[k] for k in ks]
-        if not can_fan_out(edges):
-            return {}
-        return dict(zip(ks, fan_out(edges, weights[ks], shared)))
+        for incoming in self.incoming:  # node i: one edge from every earlier state
+            terms = []
+            for k in incoming:
+                y = self.edge(k, states, weights)
+                if edge_norm is not None:
+                    y = y * edge_norm[k]  # PC-DARTS's edge normalisation (Xu et al. 2020, Sec. 3.3)
+                if aux_skip and self.strides[k] == 1:
+                    y = y + aux_skip * states[self.sources[k]]  # DARTS-'s auxiliary skip (Chu et al. 2021)
+                terms.append(y)
+            states.append(total(terms))
+        return self.concat(states[2:])
 
 
 def reduction_layers(layers: int) -> set[int]:
@@ -266,6 +249,7 @@ class DartsSupernet(Supernet):
             raise UserError(f"--partial-channels {k} must be >= 1 and divide --init-channels {cfg.init_channels} "
                             f"(PC-DARTS: 4 with 16 channels)")
         self.nodes = cfg.nodes
+        self.primitives, self.edge_names = PRIMITIVES, edge_names(cfg.nodes)
         c_curr = cfg.stem_multiplier * cfg.init_channels
         self.stem = nn.Sequential(nn.Conv2d(in_channels, c_curr, 3, padding=1, bias=False), nn.BatchNorm2d(c_curr))
         c_pp, c_p, c = c_curr, c_curr, cfg.init_channels
@@ -276,27 +260,29 @@ class DartsSupernet(Supernet):
             reduction = layer in reductions
             if reduction:
                 c *= 2
-            self.cells.append(SearchCell(cfg.nodes, c_pp, c_p, c, reduction, reduction_prev, k))
+            self.cells.append(DartsSearchCell(cfg.nodes, c_pp, c_p, c, reduction, reduction_prev, k))
             reduction_prev = reduction
             c_pp, c_p = c_p, cfg.nodes * c
         self.feature_dim = c_p
-        n_edges = sum(i + 2 for i in range(cfg.nodes))
+        n_edges = len(self.edge_names)
         # The reference code initialises alphas at 1e-3 * N(0, 1) (cnn/model_search.py): near-uniform
         # mixtures, with ties broken at random rather than by op order.
         self.alphas_normal = nn.Parameter(1e-3 * torch.randn(n_edges, len(PRIMITIVES)))
         self.alphas_reduce = nn.Parameter(1e-3 * torch.randn(n_edges, len(PRIMITIVES)))
         self.edge_norm = cfg.edge_norm
-        self.recompute_cells = cfg.recompute_cells
         if cfg.edge_norm:  # PC-DARTS's beta, one per edge; the reference code initialises them like the alphas
             self.betas_normal = nn.Parameter(1e-3 * torch.randn(n_edges))
             self.betas_reduce = nn.Parameter(1e-3 * torch.randn(n_edges))
+
+    def alphas(self) -> dict[str, nn.Parameter]:
+        return {"normal": self.alphas_normal, "reduce": self.alphas_reduce}
 
     def arch_parameters(self) -> list[nn.Parameter]:
         if self.edge_norm:
             return [self.alphas_normal, self.alphas_reduce, self.betas_normal, self.betas_reduce]
         return [self.alphas_normal, self.alphas_reduce]
 
-    def edge_weights(self, kind: str) -> torch.Tensor | None:
+    def edge_norm_weights(self, kind: str) -> torch.Tensor | None:
         """PC-DARTS Sec. 3.3: softmax of the betas over each node's incoming edges; None without edge norm."""
         if not self.edge_norm:
             return None
@@ -307,40 +293,27 @@ class DartsSupernet(Supernet):
             start += i + 2
         return torch.cat(out)
 
-    def alphas(self, kind: str) -> torch.Tensor:
-        return self.alphas_reduce if kind == "reduce" else self.alphas_normal
-
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        w_normal = F.softmax(self.alphas_normal, dim=-1)
-        w_reduce = F.softmax(self.alphas_reduce, dim=-1)
-        e_normal, e_reduce = self.edge_weights("normal"), self.edge_weights("reduce")
+        weights = self.op_weights()
+        norms = {kind: self.edge_norm_weights(kind) for kind in CELL_KINDS}
         s0 = s1 = self.stem(x)
         for cell in self.cells:
-            if cell.reduction:
-                s0, s1 = s1, self.run_cell(cell, s0, s1, w_reduce, self.aux_skip, e_reduce)
-            else:
-                s0, s1 = s1, self.run_cell(cell, s0, s1, w_normal, self.aux_skip, e_normal)
+            kind = "reduce" if cell.reduction else "normal"
+            s0, s1 = s1, cell(s0, s1, weights[kind], norms[kind], self.aux_skip)
         return F.adaptive_avg_pool2d(s1, 1).flatten(1)
 
-    def probs(self) -> dict[str, dict[str, dict[str, float]]]:
-        names = edge_names(self.nodes)
-        out: dict[str, dict[str, dict[str, float]]] = {}
+    def derive_scores(self) -> dict[str, torch.Tensor]:
+        """softmax(alpha) per edge, times the edge weight under edge norm (PC-DARTS picks edges by the product,
+        Sec. 3.3; the op on an edge is the same either way)."""
+        scores = super().derive_scores()
         for kind in CELL_KINDS:
-            p = F.softmax(self.alphas(kind).detach().float(), dim=-1).cpu()
-            out[kind] = {names[e]: {op: float(p[e, o]) for o, op in enumerate(PRIMITIVES)} for e in range(len(names))}
-        return out
-
-    def edge_strengths(self, kind: str) -> torch.Tensor:
-        """What the discretisation ranks: softmax(alpha) per edge, times the edge weight under edge norm (PC-DARTS
-        picks edges by the product, Sec. 3.3; the op on an edge is the same either way)."""
-        probs = F.softmax(self.alphas(kind), dim=-1)
-        edge = self.edge_weights(kind)
-        return probs if edge is None else probs * edge.unsqueeze(1)
+            norm = self.edge_norm_weights(kind)
+            if norm is not None:
+                scores[kind] = scores[kind] * norm.detach().unsqueeze(1)
+        return scores
 
     def derive(self) -> DartsGenotype:
-        concat = tuple(range(2, 2 + self.nodes))
-        cells = {kind: derive_cell(self.edge_strengths(kind), self.nodes) for kind in CELL_KINDS}
-        return DartsGenotype(cells["normal"], concat, cells["reduce"], concat)
+        return genotype_from_scores(self.derive_scores())
 
 
 def build_supernet(cfg: SpaceConfig, in_channels: int) -> DartsSupernet:
@@ -349,6 +322,114 @@ def build_supernet(cfg: SpaceConfig, in_channels: int) -> DartsSupernet:
 
 def genotype_from_json(data: Any, source: str = "genotype") -> DartsGenotype:
     return DartsGenotype.from_json(data, source)
+
+
+def parse_text(text: str, source: str = "genotype") -> None:
+    """DARTS genotypes have no string format of their own (JSON, NNI dicts and genotypes.py files only)."""
+    return None
+
+
+def to_text(genotype: DartsGenotype) -> None:
+    return None
+
+
+# ---- NNI 3.0's DARTS space -----------------------------------------------------------------------------------
+# `nni.nas.hub.pytorch.DARTS` builds each cell from `nni.nas.nn.pytorch.Cell(label='normal'|'reduce')`, whose
+# node i (2..5; 0 and 1 are the cell inputs) holds two op slots k = 0, 1, each a `LayerChoice` labelled
+# `op_{i}_{k}` and an `InputChoice(n_candidates=i, n_chosen=1)` labelled `input_{i}_{k}` (nni/nas/nn/pytorch/
+# cell.py). A frozen architecture is therefore the flat dict
+#
+#     {'normal/op_2_0': 'sep_conv_3x3', 'normal/input_2_0': [0], ..., 'reduce/input_5_1': [1]}
+#
+# exactly as `DARTS.load_searched_model('darts-v2')` spells it (nni/nas/hub/pytorch/nasnet.py). An input is a
+# one-element list because `n_chosen=1` makes it a `CategoricalMultiple`; a bare int is accepted on reading.
+# Our pair 2(i-2)+k `(op, j)` is NNI's `op_{i}_{k}` = op, `input_{i}_{k}` = [j]. NNI's DARTS cell always
+# concatenates every node (`merge_op='all'`), so a genotype with another concat has no NNI equivalent.
+# A space searched with a choice of width or depth adds `width` / `depth` keys; they are kept in `meta`.
+
+# NNI's DARTS.DARTS_OPS: DARTS's primitives without 'none' (NNI handles 'none' inside the differentiable cell)
+NNI_DARTS_OPS = ("max_pool_3x3", "avg_pool_3x3", "skip_connect", "sep_conv_3x3", "sep_conv_5x5",
+                 "dil_conv_3x3", "dil_conv_5x5")
+# keys NNI adds when the space's width or number of cells was itself a choice (nasnet.py: nni.choice('width'|'depth'))
+NNI_SPACE_KEYS = ("width", "depth")
+_NNI_LABEL = re.compile(r"^(normal|reduce)/(op|input)_(\d+)_(\d+)$")
+
+
+def to_nni(genotype: DartsGenotype) -> dict[str, Any]:
+    """The dict that freezes NNI's DARTS space into `genotype` (keys in NNI's own order)."""
+    if getattr(genotype, "space", None) != NAME:
+        raise UserError(f"--to nni writes NNI's DARTS space; a {getattr(genotype, 'space', '?')!r} genotype has "
+                        f"no DARTS-space dict")
+    out: dict[str, Any] = {}
+    for cell in CELL_KINDS:
+        pairs = getattr(genotype, cell)
+        nodes = len(pairs) // 2
+        concat = tuple(getattr(genotype, f"{cell}_concat"))
+        if concat != tuple(range(2, 2 + nodes)):
+            raise UserError(f"field '{cell}_concat' is {list(concat)}, but NNI's DARTS cell concatenates every node "
+                            f"({list(range(2, 2 + nodes))}); this genotype cannot be written as an NNI dict")
+        for i in range(2, 2 + nodes):
+            (op0, j0), (op1, j1) = pairs[2 * (i - 2)], pairs[2 * (i - 2) + 1]
+            out[f"{cell}/op_{i}_0"], out[f"{cell}/op_{i}_1"] = op0, op1
+            out[f"{cell}/input_{i}_0"], out[f"{cell}/input_{i}_1"] = [j0], [j1]
+    return out
+
+
+def _nni_input(value: Any, key: str, node: int, where: str) -> int:
+    if isinstance(value, list) and len(value) == 1:
+        value = value[0]
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise UserError(f"{where}: field {key!r} must be one input index such as [0], got {value!r}")
+    if not 0 <= value < node:
+        raise UserError(f"{where}: field {key!r} is {value}, out of range for node {node} (must be 0..{node - 1})")
+    return value
+
+
+def from_nni(data: Mapping[str, Any], source: str = "NNI dict") -> DartsGenotype | None:
+    """A genotype from NNI's DARTS-space dict, or None when its keys are not that space's labels; every problem
+    of a DARTS-space dict is a one-line UserError naming the key."""
+    keys = [k for k in data if k not in NNI_SPACE_KEYS]
+    if not keys or not all(isinstance(k, str) and _NNI_LABEL.match(k) for k in keys):
+        return None
+    found: dict[str, dict[tuple[str, int, int], Any]] = {c: {} for c in CELL_KINDS}
+    meta: dict[str, Any] = {}
+    for key, value in data.items():
+        if key in NNI_SPACE_KEYS:
+            meta[key] = value
+            continue
+        m = _NNI_LABEL.match(key)
+        cell, kind, node, slot = m.group(1), m.group(2), int(m.group(3)), int(m.group(4))
+        if slot not in (0, 1) or node < 2:
+            raise UserError(f"{source}: key {key!r} names node {node}, slot {slot}; DARTS nodes are 2, 3, ... with "
+                            f"slots 0 and 1")
+        found[cell][(kind, node, slot)] = value
+    for cell in CELL_KINDS:
+        if not found[cell]:
+            raise UserError(f"{source}: field '{cell}/op_2_0' is missing; a DARTS architecture needs both a "
+                            f"normal and a reduce cell")
+    nodes = max(node for cell in CELL_KINDS for (_, node, _) in found[cell]) - 1
+    cells: dict[str, list[list[Any]]] = {}
+    for cell in CELL_KINDS:
+        pairs = []
+        for i in range(2, 2 + nodes):
+            for k in (0, 1):
+                op_key, in_key = f"{cell}/op_{i}_{k}", f"{cell}/input_{i}_{k}"
+                for kind, key in (("op", op_key), ("input", in_key)):
+                    if (kind, i, k) not in found[cell]:
+                        raise UserError(f"{source}: field {key!r} is missing; every node of both cells needs "
+                                        f"op_<node>_0/1 and input_<node>_0/1")
+                op = found[cell][("op", i, k)]
+                if op not in NNI_DARTS_OPS:
+                    raise UserError(f"{source}: field {op_key!r} is {op!r}, not an op of NNI's DARTS space; use one "
+                                    f"of {', '.join(NNI_DARTS_OPS)}")
+                pairs.append([op, _nni_input(found[cell][("input", i, k)], in_key, i, source)])
+        cells[cell] = pairs
+    concat = list(range(2, 2 + nodes))
+    genotype = DartsGenotype.from_json({"normal": cells["normal"], "normal_concat": concat,
+                                        "reduce": cells["reduce"], "reduce_concat": concat}, source)
+    if meta:
+        genotype.meta.update({"nni": meta})
+    return genotype
 
 
 # ---- the evaluation network: a genotype stacked into the full-size network (DARTS cnn/model.py) -------------
@@ -461,15 +542,20 @@ class DartsNetwork(nn.Module):
         return self.forward_with_aux(x)[0]
 
 
+def check_network(cfg: Any) -> None:
+    """DARTS's evaluation network: two reduction cells need at least 3 cells, and factorized reduction splits
+    the channels in two."""
+    if cfg.layers < 3:
+        raise UserError(f"--layers {cfg.layers} is too small: the network needs at least 3 cells "
+                        f"(two of them reduction cells, at 1/3 and 2/3 of the depth)")
+    if cfg.init_channels < 2 or cfg.init_channels % 2:
+        raise UserError(f"--init-channels {cfg.init_channels} must be an even number >= 2 "
+                        f"(factorized reduction splits the channels in two)")
+    cfg.validate()
+
+
 def build_network(genotype: DartsGenotype, cfg: Any, in_channels: int, num_classes: int = 0) -> DartsNetwork:
     """`cfg` is an `ssnas.network.NetworkConfig` (layers, init_channels, auxiliary, drop_path)."""
     if not isinstance(genotype, DartsGenotype):
         raise UserError(f"the darts space builds DARTS genotypes, got a {getattr(genotype, 'space', type(genotype).__name__)!r} one")
     return DartsNetwork(genotype, cfg, in_channels, num_classes)
-
-
-def count_parameters(model: nn.Module) -> int:
-    """Parameters without the auxiliary head, as DARTS counts them (cnn/utils.py count_parameters_in_MB)."""
-    from ssnas.nas.network import count_parameters as count
-
-    return count(model)

@@ -13,16 +13,19 @@ from __future__ import annotations
 import itertools
 import re
 from dataclasses import dataclass, field
-from typing import Any, Callable, Iterator
+from typing import Any, Iterator, Mapping
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from ssnas.errors import UserError
-from ssnas.nas.mixed import MixedOp, SharedInput
+from ssnas.nas.cell import SearchCell, total
+from ssnas.nas.genotype import Cell, Edge
+from ssnas.nas.mixed import MixedOp
 from ssnas.nas.ops import ReLUConvBN, Zero
-from ssnas.nas.space import SpaceConfig, Supernet
+from ssnas.nas.space import SpaceConfig
+from ssnas.nas.supernet import Supernet
 
 NAME = "nb201"
 # The benchmark's op names, in its order (NAS-Bench-201 Sec. 2.1).
@@ -33,9 +36,11 @@ NODES = 4
 EDGES = [(i, j) for j in range(1, NODES) for i in range(j)]
 CELL_KINDS = ("cell",)
 # The benchmark's own network when --layers/--init-channels are left unset: N = 5 cells per stage, C = 16
-# (NAS-Bench-201 Sec. 2.1). `ssnas.network.resolved_network` reads these; DARTS's are 20 cells / C = 36.
+# (NAS-Bench-201 Sec. 2.1); DARTS's are 20 cells / C = 36.
 NETWORK_DEFAULTS = {"layers": 5, "init_channels": 16}
 LAYERS_UNIT = "cells per stage"  # what `layers` counts here, for printed sizes
+PUBLISHED: dict[str, Any] = {}  # the benchmark publishes every cell; none is singled out by name here
+NNI_SPACE = "NasBench201"  # nni.nas.hub.pytorch.NasBench201
 
 NB201_OPS = {
     "none": lambda c, stride, affine: Zero(stride),
@@ -56,9 +61,11 @@ class NB201Genotype:
     meta: dict[str, Any] = field(default_factory=dict, compare=False, hash=False)
     space: str = field(default=NAME, init=False)
 
-    @property
-    def ops(self) -> list[str]:
-        return list(self.edges)
+    def cells(self) -> dict[str, Cell]:
+        """The one cell: node 0 is its input, node 3 its output, an edge i -> j for every i < j (`none` too)."""
+        edges = tuple(Edge(i, j, op) for (i, j), op in zip(EDGES, self.edges))
+        return {"cell": Cell(edges, tuple(str(n) for n in range(NODES)), inputs=1, output=(NODES - 1,),
+                             concat=False, title=self.to_string())}
 
     def to_string(self) -> str:
         """The benchmark's own format, e.g. |nor_conv_3x3~0|+|nor_conv_3x3~0|avg_pool_3x3~1|+|...|."""
@@ -117,28 +124,45 @@ def all_genotypes() -> Iterator[NB201Genotype]:
         yield NB201Genotype(ops)
 
 
-class _Cell(nn.Module):
-    """Node j = sum over i < j of edge(i -> j)(node i); the cell outputs node 3."""
+# edge k of node j: the k with EDGES[k] = (i, j), in order of i
+INCOMING = [[k for k, (_, t) in enumerate(EDGES) if t == j] for j in range(NODES)]
 
-    def __init__(self, edges: nn.ModuleList):
+
+class NB201SearchCell(SearchCell):
+    """Node j = sum over i < j of the mixed op on edge i -> j of node i; the cell outputs node 3."""
+
+    def __init__(self, channels: int):
         super().__init__()
-        self.edges = edges
+        # affine-free BN in the search, as DARTS does (and as the benchmark's DARTS baseline does)
+        self.edges = nn.ModuleList(MixedOp(PRIMITIVES, NB201_OPS, channels, 1, pool_bn_in_search=False)
+                                   for _ in EDGES)
+        self.sources = [i for i, _ in EDGES]
 
-    def forward(self, x: torch.Tensor, weights: torch.Tensor | None = None, aux_skip: float = 0.0) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, weights: torch.Tensor, aux_skip: float = 0.0) -> torch.Tensor:
+        """`weights`: one row of op weights per edge; `aux_skip`: DARTS-'s auxiliary skip weight (0: off)."""
         nodes = [x]
-        shared = [SharedInput(x)]  # work every edge leaving a node would repeat (ssnas.mixed)
         for j in range(1, NODES):
-            total = None
-            for k, (i, target) in enumerate(EDGES):
-                if target != j:
-                    continue
-                edge = self.edges[k]
-                y = edge(nodes[i]) if weights is None else edge(nodes[i], weights[k], shared[i])
+            terms = []
+            for k in INCOMING[j]:
+                y = self.edge(k, nodes, weights)
                 if aux_skip:
-                    y = y + aux_skip * nodes[i]  # DARTS-'s auxiliary skip (Chu et al. 2021)
-                total = y if total is None else total + y
-            nodes.append(total)
-            shared.append(SharedInput(total))
+                    y = y + aux_skip * nodes[self.sources[k]]  # DARTS-'s auxiliary skip (Chu et al. 2021)
+                terms.append(y)
+            nodes.append(total(terms))
+        return nodes[-1]
+
+
+class NB201Cell(nn.Module):
+    """A discrete cell: node j = sum over i < j of op(i -> j)(node i); the cell outputs node 3."""
+
+    def __init__(self, ops: tuple[str, ...], channels: int):
+        super().__init__()
+        self.edges = nn.ModuleList(NB201_OPS[op](channels, 1, True) for op in ops)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        nodes = [x]
+        for j in range(1, NODES):
+            nodes.append(total([self.edges[k](nodes[EDGES[k][0]]) for k in INCOMING[j]]))
         return nodes[-1]
 
 
@@ -174,12 +198,11 @@ class _Macro(nn.Module):
         self.last = nn.Sequential(nn.BatchNorm2d(c), nn.ReLU(inplace=False))
         self.feature_dim = c
 
-    def features(self, x: torch.Tensor, weights: torch.Tensor | None, aux_skip: float = 0.0,
-                 run_cell: Callable[..., torch.Tensor] = lambda cell, *args: cell(*args)) -> torch.Tensor:
-        """`run_cell(cell, *args)` runs each searched cell (Supernet.run_cell); a plain call by default."""
+    def forward(self, x: torch.Tensor, *cell_args: Any) -> torch.Tensor:
+        """`cell_args` go to every searchable cell (its op weights and DARTS-'s skip weight)."""
         x = self.stem(x)
         for block in self.blocks:
-            x = run_cell(block, x, weights, aux_skip) if isinstance(block, _Cell) and weights is not None else block(x)
+            x = block(x, *cell_args) if isinstance(block, SearchCell) else block(x)
         return F.adaptive_avg_pool2d(self.last(x), 1).flatten(1)
 
 
@@ -191,29 +214,25 @@ class NB201Supernet(Supernet):
         if cfg.partial_channels != 1 or cfg.edge_norm:
             raise UserError("--partial-channels and --edge-norm (PC-DARTS) apply to the darts space only; "
                             "drop them for --space nb201")
-        # affine-free BN in the search, as DARTS does (and as the benchmark's DARTS baseline does)
-        make_cell = lambda c: _Cell(nn.ModuleList(MixedOp(PRIMITIVES, NB201_OPS, c, 1, pool_bn_in_search=False)
-                                                  for _ in EDGES))
-        self.macro = _Macro(make_cell, cfg.layers, cfg.init_channels, in_channels, affine=False)
+        self.macro = _Macro(NB201SearchCell, cfg.layers, cfg.init_channels, in_channels, affine=False)
         self.feature_dim = self.macro.feature_dim
-        self.recompute_cells = cfg.recompute_cells
+        self.primitives, self.edge_names = PRIMITIVES, [f"{i}->{j}" for i, j in EDGES]
         self.alphas_cell = nn.Parameter(1e-3 * torch.randn(len(EDGES), len(PRIMITIVES)))
 
-    def arch_parameters(self) -> list[nn.Parameter]:
-        return [self.alphas_cell]
+    def alphas(self) -> dict[str, nn.Parameter]:
+        return {"cell": self.alphas_cell}
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.macro.features(x, F.softmax(self.alphas_cell, dim=-1), self.aux_skip, self.run_cell)
-
-    def probs(self) -> dict[str, dict[str, dict[str, float]]]:
-        p = F.softmax(self.alphas_cell.detach().float(), dim=-1).cpu()
-        return {"cell": {f"{i}->{j}": {op: float(p[k, o]) for o, op in enumerate(PRIMITIVES)}
-                         for k, (i, j) in enumerate(EDGES)}}
+        return self.macro(x, self.op_weights()["cell"], self.aux_skip)
 
     def derive(self) -> NB201Genotype:
-        """Each edge keeps its strongest op, `none` included (the benchmark's DARTS baseline does the same)."""
-        best = self.alphas_cell.detach().argmax(dim=-1).tolist()
-        return NB201Genotype(tuple(PRIMITIVES[b] for b in best))
+        return genotype_from_scores(self.derive_scores())
+
+
+def genotype_from_scores(scores: Mapping[str, torch.Tensor]) -> NB201Genotype:
+    """Each edge keeps its strongest op, `none` included (the benchmark's DARTS baseline does the same)."""
+    best = scores["cell"].argmax(dim=-1).tolist()
+    return NB201Genotype(tuple(PRIMITIVES[b] for b in best))
 
 
 class NB201Network(nn.Module):
@@ -223,13 +242,12 @@ class NB201Network(nn.Module):
                  num_classes: int = 0):
         super().__init__()
         self.genotype = genotype
-        make_cell = lambda c: _Cell(nn.ModuleList(NB201_OPS[op](c, 1, True) for op in genotype.edges))
-        self.macro = _Macro(make_cell, cells_per_stage, channels, in_channels, affine=True)
+        self.macro = _Macro(lambda c: NB201Cell(genotype.edges, c), cells_per_stage, channels, in_channels, affine=True)
         self.feature_dim = self.macro.feature_dim
         self.classifier = nn.Linear(self.feature_dim, num_classes) if num_classes else None
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        features = self.macro.features(x, None)
+        features = self.macro(x)
         return features if self.classifier is None else self.classifier(features)
 
 
@@ -260,9 +278,58 @@ def genotype_from_json(data: Any, source: str = "genotype") -> NB201Genotype:
     return NB201Genotype.from_json(data, source)
 
 
-def genotype_from_string(text: str, source: str = "genotype") -> NB201Genotype | None:
-    """The benchmark's string (`ssnas.genotypes.load_genotype`'s hook for genotypes written as text), or None
-    when `text` is not in that format; a string that starts with '|' but is malformed is a UserError."""
+def parse_text(text: str, source: str = "genotype") -> NB201Genotype | None:
+    """The benchmark's string, or None when `text` is not in that format; a string that starts with '|' but is
+    malformed is a UserError."""
     if not isinstance(text, str) or not text.strip().startswith("|"):
         return None
     return NB201Genotype.from_string(text, source)
+
+
+def to_text(genotype: NB201Genotype) -> str:
+    return genotype.to_string()
+
+
+# ---- NNI 3.0's NAS-Bench-201 space ----------------------------------------------------------------------------
+# NNI's NAS-Bench-201 space (`nni.nas.hub.pytorch.NasBench201`) builds every cell from one `NasBench201Cell(
+# label='cell')`, whose edge i -> j is a `LayerChoice` labelled `{i}_{j}` (nni/nas/hub/pytorch/modules/
+# nasbench201.py), so its dict is {'cell/0_1': 'conv_3x3', 'cell/0_2': ..., 'cell/2_3': ...}. NNI spells two ops
+# differently from the benchmark (`conv_3x3` / `conv_1x1` for `nor_conv_3x3` / `nor_conv_1x1`); they are
+# translated here and only here.
+
+TO_NNI_OPS = {"none": "none", "skip_connect": "skip_connect", "nor_conv_1x1": "conv_1x1",
+              "nor_conv_3x3": "conv_3x3", "avg_pool_3x3": "avg_pool_3x3"}
+FROM_NNI_OPS = {v: k for k, v in TO_NNI_OPS.items()}
+# (NNI label, our edge index) of the 6 edges, in NNI's creation order (which is also ours)
+NNI_LABELS = [(f"cell/{i}_{j}", k) for k, (i, j) in enumerate(EDGES)]
+
+
+def to_nni(genotype: NB201Genotype) -> dict[str, str]:
+    """The dict that freezes NNI's NasBench201 space into a NAS-Bench-201 genotype."""
+    if getattr(genotype, "space", None) != NAME:
+        raise UserError(f"--to nni writes NNI's NasBench201 space here; a {getattr(genotype, 'space', '?')!r} "
+                        f"genotype has no NasBench201 dict")
+    return {label: TO_NNI_OPS[genotype.edges[k]] for label, k in NNI_LABELS}
+
+
+def from_nni(data: Mapping[str, Any], source: str = "NNI dict") -> NB201Genotype | None:
+    """A genotype from NNI's NasBench201 dict (keys 'cell/<i>_<j>'), or None for another space's dict; every
+    problem is a one-line UserError naming the key."""
+    if not data or not all(isinstance(k, str) and k.startswith("cell/") for k in data):
+        return None
+    known = {label for label, _ in NNI_LABELS}
+    for key in data:
+        if key not in known:
+            raise UserError(f"{source}: key {key!r} is not an edge of NNI's NasBench201 cell; its edges are "
+                            f"{', '.join(sorted(known))}")
+    ops = [""] * len(NNI_LABELS)
+    for label, k in NNI_LABELS:
+        if label not in data:
+            raise UserError(f"{source}: field {label!r} is missing; a NAS-Bench-201 cell needs all 6 edges "
+                            f"({', '.join(label for label, _ in NNI_LABELS)})")
+        op = data[label]
+        if op not in FROM_NNI_OPS:
+            raise UserError(f"{source}: field {label!r} is {op!r}, not an op of NNI's NasBench201 space; use one "
+                            f"of {', '.join(FROM_NNI_OPS)}")
+        ops[k] = FROM_NNI_OPS[op]
+    return NB201Genotype(tuple(ops))

@@ -5,7 +5,7 @@ __version__ = "0.1.0"
 # Lazy exports (PEP 562): `import ssnas` stays light; torch is imported only when one of these is used.
 _LAZY = {
     "load_genotype": ("ssnas.arch", "load_genotype"),
-    "build_network": ("ssnas.nas.network", "build_network"),
+    "build_network": ("ssnas.arch", "build_network"),
 }
 
 

@@ -38,7 +38,7 @@ def _environment(device: torch.device) -> dict[str, Any]:
 def _bench_data(cfg, bench_subset: int) -> tuple[Any, torch.device, Any, torch.Tensor | None]:
     """(cfg with the bench subset, device, training images, the labels the objective may see) for a bench."""
     from ssnas import registry
-    from ssnas.search import visible_labels
+    from ssnas.data.datasets import visible_labels
 
     cfg = dataclasses.replace(cfg, data=dataclasses.replace(cfg.data, subset=cfg.data.subset or bench_subset))
     device = resolve_device(cfg.run.device)
@@ -120,7 +120,7 @@ def bench_retrain(cfg, steps: int = 10, warmup: int = 3, bench_subset: int = 204
     """Time `Pretrainer.step` (views, forward, backward, optimiser, `after_step`) of `ssnas retrain`; with
     `compare`, also the same steps with the textbook kernels (`use_fast_kernels(encoder, False)`), the naive
     version, in the same process."""
-    from ssnas.nas.ops import use_fast_kernels
+    from ssnas.kernels import use_fast_kernels
     from ssnas.retrain import Pretrainer, validate
 
     arch = validate(cfg)

@@ -33,7 +33,9 @@ from ssnas.config import to_dict
 from ssnas.data.augment import AugmentConfig, ViewMaker
 from ssnas.data.datasets import DataConfig, ImageSet, balanced_subset_indices, load_dataset
 from ssnas.errors import UserError
-from ssnas.nas.network import NetworkConfig, build_encoder, describe, is_backbone, resolved_network
+from ssnas.training.knn import KnnConfig, accuracy, extract_features, knn_predict
+from ssnas.arch import RunInfo, build_encoder, is_backbone, load_run, resolved_network
+from ssnas.nas.network import NetworkConfig, describe
 from ssnas.runs import checkpoint
 from ssnas.runs.log import RunLog
 from ssnas.runs.settings import epoch_seed, resolve_device, seed_everything
@@ -43,13 +45,6 @@ PROTOCOLS = ("linear", "knn", "finetune", "supervised")
 
 
 # ---- settings ---------------------------------------------------------------------------------------------
-
-@dataclass
-class KnnConfig:
-    k: int = field(default=200, metadata={"flag": "--knn-k", "help": "neighbours that vote (lightly's CIFAR-10 benchmark: 200)"})
-    temperature: float = field(default=0.1, metadata={
-        "flag": "--knn-temperature", "help": "votes weigh exp(similarity / t) (lightly: 0.1; InstDisc: 0.07)"})
-
 
 @dataclass
 class LinearConfig:
@@ -145,50 +140,6 @@ def validate(cfg: EvalConfig) -> None:
 
 
 # ---- features and the two frozen-feature protocols ----------------------------------------------------------
-
-@torch.no_grad()
-def extract_features(encoder: nn.Module, images: torch.Tensor, plain: Callable[[torch.Tensor], torch.Tensor],
-                     device: torch.device, batch_size: int = 512) -> torch.Tensor:
-    """Features [N, D] (float32, on `device`) of uint8 images [N, H, W, C], in eval mode, no augmentation."""
-    was_training = encoder.training
-    encoder.eval()
-    try:
-        chunks = [encoder(plain(images[i:i + batch_size].to(device))).float()
-                  for i in range(0, len(images), batch_size)]
-    finally:
-        encoder.train(was_training)
-    return torch.cat(chunks)
-
-
-@torch.no_grad()
-def knn_predict(bank: torch.Tensor, bank_labels: torch.Tensor, queries: torch.Tensor, num_classes: int,
-                k: int = 200, temperature: float = 0.1, chunk: int = 256) -> torch.Tensor:
-    """Weighted kNN (InstDisc, Wu et al. 2018, Sec. 3.4): cosine similarity s to the k nearest bank
-    features; each neighbour adds exp(s / t) to its class; the class with most weight wins."""
-    bank = F.normalize(bank.float(), dim=1)
-    queries = F.normalize(queries.float(), dim=1)
-    k = min(k, len(bank))
-    preds = []
-    for q in queries.split(chunk):  # [chunk, N] similarities at a time: 10k x 50k at once would be 2 GB
-        sim, idx = (q @ bank.t()).topk(k, dim=1)
-        votes = torch.zeros(len(q), num_classes, device=q.device)
-        votes.scatter_add_(1, bank_labels[idx], (sim / temperature).exp())
-        preds.append(votes.argmax(1))
-    return torch.cat(preds)
-
-
-def accuracy(preds: torch.Tensor, labels: torch.Tensor) -> float:
-    return float((preds.cpu() == labels.cpu()).float().mean())
-
-
-def knn_top1(encoder: nn.Module, bank: ImageSet, queries: ImageSet, plain: Callable[[torch.Tensor], torch.Tensor],
-             device: torch.device, knn: KnnConfig) -> float:
-    """Weighted-kNN top-1 of `encoder`'s frozen features: `bank` images vote for the labels of `queries`."""
-    bank_f = extract_features(encoder, bank.images, plain, device)
-    query_f = extract_features(encoder, queries.images, plain, device)
-    preds = knn_predict(bank_f, bank.labels.to(device), query_f, len(bank.classes), knn.k, knn.temperature)
-    return accuracy(preds, queries.labels)
-
 
 def train_linear_probe(features: torch.Tensor, labels: torch.Tensor, num_classes: int, cfg: LinearConfig,
                        seed: int, log: RunLog | None = None, progress: bool = False) -> Callable[[torch.Tensor], torch.Tensor]:
@@ -291,49 +242,6 @@ class SupervisedViews:
 
 
 # ---- the run being evaluated --------------------------------------------------------------------------------
-
-@dataclass
-class RunInfo:
-    """What an evaluation needs from a run folder: the retrain config and weights if there are any."""
-
-    folder: Path
-    config: dict[str, Any] | None  # config.json of the run (retrain or search), if any
-    state: dict[str, Any] | None  # checkpoint.pt of a retrain run
-    arch: Any  # a genotype, or a backbone name
-
-    @property
-    def pretrained(self) -> bool:
-        return self.state is not None and "encoder" in self.state
-
-
-def load_run(folder: Path, arch_override: str = "") -> RunInfo:
-    """Read a retrain run (config.json + checkpoint.pt), or a folder with only a genotype.json (a search run)."""
-    from ssnas.arch import from_data, load_genotype
-
-    folder = Path(folder)
-    config = None
-    if (folder / "config.json").is_file():
-        try:
-            config = json.loads((folder / "config.json").read_text())
-        except json.JSONDecodeError:
-            raise UserError(f"{folder / 'config.json'} is not valid JSON; rerun the run or remove the file") from None
-    state = None
-    if (folder / "checkpoint.pt").is_file():
-        state = checkpoint.load(folder / "checkpoint.pt")
-        if "encoder" not in state:
-            state = None  # a search checkpoint: no evaluation network in it
-    if arch_override:
-        arch = arch_override if is_backbone(arch_override) else load_genotype(arch_override)
-    elif state is not None:
-        saved = state["arch"]
-        arch = saved["name"] if saved["genotype"] is None else from_data(saved["genotype"], str(folder / "checkpoint.pt"))
-    elif (folder / "genotype.json").is_file():
-        arch = load_genotype(str(folder))
-    else:
-        raise UserError(f"{folder} holds no retrain run (checkpoint.pt) and no genotype.json; run `ssnas retrain "
-                        f"--out {folder}` first, or pass --arch")
-    return RunInfo(folder, config, state, arch)
-
 
 def _network_config(info: RunInfo, cfg: EvalConfig) -> NetworkConfig:
     """Sizes from the flags, else the retrain run's (config.json holds the sizes it built), else the space's own."""
@@ -543,14 +451,26 @@ def _finetune(cfg: EvalConfig, encoder: nn.Module, train: ImageSet, test: ImageS
             "epochs": epochs}
 
 
+def _accepts_darts_extras(arch: Any, net_cfg: NetworkConfig) -> bool:
+    """Whether the architecture's network takes the auxiliary tower and drop-path (its space's check_network)."""
+    if is_backbone(arch) or not (net_cfg.auxiliary or net_cfg.drop_path):
+        return False
+    try:
+        resolved_network(net_cfg, arch)
+    except UserError:
+        return False
+    return True
+
+
 def _supervised(cfg: EvalConfig, info: RunInfo, net_cfg: NetworkConfig, train: ImageSet, test: ImageSet,
                 num_classes: int, mean: list[float], std: list[float], device: torch.device, log: RunLog) -> dict[str, Any]:
     s = cfg.supervised
-    # the auxiliary tower and drop-path are DARTS's: off for resnet18 and for NAS-Bench-201's network
-    darts_cell = getattr(info.arch, "space", None) == "darts"
+    # the auxiliary tower and drop-path belong to DARTS's network: where the space refuses them (NAS-Bench-201's
+    # network, resnet18), DARTS's protocol runs without them
     net_cfg = NetworkConfig(layers=net_cfg.layers, init_channels=net_cfg.init_channels,
-                            auxiliary=s.auxiliary and darts_cell, auxiliary_weight=s.auxiliary_weight,
-                            drop_path=s.drop_path if darts_cell else 0.0)
+                            auxiliary=s.auxiliary, auxiliary_weight=s.auxiliary_weight, drop_path=s.drop_path)
+    if not _accepts_darts_extras(info.arch, net_cfg):
+        net_cfg.auxiliary, net_cfg.drop_path = False, 0.0
     seed_everything(cfg.seed)
     encoder = build_encoder(info.arch, net_cfg, train.channels, num_classes).to(device, memory_format=torch.channels_last)
     head = nn.Linear(encoder.feature_dim, num_classes).to(device)  # DARTS's classifier on the pooled features

@@ -20,14 +20,14 @@ import torch
 from ssnas import registry
 from ssnas.config import to_dict
 from ssnas.data.augment import AugmentConfig, ViewMaker
-from ssnas.data.datasets import DataConfig, ImageSet, balanced_subset_indices, load_dataset
+from ssnas.data.datasets import DataConfig, ImageSet, balanced_subset_indices, load_dataset, visible_labels
 from ssnas.errors import UserError
-from ssnas.evaluate import KnnConfig, knn_top1
-from ssnas.nas.network import NetworkConfig, build_encoder, describe, is_backbone
+from ssnas.arch import build_encoder, is_backbone, load_genotype, resolved_network
+from ssnas.nas.network import NetworkConfig, describe
 from ssnas.runs import checkpoint
 from ssnas.runs.log import RunLog
-from ssnas.runs.settings import RunConfig, epoch_seed, epoch_steps, resolve_device, seed_everything
-from ssnas.search import _config_differences, visible_labels
+from ssnas.runs.settings import RunConfig, config_differences, epoch_seed, epoch_steps, resolve_device, seed_everything
+from ssnas.training.knn import KnnConfig, knn_top1
 from ssnas.training.objective import Batch, BatchMaker, ObjectiveConfig
 from ssnas.training.optim import make_optimizer, mixed_precision, set_lr, warmup_cosine
 
@@ -85,9 +85,6 @@ def validate(cfg: RetrainConfig) -> Any:
     Network sizes left unset become the genotype's space's own (DARTS 20 cells / C = 36, NAS-Bench-201 5 cells
     per stage / C = 16): `cfg.network` is replaced by the resolved settings, so config.json, network.json and
     `--resume` all see the sizes actually built."""
-    from ssnas.arch import load_genotype
-    from ssnas.nas.network import resolved_network
-
     objective = registry.objective(cfg.objective.name)
     o = cfg.optim
     if o.optimizer not in RECIPES:
@@ -184,7 +181,7 @@ def _prepare_out(cfg: RetrainConfig, out: Path) -> dict[str, Any] | None:
     state = checkpoint.load(ckpt)
     if "encoder" not in state:
         raise UserError(f"{out} holds a search, not a retrain run; choose another --out")
-    diffs = _config_differences(state["config"], to_dict(cfg))
+    diffs = config_differences(state["config"], to_dict(cfg))
     if diffs:
         raise UserError(f"cannot resume {out}: the settings differ from the saved run in {', '.join(diffs)}; "
                         f"rerun with the original settings (see {out / 'config.json'})")

@@ -15,17 +15,18 @@ from typing import Any, Callable
 import torch
 from torch import nn
 
-from ssnas import registry
+from ssnas import arch, registry
 from ssnas.config import to_dict
 from ssnas.data.augment import AugmentConfig, ViewMaker
-from ssnas.data.datasets import DataConfig, ImageSet, balanced_subset_indices, bilevel_split, load_dataset
+from ssnas.data.datasets import DataConfig, ImageSet, bilevel_split, load_dataset, visible_labels
 from ssnas.errors import UserError
+from ssnas.nas.anticollapse import aux_skip_weight, beta_decay_penalty
 from ssnas.nas.architect import unrolled_arch_grads
 from ssnas.nas.diagnostics import search_diagnostics
 from ssnas.nas.space import SpaceConfig
 from ssnas.runs import checkpoint
 from ssnas.runs.log import RunLog
-from ssnas.runs.settings import RunConfig, epoch_seed, epoch_steps, resolve_device, seed_everything
+from ssnas.runs.settings import RunConfig, config_differences, epoch_seed, epoch_steps, resolve_device, seed_everything
 from ssnas.training.objective import Batch, BatchMaker, ObjectiveConfig
 
 
@@ -64,10 +65,6 @@ class SearchConfig:
     run: RunConfig = field(default_factory=RunConfig)
 
 
-# Keys that may differ between a run and its resumption (they do not change the maths).
-RESUMABLE_DIFFERENCES = ("run.resume", "run.stop_after", "run.progress", "run.log_every", "run.device", "run.out", "run.tensorboard")
-
-
 def validate(cfg: SearchConfig) -> None:
     """Cheap checks first, so a typo fails in a second rather than after the data has loaded."""
     registry.space(cfg.space)
@@ -91,7 +88,7 @@ class Searcher:
         self.device = device
         self.space = registry.space(cfg.space)
         objective_cls = registry.objective(cfg.objective.name)
-        self.supernet = self.space.build_supernet(cfg.supernet, channels)
+        self.supernet = arch.build_supernet(cfg.space, cfg.supernet, channels)
         self.objective = objective_cls(cfg.objective, self.supernet.feature_dim, num_classes)
         # channels_last: depthwise convs and pools, the bulk of a DARTS cell, run 2-5x faster in NHWC on CPU
         self.supernet.to(device, memory_format=torch.channels_last)
@@ -117,13 +114,8 @@ class Searcher:
 
     # ---- steps -------------------------------------------------------------------------------------
     def regulariser(self, progress: float) -> torch.Tensor | None:
-        """beta-DARTS (Ye et al., CVPR 2022, Sec. 3.2, Eq. 9): lambda * mean over edges of logsumexp(alpha_edge),
-        the smooth-max of each edge's architecture parameters; it keeps the alphas from running away, which is
-        what lets parameter-free ops take over. lambda grows linearly with the search (Sec. 4.1)."""
-        weight = self.cfg.optim.beta_decay * progress
-        if weight <= 0:
-            return None
-        return weight * torch.stack([torch.logsumexp(a, dim=-1).mean() for a in self.alphas]).mean()
+        """beta-DARTS's penalty on the alphas (ssnas.nas.anticollapse), or None when off."""
+        return beta_decay_penalty(self.alphas, self.cfg.optim.beta_decay, progress)
 
     def arch_step(self, batch_w: Batch, batch_a: Batch, progress: float = 0.0) -> torch.Tensor:
         self.opt_a.zero_grad(set_to_none=True)
@@ -162,8 +154,7 @@ class Searcher:
                    a_index: torch.Tensor, generator: torch.Generator, progress: float
                    ) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
         """Views for both batches, the architecture step, then the weight step (Algorithm 1 of DARTS)."""
-        # DARTS- (Chu et al., ICLR 2021, Sec. 3.2): beta of the auxiliary skip decays linearly from beta_0 to 0
-        self.supernet.aux_skip = self.cfg.optim.aux_skip * (1.0 - progress)
+        self.supernet.aux_skip = aux_skip_weight(self.cfg.optim.aux_skip, progress)  # DARTS- (ssnas.nas.anticollapse)
         batch_w = self.make_batch(images, w_index, generator, None if labels is None else labels[w_index])
         batch_a = self.make_batch(images, a_index, generator, None if labels is None else labels[a_index])
         arch_loss = self.arch_step(batch_w, batch_a, progress)
@@ -183,39 +174,12 @@ class Searcher:
         self.schedule.load_state_dict(state["schedule"])
 
 
-def visible_labels(train: ImageSet, policy: str, fraction: float, seed: int) -> torch.Tensor | None:
-    """The labels an objective may see: none, all, or a class-balanced fraction with the rest set to -1
-    (SuNCEt's setting: a few labelled images among unlabelled ones)."""
-    if policy == "none":
-        return None
-    labels = train.labels
-    if policy == "all":
-        return labels
-    if not 0 < fraction <= 1:
-        raise UserError(f"--labels-fraction must be in (0, 1], got {fraction}")
-    keep = balanced_subset_indices(labels, max(len(train.classes), round(fraction * len(train))), seed)
-    masked = torch.full_like(labels, -1)
-    masked[keep] = labels[keep]
-    return masked
-
-
 @dataclass
 class SearchResult:
     genotype: Any
     out: Path
     epochs_run: int
     finished: bool = True
-
-
-def _config_differences(saved: dict[str, Any], current: dict[str, Any], prefix: str = "") -> list[str]:
-    keys = []
-    for k in sorted(set(saved) | set(current)):
-        a, b, key = saved.get(k), current.get(k), f"{prefix}{k}"
-        if isinstance(a, dict) and isinstance(b, dict) and k != "options":
-            keys += _config_differences(a, b, key + ".")
-        elif a != b and key not in RESUMABLE_DIFFERENCES:
-            keys.append(key)
-    return keys
 
 
 def _check_finite(loss: torch.Tensor, epoch: int, step: int, out: Path) -> float:
@@ -235,7 +199,7 @@ def _prepare_out(cfg: SearchConfig, out: Path) -> dict[str, Any] | None:
         raise UserError(f"{out} already holds a search (checkpoint.pt); pass --resume to continue it, "
                         f"or choose another --out")
     state = checkpoint.load(ckpt)
-    diffs = _config_differences(state["config"], to_dict(cfg))
+    diffs = config_differences(state["config"], to_dict(cfg))
     if diffs:
         raise UserError(f"cannot resume {out}: the settings differ from the saved run in {', '.join(diffs)}; "
                         f"rerun with the original settings (see {out / 'config.json'})")
@@ -281,8 +245,7 @@ def run_search(cfg: SearchConfig, train: ImageSet | None = None, *,
             genotype = searcher.supernet.derive()
             history.append({"epoch": epoch, "genotype": genotype.to_json()})
             _write_epoch_outputs(out, searcher, genotype, epoch, cfg, history)
-            stats.update(search_diagnostics(searcher.supernet.probs(), genotype,
-                                            getattr(searcher.space, "PARAMETER_FREE", frozenset())))
+            stats.update(search_diagnostics(searcher.supernet.probs(), genotype, searcher.space.PARAMETER_FREE))
             log.log("epoch", (epoch + 1) * steps, epoch=epoch, **stats)
             checkpoint.save(out / "checkpoint.pt", {
                 "epoch": epoch, "config": to_dict(cfg), "searcher": searcher.state_dict(),

@@ -1,3 +1,4 @@
+import copy
 import json
 import math
 
@@ -6,7 +7,8 @@ import torch
 import torch.nn.functional as F
 
 from ssnas.errors import UserError
-from ssnas.nas.mixed import MixedOp, reference_mixed_forward
+from ssnas.kernels import use_fast_kernels
+from ssnas.nas.mixed import MixedOp
 from ssnas.nas.ops import DARTS_OPS
 from ssnas.nas.space import SpaceConfig
 from ssnas.search_spaces import darts
@@ -45,12 +47,14 @@ def test_alphas_are_registered_parameters_apart_from_the_weights():
 @pytest.mark.parametrize("stride", [1, 2])
 def test_fast_mixed_op_matches_the_textbook_sum_in_value_and_gradient(stride):
     torch.manual_seed(0)
-    op = MixedOp(PRIMITIVES, DARTS_OPS, 4, stride)
+    op = MixedOp(PRIMITIVES, DARTS_OPS, 4, stride)  # the textbook sum over every candidate, `none` included
+    fast_op = use_fast_kernels(copy.deepcopy(op))
+    assert type(fast_op) is not MixedOp and isinstance(fast_op, MixedOp)
     x = torch.randn(3, 4, 8, 8, requires_grad=True)
     alpha = torch.randn(len(PRIMITIVES), requires_grad=True)
-    fast = op(x, F.softmax(alpha, -1))
-    grads_fast = torch.autograd.grad(fast.square().sum(), [x, alpha, *op.parameters()], allow_unused=True)
-    slow = reference_mixed_forward(op, x, F.softmax(alpha, -1))
+    fast = fast_op(x, F.softmax(alpha, -1))
+    grads_fast = torch.autograd.grad(fast.square().sum(), [x, alpha, *fast_op.parameters()], allow_unused=True)
+    slow = op(x, F.softmax(alpha, -1))
     grads_slow = torch.autograd.grad(slow.square().sum(), [x, alpha, *op.parameters()], allow_unused=True)
     # tolerance: float32 summation order differs between the two paths
     torch.testing.assert_close(fast, slow, rtol=1e-5, atol=1e-5)

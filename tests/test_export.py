@@ -11,11 +11,12 @@ import pytest
 import torch
 from hypothesis import given, settings
 
-from ssnas.arch import load_genotype
+from ssnas.arch import is_nni_dict, load_genotype
+from ssnas.search_spaces.darts import from_nni as from_nni_dict
+from ssnas.search_spaces.darts import to_nni as to_nni_dict
 from ssnas.cli import main
 from ssnas.errors import UserError
 from ssnas.export import ExportConfig, export, from_python, to_python
-from ssnas.nni_format import from_nni_dict, is_nni_dict, to_nni_dict
 from ssnas.search_spaces.darts import PUBLISHED, DartsGenotype
 from tests.test_graph import genotypes
 
@@ -132,7 +133,7 @@ def test_exported_dict_freezes_nnis_darts_space_into_our_network():
         from nni.nas.hub.pytorch import DARTS
         from nni.nas.space import model_context
 
-    from ssnas.nas.network import build_network
+    from ssnas.arch import build_network
 
     rng = np.random.default_rng(0)
     ops = ["max_pool_3x3", "avg_pool_3x3", "skip_connect", "sep_conv_3x3", "sep_conv_5x5", "dil_conv_3x3", "dil_conv_5x5"]
@@ -302,7 +303,7 @@ def retrain_run(tmp_path_factory, fashion_train):
 
 
 def _trained_encoder(run: Path) -> torch.nn.Module:
-    from ssnas.nas.network import build_network
+    from ssnas.arch import build_network
     from ssnas.runs.checkpoint import load
 
     state = load(run / "checkpoint.pt")

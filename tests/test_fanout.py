@@ -12,11 +12,13 @@ import pytest
 import torch
 from torch import nn
 
+import ssnas.kernels.cell
+from ssnas.kernels import use_fast_kernels
 from ssnas.kernels.fanout import can_fan_out, fan_out, wide_batch_norm
-from ssnas.nas.mixed import MixedOp, SharedInput
+from ssnas.kernels.shared import SharedInput
+from ssnas.nas.mixed import MixedOp
 from ssnas.nas.ops import DARTS_OPS
 from ssnas.nas.space import SpaceConfig
-import ssnas.search_spaces.darts as darts
 from ssnas.search_spaces.darts import PRIMITIVES, DartsSupernet
 
 CL = torch.channels_last
@@ -49,14 +51,14 @@ def test_wide_batch_norm_is_one_bn_per_block_with_each_modules_running_stats(mom
 @pytest.mark.parametrize("stride,size", [(1, 8), (2, 8), (1, 7)])  # 7: odd sides, no sub-grid routes
 def test_fan_out_equals_one_mixed_op_per_edge(stride, size):
     torch.manual_seed(0)
-    edges = [MixedOp(PRIMITIVES, DARTS_OPS, 4, stride).double() for _ in range(3)]
+    edges = [use_fast_kernels(MixedOp(PRIMITIVES, DARTS_OPS, 4, stride).double()) for _ in range(3)]
     ref = copy.deepcopy(edges)
     assert can_fan_out(edges)
     x = torch.randn(2, 4, size, size, dtype=torch.float64).contiguous(memory_format=CL).requires_grad_()
     alphas = torch.randn(3, len(PRIMITIVES), dtype=torch.float64, requires_grad=True)
     outs = fan_out(edges, alphas.softmax(-1), SharedInput(x))
     shared, weights = SharedInput(x), alphas.softmax(-1)
-    expected = [edge(x, weights[e], shared) for e, edge in enumerate(ref)]
+    expected = [edge.forward_shared(shared, weights[e]) for e, edge in enumerate(ref)]
     g = [torch.randn_like(y) for y in expected]
     params = [p for edge in edges for p in edge.parameters()]
     params_ref = [p for edge in ref for p in edge.parameters()]
@@ -74,19 +76,19 @@ def test_fan_out_equals_one_mixed_op_per_edge(stride, size):
 
 def test_the_supernet_fans_out_every_state_with_more_than_one_edge(monkeypatch):
     calls: list[int] = []
-    real = darts.fan_out
+    real = ssnas.kernels.cell.fan_out
 
     def counting(edges, weights, shared):
         calls.append(len(edges))
         return real(edges, weights, shared)
 
-    monkeypatch.setattr(darts, "fan_out", counting)
-    net = DartsSupernet(SpaceConfig(layers=2, init_channels=4), 3).to(memory_format=CL)
+    monkeypatch.setattr(ssnas.kernels.cell, "fan_out", counting)
+    net = use_fast_kernels(DartsSupernet(SpaceConfig(layers=2, init_channels=4), 3).to(memory_format=CL))
     net(torch.randn(2, 3, 8, 8).contiguous(memory_format=CL))
     # 4 nodes: states 0..3 feed 4, 4, 3, 2 edges (the last node's input state feeds one: run as a plain edge)
     assert calls == [4, 4, 3, 2] * 2
 
 
 def test_pc_darts_edges_are_not_fanned_out():
-    net = DartsSupernet(SpaceConfig(layers=1, init_channels=8, partial_channels=4), 3)
+    net = use_fast_kernels(DartsSupernet(SpaceConfig(layers=1, init_channels=8, partial_channels=4), 3))
     assert not can_fan_out(list(net.cells[0].edges[:2]))

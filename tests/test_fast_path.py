@@ -12,8 +12,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from ssnas.kernels import use_fast_kernels
 from ssnas.kernels.conv import avg_pool_3x3, depthwise_conv, pointwise_conv
-from ssnas.nas.ops import use_fast_kernels
 from ssnas.nas.space import SpaceConfig
 from ssnas.search_spaces.darts import DartsSupernet
 
@@ -62,10 +62,13 @@ F32 = dict(rtol=1e-4, atol=5e-5)
 
 def _supernet_pair(dtype=torch.float32):
     torch.manual_seed(0)
-    fast = DartsSupernet(SpaceConfig(layers=3, init_channels=4), 3).to(memory_format=CL).to(dtype)
-    ref = copy.deepcopy(fast)
-    use_fast_kernels(ref, False)  # textbook: every op incl. `none`, plain torch convs and pools
+    ref = DartsSupernet(SpaceConfig(layers=3, init_channels=4), 3).to(memory_format=CL).to(dtype)  # textbook
+    fast = use_fast_kernels(copy.deepcopy(ref))
     return fast, ref
+
+
+def _classes(net):
+    return {type(m).__module__.split(".")[1] for m in net.modules() if not type(m).__module__.startswith("torch")}
 
 
 def _loss_and_grads(net, x):
@@ -79,7 +82,9 @@ def _loss_and_grads(net, x):
 @pytest.mark.parametrize("dtype,tol", [(torch.float64, TIGHT), (torch.float32, F32)])
 def test_whole_supernet_fast_path_matches_the_textbook_supernet(dtype, tol):
     fast, ref = _supernet_pair(dtype)
-    assert any(not m.fast for m in ref.modules() if hasattr(type(m), "fast"))
+    # the textbook net runs only ssnas.nas's modules (and the space's), the fast one ssnas.kernels' as well
+    assert "kernels" not in _classes(ref) and "kernels" in _classes(fast)
+    assert "kernels" not in _classes(use_fast_kernels(copy.deepcopy(fast), False))
     x = torch.randn(4, 3, 16, 16, dtype=dtype).contiguous(memory_format=CL)
     out_f, grads_f = _loss_and_grads(fast, x)
     out_r, grads_r = _loss_and_grads(ref, x)
@@ -119,13 +124,12 @@ def test_an_op_whose_weight_underflows_to_zero_is_skipped_exactly():
 
 @pytest.mark.parametrize("size", [8, 7])  # 7: odd sides keep the padded textbook route
 def test_factorized_reduce_on_subgrids_matches_the_strided_convs(size):
-    from ssnas.nas.mixed import SharedInput
+    from ssnas.kernels.shared import SharedInput
     from ssnas.nas.ops import FactorizedReduce
 
     torch.manual_seed(0)
-    fast = FactorizedReduce(3, 4, affine=False).double()
-    ref = copy.deepcopy(fast)
-    ref.fast = False
+    ref = FactorizedReduce(3, 4, affine=False).double()
+    fast = use_fast_kernels(copy.deepcopy(ref))
     x = torch.randn(2, 3, size, size, dtype=torch.float64).contiguous(memory_format=CL).requires_grad_()
     params = [x, fast.conv_even.weight, fast.conv_odd.weight]
     for out in (fast(x), fast.forward_shared(SharedInput(x))):

@@ -1,15 +1,19 @@
 """PC-DARTS's opt-in mode (Xu et al., ICLR 2020): partial channel connections and edge normalisation."""
 from __future__ import annotations
 
+import copy
+
 import pytest
 import torch
 import torch.nn.functional as F
 
 from ssnas.errors import UserError
-from ssnas.nas.mixed import reference_mixed_forward
+from ssnas.kernels import use_fast_kernels
+from ssnas.nas.mixed import PartialMixedOp, channel_shuffle
+from ssnas.nas.ops import DARTS_OPS
 from ssnas.nas.space import SpaceConfig
 from ssnas.search import run_search
-from ssnas.search_spaces.darts import DartsSupernet, PartialMixedOp, channel_shuffle
+from ssnas.search_spaces.darts import PRIMITIVES, DartsSupernet
 from tests.conftest import tiny_search_config
 
 CL = torch.channels_last
@@ -24,11 +28,12 @@ def test_channel_shuffle_interleaves_the_groups_by_hand():
 @pytest.mark.parametrize("stride", [1, 2])
 def test_partial_edge_is_the_mixed_op_on_one_kth_of_the_channels_plus_the_bypass(stride):
     torch.manual_seed(0)
-    edge = PartialMixedOp(channels=8, stride=stride, k=4).double()
+    edge = use_fast_kernels(PartialMixedOp(PRIMITIVES, DARTS_OPS, channels=8, stride=stride, k=4).double())
     x = torch.randn(3, 8, 8, 8, dtype=torch.float64).contiguous(memory_format=CL)
     w = F.softmax(torch.randn(8, dtype=torch.float64), -1)
     out = edge(x, w)
-    searched = reference_mixed_forward(edge.mixed, x[:, :2], w)  # the textbook sum on channels 0..1
+    textbook = use_fast_kernels(copy.deepcopy(edge.mixed), False)
+    searched = textbook(x[:, :2], w)  # the textbook sum on channels 0..1
     rest = x[:, 2:] if stride == 1 else F.max_pool2d(x[:, 2:], 2, 2)
     expected = channel_shuffle(torch.cat([searched, rest], 1), 4)
     torch.testing.assert_close(out, expected, rtol=1e-10, atol=1e-10)
@@ -40,7 +45,7 @@ def test_partial_edge_is_the_mixed_op_on_one_kth_of_the_channels_plus_the_bypass
 def test_edge_norm_weights_sum_to_one_per_node_and_steer_the_derivation():
     net = DartsSupernet(SpaceConfig(layers=3, init_channels=8, edge_norm=True), 3)
     assert len(net.arch_parameters()) == 4
-    weights = net.edge_weights("normal")
+    weights = net.edge_norm_weights("normal")
     starts = [0, 2, 5, 9]
     for i, start in enumerate(starts):
         assert weights[start:start + i + 2].sum().item() == pytest.approx(1.0)
@@ -61,7 +66,7 @@ def test_edge_norm_weights_sum_to_one_per_node_and_steer_the_derivation():
 
 def test_exact_darts_is_the_default():
     net = DartsSupernet(SpaceConfig(layers=3, init_channels=8), 3)
-    assert len(net.arch_parameters()) == 2 and net.edge_weights("normal") is None
+    assert len(net.arch_parameters()) == 2 and net.edge_norm_weights("normal") is None
     assert not any(isinstance(m, PartialMixedOp) for m in net.modules())
 
 

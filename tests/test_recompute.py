@@ -10,6 +10,7 @@ import copy
 import pytest
 import torch
 
+from ssnas.kernels import use_fast_kernels
 from ssnas.nas.space import SpaceConfig
 from ssnas.search_spaces.darts import DartsSupernet
 from ssnas.search_spaces.nb201 import NB201Supernet
@@ -20,9 +21,8 @@ TIGHT = dict(rtol=1e-10, atol=1e-10)
 
 def _pair(space, **sizes):
     torch.manual_seed(0)
-    plain = space(SpaceConfig(**sizes), 3).double().to(memory_format=CL)
-    recomputing = copy.deepcopy(plain)
-    recomputing.recompute_cells = True
+    plain = use_fast_kernels(space(SpaceConfig(**sizes), 3).double().to(memory_format=CL))
+    recomputing = use_fast_kernels(copy.deepcopy(plain), recompute_cells=True)
     return plain, recomputing
 
 
@@ -78,13 +78,12 @@ def test_eval_and_no_grad_forwards_are_plain_calls():
 
 def test_a_search_with_recomputed_cells_ends_with_the_same_alphas(tmp_path, fashion_train, monkeypatch):
     from ssnas.search import run_search
-    import ssnas.kernels.recompute
-    import ssnas.nas.space
+    import ssnas.kernels.cell
     from tests.conftest import tiny_search_config
 
     calls = []
-    real = ssnas.kernels.recompute.recomputed
-    monkeypatch.setattr(ssnas.nas.space, "recomputed", lambda *a: calls.append(1) or real(*a))
+    real = ssnas.kernels.cell.recomputed
+    monkeypatch.setattr(ssnas.kernels.cell, "recomputed", lambda *a: calls.append(1) or real(*a))
     results = {}
     for on in (False, True):
         cfg = tiny_search_config(tmp_path / str(on), **{"supernet.recompute_cells": on})

@@ -14,33 +14,22 @@ from typing import Any
 ORDER = 45
 
 
-def dag_cell_lines(genotype: Any) -> list[str]:
-    """A NAS-Bench-201 cell, one node a line: `node 2 = nor_conv_3x3(0) + avg_pool_3x3(1)`; `none` edges are
-    left out of the sum (they add nothing), so a node fed by `none` alone reads `0`."""
-    from ssnas.search_spaces.nb201 import EDGES, NODES
-
-    lines = [f"cell: {genotype.to_string()}", "  node 0 = the cell's input"]
-    for j in range(1, NODES):
-        terms = [f"{op}({i})" for (i, t), op in zip(EDGES, genotype.edges) if t == j and op != "none"]
-        role = " (the cell's output)" if j == NODES - 1 else ""
-        lines.append(f"  node {j} = {' + '.join(terms) or '0'}{role}")
-    return lines
-
-
 def cell_lines(genotype: Any) -> list[str]:
-    """Each cell, one node a line: `2 = sep_conv_3x3(c_{k-2}) + skip_connect(0)` (graph node names)."""
-    from ssnas.export.graph import cell_kinds, is_dag_cell, state_name
-
-    if is_dag_cell(genotype):
-        return dag_cell_lines(genotype)
+    """Each cell, one node a line: `node 3 = skip_connect(c_{k-2}) + dil_conv_3x3(0)` (the cell view's names);
+    `none` edges are left out of the sum (they add nothing), so a node fed by `none` alone reads `0`."""
     lines = []
-    for kind in cell_kinds(genotype):
-        pairs = getattr(genotype, kind)
-        concat = ", ".join(str(c - 2) for c in getattr(genotype, f"{kind}_concat"))
-        lines.append(f"{kind} cell (output = concat of nodes {concat}):")
-        for i in range(len(pairs) // 2):
-            terms = " + ".join(f"{op}({state_name(j)})" for op, j in pairs[2 * i:2 * i + 2])
-            lines.append(f"  node {i} = {terms}")
+    for kind, cell in genotype.cells().items():
+        names = cell.names
+        if cell.concat:
+            lines.append(f"{cell.title or kind + ' cell'} (output = concat of nodes "
+                         f"{', '.join(names[s] for s in cell.output)}):")
+        else:
+            lines.append(f"{kind}: {cell.title}" if cell.title else f"{kind} cell:")
+            lines += [f"  node {names[s]} = the cell's input" for s in range(cell.inputs)]
+        for node in cell.nodes:
+            terms = [f"{e.op}({names[e.source]})" for e in cell.edges if e.target == node and e.op != "none"]
+            role = " (the cell's output)" if not cell.concat and node in cell.output else ""
+            lines.append(f"  node {names[node]} = {' + '.join(terms) or '0'}{role}")
     return lines
 
 
@@ -69,7 +58,8 @@ def _last_epoch(folder: Path) -> dict[str, Any] | None:
 def size_line(genotype: Any, layers: int, init_channels: int, shape: tuple[int, int, int]) -> str:
     """Parameters and mult-adds of the evaluation network built from the genotype (PyTorch's FLOP counter);
     a size of 0 is the space's own network (DARTS 20 cells / 36 channels, NAS-Bench-201 5 per stage / 16)."""
-    from ssnas.nas.network import NetworkConfig, build_encoder, describe, resolved_network, size_words
+    from ssnas.arch import build_encoder, resolved_network, size_words
+    from ssnas.nas.network import NetworkConfig, describe
 
     cfg = NetworkConfig()
     if layers:
@@ -106,7 +96,7 @@ def run_lines(folder: Path) -> list[str]:
         if space:
             from ssnas import registry
 
-            unit = getattr(registry.space(space), "LAYERS_UNIT", unit)  # nb201: "cells per stage"
+            unit = registry.space(space).LAYERS_UNIT  # nb201: "cells per stage"
         line = (f"retrain: {config.get('objective', {}).get('name', '?')} on {config.get('data', {}).get('dataset', '?')}, "
                 f"{network.get('layers')} {unit}, {network.get('init_channels')} channels, input {shape}: "
                 f"{network.get('params', 0) / 1e6:.3f}M parameters, {network.get('flops', 0) / 2e6:.1f}M mult-adds")
@@ -127,9 +117,10 @@ def run_lines(folder: Path) -> list[str]:
 
 
 def run(ns: argparse.Namespace) -> int:
+    from ssnas import registry
     from ssnas.errors import UserError
     from ssnas.export import resolve_genotype
-    from ssnas.nni_format import to_nni_dict
+    from ssnas.nas.genotype import genotype_ops
 
     folder = Path(ns.source)
     network = _read_json(folder / "network.json") if folder.is_dir() else None
@@ -138,33 +129,20 @@ def run(ns: argparse.Namespace) -> int:
         print("\n".join([f"source: {ns.source}", f"architecture: {network.get('arch')}", *run_lines(folder)]))
         return 0
     genotype = resolve_genotype(ns.source, ns.space or None)
+    space = registry.space(genotype.space)
     lines = [f"source: {ns.source}", f"space: {genotype.space}"]
     meta = getattr(genotype, "meta", None) or {}
     if meta:
         lines.append("meta: " + ", ".join(f"{k}={v}" for k, v in meta.items()))
-    if hasattr(genotype, "normal") or hasattr(genotype, "edges"):
-        lines += cell_lines(genotype)
-    elif hasattr(genotype, "to_string"):
-        lines.append(f"cell: {genotype.to_string()}")
-    ops = getattr(genotype, "ops", None)
-    if ops:
-        from ssnas import registry
-
-        free = getattr(registry.space(genotype.space), "PARAMETER_FREE", frozenset())
-        share = sum(op in free for op in ops)
-        lines.append(f"parameter-free ops: {share} of {len(ops)} ({100 * share / len(ops):.0f}%)")
-    if genotype.space == "darts":
-        try:
-            to_nni_dict(genotype)
-            if genotype.nodes == 4:
-                lines.append("NNI: freezes NNI's DARTS space (ssnas export SOURCE --to nni)")
-            else:
-                lines.append(f"NNI: an NNI cell dict with {genotype.nodes} nodes; nni.nas.hub.pytorch.DARTS has 4, so "
-                             f"freeze an NDS space with num_nodes_per_cell={genotype.nodes}")
-        except UserError as e:
-            lines.append(f"NNI: not expressible ({e})")
-    elif genotype.space == "nb201":
-        lines.append("NNI: freezes NNI's NasBench201 space (ssnas export SOURCE --to nni)")
+    lines += cell_lines(genotype)
+    ops = genotype_ops(genotype)
+    share = sum(op in space.PARAMETER_FREE for op in ops)
+    lines.append(f"parameter-free ops: {share} of {len(ops)} ({100 * share / len(ops):.0f}%)")
+    try:
+        space.to_nni(genotype)
+        lines.append(f"NNI: freezes NNI's {space.NNI_SPACE} space (ssnas export SOURCE --to nni)")
+    except UserError as e:
+        lines.append(f"NNI: not expressible ({e})")
     is_run = folder.is_dir()
     if not ns.no_size and not (is_run and (folder / "network.json").is_file()):
         shape = (ns.in_channels, ns.image_size, ns.image_size)

@@ -733,3 +733,19 @@ def _npz_classes(archive: Any, path: Path) -> list[str]:
             if y.size and np.issubdtype(y.dtype, np.integer):
                 largest = max(largest, int(y.max()))
     return [str(k) for k in range(largest + 1)]
+
+
+def visible_labels(train: ImageSet, policy: str, fraction: float, seed: int) -> torch.Tensor | None:
+    """The labels an objective may see: none, all, or a class-balanced fraction with the rest set to -1
+    (SuNCEt's setting: a few labelled images among unlabelled ones)."""
+    if policy == "none":
+        return None
+    labels = train.labels
+    if policy == "all":
+        return labels
+    if not 0 < fraction <= 1:
+        raise UserError(f"--labels-fraction must be in (0, 1], got {fraction}")
+    keep = balanced_subset_indices(labels, max(len(train.classes), round(fraction * len(train))), seed)
+    masked = torch.full_like(labels, -1)
+    masked[keep] = labels[keep]
+    return masked

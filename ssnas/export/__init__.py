@@ -1,13 +1,14 @@
 """`ssnas export`: a genotype (or a retrained network) written in the formats other tools read.
 
-Genotype targets: `json` (our own format), `nni` (NNI 3.0's DARTS-space or NasBench201-space dict, see
-`ssnas.nni_format`), `python` (a self-contained literal in the style of DARTS's cnn/genotypes.py; for
-NAS-Bench-201 the benchmark's string), `png`/`svg` (the cells, drawn with matplotlib alone, or with Graphviz on
+Genotype targets: `json` (our own format), `nni` (the dict that freezes NNI 3.0's version of the space: the
+space's `to_nni`), `python` (a self-contained literal in the style of DARTS's cnn/genotypes.py, or the space's own
+string, e.g. NAS-Bench-201's), `png`/`svg` (the cells, drawn with matplotlib alone, or with Graphviz on
 request), `dot` (Graphviz text), `graphml` (the cells as a networkx graph). Network targets: `onnx` and
 `torchscript`, built from a retrain run folder (trained weights) or from a genotype with --layers/
 --init-channels (fresh weights; unset sizes are the space's own network), and checked against PyTorch on a batch.
 
-Light at import: `ssnas.genotypes.load_genotype` imports this module for its format hook (`parse_genotype`).
+Every space-specific format comes from the space module through its contract (ssnas.nas.space.SearchSpace);
+nothing here knows a space by name.
 """
 from __future__ import annotations
 
@@ -20,8 +21,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from ssnas import registry
+from ssnas.arch import (build_encoder, from_data, from_text, is_backbone, load_genotype, load_run, resolved_network,
+                        size_words)
 from ssnas.errors import UserError
-from ssnas.nni_format import parse_genotype  # noqa: F401  (load_genotype's format hook looks for it here)
+from ssnas.export import graph
+from ssnas.kernels import use_fast_kernels
+from ssnas.nas.network import NetworkConfig
+from ssnas.runs.settings import seed_everything
 
 GENOTYPE_TARGETS = ("json", "nni", "python", "png", "svg", "dot", "graphml")
 NETWORK_TARGETS = ("onnx", "torchscript")
@@ -61,8 +68,6 @@ class ExportConfig:
 def resolve_genotype(spec: str, space: str | None = None) -> Any:
     """`load_genotype` (a genotype .json, a run folder, an NNI dict file, a published name) plus Python files
     written by `--to python` (`cells.py`, or `cells.py:NAME` when the file holds several)."""
-    from ssnas.arch import load_genotype
-
     path, _, name = str(spec).partition(".py:")
     file = Path(path + ".py") if name else Path(spec)
     if file.suffix == ".py":
@@ -88,37 +93,35 @@ def default_name(spec: str) -> str:
 # ---- Python literal (DARTS cnn/genotypes.py style) ----------------------------------------------------------------
 
 def to_python(genotype: Any, name: str = "GENOTYPE") -> str:
-    """A self-contained module: the `Genotype` namedtuple of DARTS's genotypes.py and one constant; for a
-    NAS-Bench-201 genotype, one string constant in the benchmark's format (what its API's queries take)."""
-    space = getattr(genotype, "space", None)
-    if space not in ("darts", "nb201"):
-        raise UserError(f"--to python writes DARTS and NAS-Bench-201 genotypes; a {space!r} genotype has no "
-                        f"Python literal (use --to json)")
+    """A self-contained module holding one constant: the space's own string when it has one (NAS-Bench-201's,
+    what its API's queries take), else a `Genotype` namedtuple of the JSON fields, as DARTS's cnn/genotypes.py
+    writes its cells."""
     if not name.isidentifier():
         raise UserError(f"--name {name!r} is not a Python identifier; use letters, digits and _")
+    space = registry.space(genotype.space)
     meta = ", ".join(f"{k}={v}" for k, v in sorted((genotype.meta or {}).items()) if k != "name")
-    if space == "nb201":
-        lines = ['"""A NAS-Bench-201 cell, written by `ssnas export --to python` (the benchmark\'s own string, '
-                 'Dong & Yang 2020)."""', ""]
+    text = space.to_text(genotype)
+    if text is not None:
+        lines = [f'"""A {space.NAME} genotype, written by `ssnas export --to python` (the space\'s own string)."""', ""]
         lines += [f"# {meta}"] if meta else []
-        return "\n".join([*lines, f"{name} = {genotype.to_string()!r}", ""])
+        return "\n".join([*lines, f"{name} = {text!r}", ""])
+    fields = {k: v for k, v in genotype.to_json().items() if k not in ("space", "meta")}
 
-    def cell(pairs: tuple) -> str:
-        return "[" + ", ".join(f"({op!r}, {j})" for op, j in pairs) + "]"
+    def literal(value: Any) -> str:  # [op, input] pairs as tuples, the way cnn/genotypes.py writes them
+        if isinstance(value, list) and value and all(isinstance(v, list) for v in value):
+            return "[" + ", ".join(repr(tuple(v)) for v in value) + "]"
+        return repr(value)
 
-    lines = ['"""A DARTS genotype, written by `ssnas export --to python` (format of quark0/darts cnn/genotypes.py)."""',
-             "from collections import namedtuple", "",
-             "Genotype = namedtuple('Genotype', 'normal normal_concat reduce reduce_concat')", ""]
+    lines = [f'"""A {space.NAME} genotype, written by `ssnas export --to python` (format of quark0/darts '
+             f'cnn/genotypes.py)."""', "from collections import namedtuple", "",
+             f"Genotype = namedtuple('Genotype', {' '.join(fields)!r})", ""]
     if meta:
         lines.append(f"# {meta}")
-    lines += [f"{name} = Genotype(",
-              f"    normal={cell(genotype.normal)},",
-              f"    normal_concat={list(genotype.normal_concat)},",
-              f"    reduce={cell(genotype.reduce)},",
-              f"    reduce_concat={list(genotype.reduce_concat)},", ")", ""]
+    lines += [f"{name} = Genotype(", *(f"    {k}={literal(v)}," for k, v in fields.items()), ")", ""]
     return "\n".join(lines)
 
 
+# cnn/genotypes.py's field order, for positional `Genotype(...)` calls in files that do not define the namedtuple
 _FIELDS = ("normal", "normal_concat", "reduce", "reduce_concat")
 
 
@@ -133,6 +136,15 @@ def _literal(node: ast.AST, where: str) -> Any:
         raise UserError(f"{where} must be a literal (lists of ('op', input) pairs, concat lists or range(a, b))") from None
 
 
+def _namedtuple_fields(tree: ast.AST) -> tuple[str, ...] | None:
+    """The fields of `Genotype = namedtuple('Genotype', 'a b c')` in the file, if it defines it."""
+    for node in ast.walk(tree):
+        if (isinstance(node, ast.Call) and isinstance(node.func, ast.Name) and node.func.id == "namedtuple"
+                and len(node.args) == 2 and isinstance(node.args[1], ast.Constant) and isinstance(node.args[1].value, str)):
+            return tuple(node.args[1].value.replace(",", " ").split())
+    return None
+
+
 def _is_space_string(node: ast.AST) -> bool:
     """A string constant in a space's own format (NAS-Bench-201's '|op~0|+...')."""
     return isinstance(node, ast.Constant) and isinstance(node.value, str) and node.value.strip().startswith("|")
@@ -140,10 +152,8 @@ def _is_space_string(node: ast.AST) -> bool:
 
 def from_python(text: str, source: str = "genotypes.py", name: str | None = None) -> Any:
     """Genotypes assigned as `NAME = Genotype(normal=..., normal_concat=..., reduce=..., reduce_concat=...)`
-    (keywords or positions), or as `NAME = '|op~0|+...'` (NAS-Bench-201), read with `ast`, not executed;
+    (keywords or positions), or as `NAME = '|op~0|+...'` (a space's own string), read with `ast`, not executed;
     `name` picks one when the file holds several."""
-    from ssnas.search_spaces.darts import DartsGenotype
-
     try:
         tree = ast.parse(text, filename=source)
     except SyntaxError as e:
@@ -164,19 +174,18 @@ def from_python(text: str, source: str = "genotypes.py", name: str | None = None
         raise UserError(f"{source} has no genotype {key!r}; it holds {', '.join(found)}")
     call = found[key]
     if isinstance(call, ast.Constant):
-        from ssnas.arch import from_text
-
         genotype = from_text(call.value, f"{source}: {key}")
         genotype.meta.update({"name": key})
         return genotype
-    if len(call.args) > len(_FIELDS):
-        raise UserError(f"{source}: {key} = Genotype(...) takes at most {len(_FIELDS)} fields, got {len(call.args)}")
-    values = {f: _literal(a, f"{source}: {key}.{f}") for f, a in zip(_FIELDS, call.args)}
+    fields = _namedtuple_fields(tree) or _FIELDS
+    if len(call.args) > len(fields):
+        raise UserError(f"{source}: {key} = Genotype(...) takes at most {len(fields)} fields, got {len(call.args)}")
+    values = {f: _literal(a, f"{source}: {key}.{f}") for f, a in zip(fields, call.args)}
     for kw in call.keywords:
-        if kw.arg not in _FIELDS:
-            raise UserError(f"{source}: {key} = Genotype(...) has unknown field {kw.arg!r}; fields are {', '.join(_FIELDS)}")
+        if kw.arg not in fields:
+            raise UserError(f"{source}: {key} = Genotype(...) has unknown field {kw.arg!r}; fields are {', '.join(fields)}")
         values[kw.arg] = _literal(kw.value, f"{source}: {key}.{kw.arg}")
-    genotype = DartsGenotype.from_json(values, f"{source}: {key}")
+    genotype = from_data(values, f"{source}: {key}")
     genotype.meta.update({"name": key})
     return genotype
 
@@ -185,14 +194,10 @@ def from_python(text: str, source: str = "genotypes.py", name: str | None = None
 
 def render(genotype: Any, target: str, title: str | None = None, renderer: str = "matplotlib") -> str | bytes:
     """The file contents of a genotype target (text, or bytes for png/svg/graphml)."""
-    from ssnas.export import graph
-
     if target == "json":
         return json.dumps(genotype.to_json(), indent=2) + "\n"
     if target == "nni":
-        from ssnas.nni_format import to_nni_dict
-
-        return json.dumps(to_nni_dict(genotype), indent=2) + "\n"
+        return json.dumps(registry.space(genotype.space).to_nni(genotype), indent=2) + "\n"
     if target == "python":
         return to_python(genotype, title or "GENOTYPE")
     if target == "dot":
@@ -239,15 +244,9 @@ def build_for_export(spec: str, cfg: ExportConfig) -> BuiltNetwork:
     """A retrain run folder (its network and weights), or a genotype spec stacked at --layers/--init-channels."""
     import torch
 
-    from ssnas.nas.network import NetworkConfig, build_encoder, is_backbone, resolved_network, size_words
-    from ssnas.nas.ops import use_fast_kernels
-    from ssnas.runs.settings import seed_everything
-
     folder = Path(spec)
     state = None
     if folder.is_dir() and (folder / "checkpoint.pt").is_file():
-        from ssnas.evaluate import load_run
-
         info = load_run(folder)
         state = info.state
         arch = info.arch
@@ -389,12 +388,7 @@ def export(spec: str, cfg: ExportConfig) -> dict[str, Any]:
         return {"out": out, "network": built.description, "trained": built.trained, **check}
     genotype = resolve_genotype(spec, cfg.space or None)
     name = cfg.name or (getattr(genotype, "meta", None) or {}).get("name") or default_name(spec)
-    if cfg.to == "python":
-        title = name
-    else:
-        from ssnas.export.graph import title_for
-
-        title = title_for(genotype, name)
+    title = name if cfg.to == "python" else graph.title_for(genotype, name)
     content = render(genotype, cfg.to, title, cfg.renderer)
     if out is None:
         return {"out": None, "text": content}

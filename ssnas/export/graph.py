@@ -1,15 +1,14 @@
-"""A genotype as a graph, and pictures of it: DARTS's two cells, or NAS-Bench-201's one.
+"""A genotype as a graph, and pictures of it, for any space: both read only `Genotype.cells()`, the uniform view of
+a genotype's cells (ssnas.nas.genotype.Cell).
 
-`cell_graph(genotype, "normal")` is a networkx MultiDiGraph (a DiGraph subclass: a node may take both of its
-edges from the same state, so parallel edges must survive) with nodes `c_{k-2}`, `c_{k-1}` (the cell inputs),
-`0`..`n-1` (the intermediate nodes; genotype state index j >= 2 is node `j-2`) and `output` (the concat),
-and edges labelled with their op. Pictures are drawn with matplotlib (Agg) alone, so a PNG never needs
-Graphviz; `to_dot` writes Graphviz text for those who have it. `alpha_figure` is the per-cell heat map of the
-softmaxed architecture weights, and `log_search_pictures` puts both into TensorBoard at the end of a search.
-
-A NAS-Bench-201 genotype is one cell ('cell'): nodes `0` (the cell's input), `1`, `2` and `3` (its output),
-and an edge i -> j for every i < j, labelled with its op; `none` edges stay in the graph (so it holds the
-whole genotype) and are drawn dashed.
+`cell_graph(genotype, kind)` is a networkx MultiDiGraph (a DiGraph subclass: a node may take two edges from the
+same state, so parallel edges must survive). Its nodes are the cell's states, named as the view names them (DARTS:
+`c_{k-2}`, `c_{k-1}`, then `0`..`n-1`; NAS-Bench-201: `0`..`3`), with role `input`, `node` or `output`; a cell whose
+output is a concatenation gets an `output` node fed by `concat` edges. Edges carry their op and their slot among
+the node's inputs. Pictures are drawn with matplotlib (Agg) alone, so a PNG never needs Graphviz; `to_dot` writes
+Graphviz text for those who have it; `none` edges (NAS-Bench-201 keeps them) are drawn dashed. `alpha_figure` is
+the per-cell heat map of the softmaxed architecture weights, and `log_search_pictures` puts both into
+TensorBoard at the end of a search.
 """
 from __future__ import annotations
 
@@ -18,109 +17,75 @@ from pathlib import Path
 from typing import Any, Mapping
 
 from ssnas.errors import UserError
+from ssnas.nas.genotype import Cell, Edge
 
-INPUTS = ("c_{k-2}", "c_{k-1}")
 OUTPUT = "output"
-# one colour per DARTS op (Okabe-Ito-like, readable in grey too); unknown ops fall back to grey
+# one colour per op (Okabe-Ito-like, readable in grey too); unknown ops fall back to grey
 OP_COLOURS = {
     "max_pool_3x3": "#0072B2", "avg_pool_3x3": "#56B4E9", "skip_connect": "#7f7f7f", "sep_conv_3x3": "#D55E00",
-    "sep_conv_5x5": "#E69F00", "dil_conv_3x3": "#009E73", "dil_conv_5x5": "#CC79A7", "none": "#000000",
+    "sep_conv_5x5": "#E69F00", "dil_conv_3x3": "#009E73", "dil_conv_5x5": "#CC79A7",
     "concat": "#bbbbbb", "nor_conv_3x3": "#D55E00", "nor_conv_1x1": "#009E73",
 }
-NONE_COLOUR = "#999999"  # a `none` edge of a NAS-Bench-201 cell: drawn dashed and grey, it carries nothing
+NONE_COLOUR = "#999999"  # a `none` edge: drawn dashed and grey, it carries nothing
 NODE_COLOURS = {"input": "#a6dba0", "node": "#8fb8de", "output": "#f4d35e"}
 X_STEP, Y_STEP = 2.4, 1.7  # column and row spacing of the drawing, in data units (a node is 0.54 across)
 
 
-def is_dag_cell(genotype: Any) -> bool:
-    """A NAS-Bench-201-style genotype: one cell, one op per edge of a complete DAG (`edges`)."""
-    return hasattr(genotype, "edges") and not hasattr(genotype, "normal")
-
-
-def cell_kinds(genotype: Any) -> tuple[str, ...]:
-    """The cells a genotype holds ('normal', 'reduce'; NAS-Bench-201: 'cell'); a UserError for genotypes with
-    no cells to draw."""
-    if is_dag_cell(genotype):
-        return ("cell",)
-    kinds = tuple(k for k in ("normal", "reduce") if hasattr(genotype, k))
-    if not kinds:
-        raise UserError(f"cell pictures and graphs are drawn for DARTS and NAS-Bench-201 genotypes; a "
+def cells_of(genotype: Any) -> dict[str, Cell]:
+    """The genotype's cells; a UserError for anything without cells to draw."""
+    cells = getattr(genotype, "cells", None)
+    if not callable(cells):
+        raise UserError(f"cell pictures and graphs are drawn from a genotype's cells; a "
                         f"{getattr(genotype, 'space', type(genotype).__name__)!r} genotype has no cells to draw")
-    return kinds
+    return cells()
 
 
-def cell_ops(genotype: Any, kind: str) -> list[str]:
-    """The ops of one cell, in the genotype's order."""
-    return list(genotype.edges) if is_dag_cell(genotype) else [op for op, _ in getattr(genotype, kind)]
+def _role(cell: Cell, state: int) -> str:
+    if state < cell.inputs:
+        return "input"
+    return "output" if not cell.concat and state in cell.output else "node"
 
 
-def state_name(j: int) -> str:
-    """Genotype input index -> graph node name: 0, 1 are the cell inputs, j >= 2 is intermediate node j-2."""
-    return INPUTS[j] if j < 2 else str(j - 2)
-
-
-def dag_cell_graph(genotype: Any):
-    """A NAS-Bench-201 cell as a MultiDiGraph: nodes '0' (input), '1', '2', '3' (output), one edge per op."""
+def cell_graph(genotype: Any, kind: str):
+    """One cell as a MultiDiGraph (see the module docstring); edge key = slot among the target's inputs."""
     import networkx as nx
 
-    from ssnas.search_spaces.nb201 import EDGES, NODES
-
-    g = nx.MultiDiGraph(cell="cell", space=getattr(genotype, "space", "nb201"))
-    for n in range(NODES):
-        g.add_node(str(n), role="input" if n == 0 else "output" if n == NODES - 1 else "node")
-    for (i, j), op in zip(EDGES, genotype.edges):
-        g.add_edge(str(i), str(j), key=0, op=op, slot=0)
+    cell = cells_of(genotype)[kind]
+    g = nx.MultiDiGraph(cell=kind, space=getattr(genotype, "space", ""), title=cell.title)
+    for state, name in enumerate(cell.names):
+        g.add_node(name, role=_role(cell, state), state=state)
+    if cell.concat:
+        g.add_node(OUTPUT, role="output", state=-1)
+    slots: dict[int, int] = {}
+    for e in cell.edges:
+        slot = slots[e.target] = slots.get(e.target, -1) + 1
+        g.add_edge(cell.names[e.source], cell.names[e.target], key=slot, op=e.op, slot=slot)
+    if cell.concat:
+        for state in cell.output:
+            g.add_edge(cell.names[state], OUTPUT, key=0, op="concat", slot=0)
     return g
 
 
-def ops_from_graph(g) -> tuple[str, ...]:
-    """The inverse of `dag_cell_graph`: the ops of a NAS-Bench-201 cell, in the benchmark's edge order."""
-    from ssnas.search_spaces.nb201 import EDGES
-
-    return tuple(g.edges[str(i), str(j), 0]["op"] for i, j in EDGES)
-
-
-def cell_graph(genotype: Any, kind: str = "normal"):
-    """One cell as a MultiDiGraph; edge key k is the slot (0/1) of the pair inside its node. A NAS-Bench-201
-    genotype gives its one cell whatever `kind` says (`dag_cell_graph`)."""
-    import networkx as nx
-
-    if cell_kinds(genotype) == ("cell",):
-        return dag_cell_graph(genotype)
-    pairs = getattr(genotype, kind)
-    concat = getattr(genotype, f"{kind}_concat")
-    g = nx.MultiDiGraph(cell=kind, space=getattr(genotype, "space", "darts"))
-    for name in INPUTS:
-        g.add_node(name, role="input")
-    for i in range(len(pairs) // 2):
-        g.add_node(str(i), role="node")
-    g.add_node(OUTPUT, role="output")
-    for p, (op, j) in enumerate(pairs):
-        g.add_edge(state_name(j), str(p // 2), key=p % 2, op=op, slot=p % 2)
-    for c in concat:
-        g.add_edge(str(c - 2), OUTPUT, key=0, op="concat", slot=0)
-    return g
-
-
-def pairs_from_graph(g) -> tuple[tuple[tuple[str, int], ...], tuple[int, ...]]:
-    """The inverse of `cell_graph`: (pairs, concat) read back from a cell's graph."""
-    index = {INPUTS[0]: 0, INPUTS[1]: 1}
-    nodes = sorted((n for n, d in g.nodes(data=True) if d.get("role") == "node"), key=int)
-    index.update({n: int(n) + 2 for n in nodes})
-    pairs = []
-    for n in nodes:
-        edges = sorted(g.in_edges(n, data=True), key=lambda e: e[2]["slot"])
-        pairs.extend((d["op"], index[u]) for u, _, d in edges)
-    concat = tuple(sorted(index[u] for u, _ in g.in_edges(OUTPUT)))
-    return tuple(pairs), concat
+def edges_from_graph(g) -> tuple[tuple[Edge, ...], tuple[int, ...]]:
+    """The inverse of `cell_graph`: the cell's edges (in the genotype's order) and its output states."""
+    state = {n: int(d["state"]) for n, d in g.nodes(data=True)}
+    edges, output = [], []
+    for n in sorted((n for n in g if state[n] >= 0), key=state.get):
+        incoming = sorted((e for e in g.in_edges(n, data=True)), key=lambda e: e[2]["slot"])
+        edges.extend(Edge(state[u], state[n], d["op"]) for u, _, d in incoming)
+        if g.nodes[n]["role"] == "output":
+            output.append(state[n])
+    if OUTPUT in g:
+        output = sorted(state[u] for u, _ in g.in_edges(OUTPUT))
+    return tuple(edges), tuple(output)
 
 
 def genotype_graph(genotype: Any):
-    """Both cells in one graph, nodes prefixed '<cell>/' (what --to graphml writes)."""
+    """Every cell in one graph, nodes prefixed '<cell>/' (what --to graphml writes)."""
     import networkx as nx
 
-    g = nx.MultiDiGraph(space=getattr(genotype, "space", "darts"))
-    for kind in cell_kinds(genotype):
+    g = nx.MultiDiGraph(space=getattr(genotype, "space", ""))
+    for kind in cells_of(genotype):
         sub = cell_graph(genotype, kind)
         g.add_nodes_from((f"{kind}/{n}", {**d, "cell": kind}) for n, d in sub.nodes(data=True))
         g.add_edges_from((f"{kind}/{u}", f"{kind}/{v}", k, {**d, "cell": kind})
@@ -130,12 +95,10 @@ def genotype_graph(genotype: Any):
 
 def layout(g) -> dict[str, tuple[float, float]]:
     """Left-to-right layered positions, as Graphviz's `dot` ranks them: a node's column is its longest path
-    from the inputs; nodes sharing a column are spread vertically in index order. A NAS-Bench-201 cell, a
-    chain 0-1-2-3 with every skip, zig-zags (1 up, 2 down), so no edge runs through a node."""
+    from the inputs; nodes sharing a column are spread vertically in index order. A cell that is one chain with
+    every skip (NAS-Bench-201's 0-1-2-3) zig-zags (1 up, 2 down), so no edge runs through a node."""
     import networkx as nx
 
-    if g.graph.get("cell") == "cell":
-        return {"0": (0.0, 0.0), "1": (X_STEP, Y_STEP), "2": (2 * X_STEP, -Y_STEP), "3": (3 * X_STEP, 0.0)}
     rank: dict[str, int] = {}
     for n in nx.topological_sort(g):
         preds = list(g.predecessors(n))
@@ -144,9 +107,13 @@ def layout(g) -> dict[str, tuple[float, float]]:
     for n in g.nodes:  # insertion order: inputs, 0..n-1, output
         columns.setdefault(rank[n], []).append(n)
     pos = {}
+    chain = all(len(members) == 1 for members in columns.values())
     for x, members in columns.items():
         for y, n in enumerate(members):
-            pos[n] = (X_STEP * x, Y_STEP * ((len(members) - 1) / 2 - y))
+            if chain:  # zig-zag the inner nodes of a chain
+                pos[n] = (X_STEP * x, 0.0 if x in (0, len(columns) - 1) else Y_STEP * (1 if x % 2 else -1))
+            else:
+                pos[n] = (X_STEP * x, Y_STEP * ((len(members) - 1) / 2 - y))
     return pos
 
 
@@ -155,8 +122,8 @@ def draw_cell(genotype: Any, kind: str, ax) -> tuple[float, float, float, float]
     drawing's extent (x0, x1, y0, y1), curves included, so several cells can share one scale."""
     from matplotlib.patches import Circle, FancyArrowPatch
 
+    cell = cells_of(genotype)[kind]
     g = cell_graph(genotype, kind)
-    dag = g.graph.get("cell") == "cell"  # NAS-Bench-201: plain node numbers, `none` edges dashed
     pos = layout(g)
     radius = 0.27
     circles = {}
@@ -164,17 +131,17 @@ def draw_cell(genotype: Any, kind: str, ax) -> tuple[float, float, float, float]
     for n, d in g.nodes(data=True):
         circles[n] = Circle(pos[n], radius, fc=NODE_COLOURS[d["role"]], ec="#333333", lw=1.0, zorder=2)
         ax.add_patch(circles[n])
-        label = {"output": "c_{k}"}.get(n, n)
-        as_math = d["role"] != "node" and not dag
+        label = {OUTPUT: "c_{k}"}.get(n, n)
+        as_math = "_{" in label  # c_{k-2}, c_{k-1}, c_{k}
         ax.text(*pos[n], f"${label}$" if as_math else label, ha="center", va="center", fontsize=9, zorder=4)
     for u, v, k, d in g.edges(keys=True, data=True):
         (x1, y1), (x2, y2) = pos[u], pos[v]
         rad = _bend(g, u, v, k, pos) if d["op"] != "concat" else 0.0
-        colour = _edge_colour(d["op"], dag)
+        colour = _edge_colour(d["op"])
         # patchA/patchB clip the arrow at the node circles, whatever the figure's scale
         ax.add_patch(FancyArrowPatch((x1, y1), (x2, y2), connectionstyle=f"arc3,rad={rad}", arrowstyle="-|>",
                                      mutation_scale=12, lw=1.2 if d["op"] == "concat" else 1.8, color=colour,
-                                     linestyle="--" if dag and d["op"] == "none" else "-",
+                                     linestyle="--" if d["op"] == "none" else "-",
                                      patchA=circles[u], patchB=circles[v], shrinkA=0, shrinkB=1, zorder=1))
         points += [_on_arc((x1, y1), (x2, y2), rad, t / 8) for t in range(1, 8)]
         if d["op"] != "concat":
@@ -183,11 +150,7 @@ def draw_cell(genotype: Any, kind: str, ax) -> tuple[float, float, float, float]
                     bbox={"boxstyle": "round,pad=0.15", "fc": "white", "ec": "none", "alpha": 0.85})
     ax.set_aspect("equal")
     ax.axis("off")
-    if dag:
-        ax.set_title(f"{genotype.to_string()}\nnode 0 = input, node 3 = output; dashed = none", fontsize=9)
-    else:
-        concat = ", ".join(str(c - 2) for c in getattr(genotype, f"{kind}_concat"))
-        ax.set_title(f"{kind} cell  (output = concat of {concat})", fontsize=10)
+    ax.set_title(cell_title(cell, kind), fontsize=10 if cell.concat else 9)
     xs, ys = [p[0] for p in points], [p[1] for p in points]
     extent = (min(xs) - 0.5, max(xs) + 0.5, min(ys) - 0.5, max(ys) + 0.5)
     ax.set_xlim(*extent[:2])
@@ -195,8 +158,18 @@ def draw_cell(genotype: Any, kind: str, ax) -> tuple[float, float, float, float]
     return extent
 
 
-def _edge_colour(op: str, dag: bool = False) -> str:
-    return NONE_COLOUR if dag and op == "none" else OP_COLOURS.get(op, "#555555")
+def cell_title(cell: Cell, kind: str) -> str:
+    """'normal cell  (output = concat of 0, 1, 2, 3)', or for a cell whose output is one node its title and
+    'node 0 = input, node 3 = output; dashed = none'."""
+    heading = cell.title or f"{kind} cell"
+    if cell.concat:
+        return f"{heading}  (output = concat of {', '.join(cell.names[s] for s in cell.output)})"
+    inputs = ", ".join(cell.names[s] for s in range(cell.inputs))
+    return f"{heading}\nnode {inputs} = input, node {cell.names[cell.output[0]]} = output; dashed = none"
+
+
+def _edge_colour(op: str) -> str:
+    return NONE_COLOUR if op == "none" else OP_COLOURS.get(op, "#555555")
 
 
 def _on_arc(a: tuple[float, float], b: tuple[float, float], rad: float, t: float) -> tuple[float, float]:
@@ -251,7 +224,8 @@ def cells_figure(genotype: Any, title: str | None = None):
     from matplotlib.figure import Figure
     from matplotlib.lines import Line2D
 
-    kinds = cell_kinds(genotype)
+    cells = cells_of(genotype)
+    kinds = list(cells)
     fig = Figure(figsize=(7.0 * len(kinds), 5.0), dpi=110)
     axes = fig.subplots(1, len(kinds), squeeze=False)[0]
     extents = [draw_cell(genotype, kind, ax) for ax, kind in zip(axes, kinds)]
@@ -261,9 +235,8 @@ def cells_figure(genotype: Any, title: str | None = None):
     for ax in axes:
         ax.set_xlim(x0, x1)
         ax.set_ylim(y0, y1)
-    dag = is_dag_cell(genotype)
-    used = sorted({op for kind in kinds for op in cell_ops(genotype, kind)})
-    fig.legend([Line2D([], [], color=_edge_colour(op, dag), lw=2, ls="--" if dag and op == "none" else "-")
+    used = sorted({e.op for cell in cells.values() for e in cell.edges})
+    fig.legend([Line2D([], [], color=_edge_colour(op), lw=2, ls="--" if op == "none" else "-")
                 for op in used], used, loc="lower center", ncol=min(len(used), 7), fontsize=8, frameon=False)
     heading = title if title is not None else title_for(genotype)
     if heading:
@@ -322,10 +295,11 @@ def alpha_figure(probs: Mapping[str, Mapping[str, Mapping[str, float]]], genotyp
         ax.set_xticks(range(len(ops)), ops, rotation=45, ha="right", fontsize=7)
         ax.set_yticks(range(len(edges)), edges, fontsize=7)
         ax.set_title(f"{kind} cell: softmax(alpha) per edge", fontsize=9)
-        for p, (op, j) in enumerate(getattr(genotype, kind, ()) if genotype is not None else ()):
-            name = f"{j}->{p // 2 + 2}"
-            if name in edges and op in ops:
-                ax.add_patch(Rectangle((ops.index(op) - 0.5, edges.index(name) - 0.5), 1, 1, fill=False,
+        kept = cells_of(genotype)[kind].edges if genotype is not None else ()
+        for e in kept:
+            name = f"{e.source}->{e.target}"
+            if name in edges and e.op in ops:
+                ax.add_patch(Rectangle((ops.index(e.op) - 0.5, edges.index(name) - 0.5), 1, 1, fill=False,
                                        ec="black", lw=1.6))
     fig.tight_layout(rect=(0, 0, 0.92, 1))
     fig.colorbar(image, cax=fig.add_axes((0.93, 0.2, 0.015, 0.7)))
@@ -335,14 +309,12 @@ def alpha_figure(probs: Mapping[str, Mapping[str, Mapping[str, float]]], genotyp
 def log_search_pictures(writer: Any, supernet: Any, genotype: Any, step: int) -> bool:
     """At the end of a search: the cells of the derived genotype and a heat map of each cell's alphas, as
     TensorBoard figures ('genotype/cells', 'alphas/<cell>'). Returns False (and logs nothing) when there is no
-    writer, matplotlib is missing or the genotype has no DARTS cells: pictures must never fail a search."""
+    writer or matplotlib is missing: pictures must never fail a search."""
     if writer is None:
         return False
     try:
         import matplotlib  # noqa: F401  (optional dependency)
     except ImportError:
-        return False
-    if not all(hasattr(genotype, k) for k in ("normal", "reduce")):
         return False
     writer.add_figure("genotype/cells", cells_figure(genotype), step)
     probs = supernet.probs()
@@ -360,22 +332,21 @@ def _quote(s: str) -> str:
 
 
 def to_dot(genotype: Any) -> str:
-    """Both cells as a Graphviz digraph, one cluster per cell, in the style of DARTS's visualize.py (a
-    NAS-Bench-201 genotype: its one cell, `none` edges dashed)."""
+    """Every cell as a Graphviz digraph, one cluster per cell, in the style of DARTS's visualize.py (`none` edges
+    dashed)."""
     lines = ["digraph genotype {", "  rankdir=LR;", '  node [shape=box, style="rounded,filled", fontname="Helvetica"];',
              '  edge [fontname="Helvetica", fontsize=10];']
-    for kind in cell_kinds(genotype):
+    for kind, cell in cells_of(genotype).items():
         g = cell_graph(genotype, kind)
-        dag = g.graph.get("cell") == "cell"
-        lines += [f"  subgraph cluster_{kind} {{", f"    label={_quote('NAS-Bench-201 cell' if dag else kind + ' cell')};"]
+        lines += [f"  subgraph cluster_{kind} {{", f"    label={_quote(cell.title or kind + ' cell')};"]
         for n, d in g.nodes(data=True):
-            label = n if dag else {"output": "c_{k}"}.get(n, n)
+            label = {OUTPUT: "c_{k}"}.get(n, n)
             lines.append(f"    {_quote(f'{kind}/{n}')} [label={_quote(label)}, fillcolor={_quote(NODE_COLOURS[d['role']])}];")
         for u, v, d in g.edges(data=True):
-            attrs = f"color={_quote(_edge_colour(d['op'], dag))}"
+            attrs = f"color={_quote(_edge_colour(d['op']))}"
             if d["op"] != "concat":
                 attrs += f", label={_quote(d['op'])}"
-            if dag and d["op"] == "none":
+            if d["op"] == "none":
                 attrs += ", style=dashed"
             lines.append(f"    {_quote(f'{kind}/{u}')} -> {_quote(f'{kind}/{v}')} [{attrs}];")
         lines.append("  }")

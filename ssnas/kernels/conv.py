@@ -1,4 +1,5 @@
-"""Depthwise convolution with a faster backward on CPU, same maths as ``F.conv2d(..., groups=C)``.
+"""Exact fast kernels: depthwise convolution with a faster backward on CPU (same maths as ``F.conv2d(..., groups=C)``),
+parity sub-grids, 1x1 convs as NHWC matmuls and the 3x3 average pool as a box sum.
 
 Measured on this project's CPUs (torch 2.14.1, channels_last, batch 32, C=8, 32x32; design.md, "Where a
 supernet's time goes"): oneDNN's depthwise backward is 5-20x slower than its forward, worst for dilated
@@ -22,7 +23,7 @@ _CL = torch.channels_last
 _conv_backward = torch.ops.aten.convolution_backward
 
 
-def _wanted(ctx, i: int) -> bool:
+def grad_wanted(ctx, i: int) -> bool:
     """Whether this backward pass uses input i's gradient. ``needs_input_grad`` only says it requires grad:
     DARTS's arch step asks for the alphas' gradients alone, and the conv weights' (the costliest kernel
     here) would be computed and thrown away. Native ops prune these; a custom Function must ask the engine."""
@@ -60,13 +61,13 @@ class _DepthwiseConv(torch.autograd.Function):
         pad = (k - 1) // 2
         g = g.contiguous(memory_format=_CL)
         gx = gw = None
-        if _wanted(ctx, 0):
+        if grad_wanted(ctx, 0):
             if s == 1:  # correlation's adjoint is the correlation with the flipped kernel
                 gx = F.conv2d(g, w.flip(-1, -2), padding=pad, groups=c)
             else:
                 gx = _conv_backward(g, x, w, None, [s, s], [pad, pad], [1, 1], False, [0, 0], c,
                                     [True, False, False])[0]
-        if _wanted(ctx, 1):
+        if grad_wanted(ctx, 1):
             gw = _conv_backward(g, x, w, None, [s, s], [pad, pad], [1, 1], False, [0, 0], c,
                                 [False, True, False])[1]
         return gx, gw, None

@@ -7,7 +7,7 @@ conv over m * C channels: the input tiled m times along the channels, the depthw
 channel, so this is exact; each edge's running statistics are written back to its own module). Every
 kernel then works on up to 4x wider rows, and there are fewer kernel calls: on this project's CPUs a BN at
 C=8 costs 1.8 ns per element against 0.74 at C=32 (BENCHMARKS.md, "The fan-out, alone"). The wide outputs are cut
-back into one dense tensor per edge and each edge's weighted sum is ``MixedOp``'s own.
+back into one dense tensor per edge and each edge's weighted sum is ``FastMixedOp``'s own.
 
 Parameters stay in each edge's modules (checkpoints, derivation and the textbook path are unchanged); the
 concatenated kernels are rebuilt every forward, which costs a few kilobytes of copies.
@@ -21,8 +21,9 @@ import torch.nn.functional as F
 from torch import nn
 
 from ssnas.kernels.conv import depthwise_conv, depthwise_conv_on_subgrids, pointwise_conv
-from ssnas.nas.mixed import MixedOp, SharedInput, combine
-from ssnas.nas.ops import DilConv, SepConv
+from ssnas.kernels.mixed import FastMixedOp, combine
+from ssnas.kernels.ops import FastDilConv, FastSepConv
+from ssnas.kernels.shared import SharedInput
 
 _CL = torch.channels_last
 
@@ -93,10 +94,10 @@ def wide_batch_norm(y: torch.Tensor, bns: Sequence[nn.BatchNorm2d]) -> torch.Ten
     return out
 
 
-def _wide_layer(convs: Sequence[DilConv], x: torch.Tensor, prepared: torch.Tensor | None = None,
+def _wide_layer(convs: Sequence[FastDilConv], x: torch.Tensor, prepared: torch.Tensor | None = None,
                 on_subgrids: bool = False) -> torch.Tensor:
     """One ReLU-free DilConv layer (depthwise, 1x1, BN) of m edges on an input tiled to m * C channels.
-    `prepared`: the tiled sub-grid a strided dilated conv reads (ssnas.fastconv.depthwise_conv); `on_subgrids`:
+    `prepared`: the tiled sub-grid a strided dilated conv reads (ssnas.kernels.conv.depthwise_conv); `on_subgrids`:
     `x` is the tiled parity sub-grid layout, and so is the result."""
     depthwise = torch.cat([conv.depthwise.weight for conv in convs])
     pointwise = torch.block_diag(*[conv.pointwise.weight.flatten(1) for conv in convs])[:, :, None, None]
@@ -117,11 +118,11 @@ def _wide_candidate(ops: Sequence[nn.Module], shared: SharedInput, m: int) -> tu
     """The m edges' copies of one conv candidate as one (N, m*C, ...) tensor, and whether it is in the parity
     sub-grid layout; None for a candidate that is not a fast SepConv/DilConv."""
     first = ops[0]
-    if isinstance(first, SepConv) and first.first.fast and first.second.fast:
+    if isinstance(first, FastSepConv) and isinstance(first.first, FastDilConv) and isinstance(first.second, FastDilConv):
         y = _wide_layer([op.first for op in ops], _tiled(shared, "relu", m))
         return _wide_layer([op.second for op in ops], F.relu(y)), False
-    if isinstance(first, DilConv) and first.fast:
-        route = first._route(shared.x)
+    if isinstance(first, FastDilConv):
+        route = first.route(shared.x)
         if route == "subgrids":
             return _wide_layer(ops, _tiled(shared, "subgrids", m), on_subgrids=True), True
         if route == "even":  # the conv reads only the even sub-grid, which the tiled copy stands in for
@@ -131,12 +132,14 @@ def _wide_candidate(ops: Sequence[nn.Module], shared: SharedInput, m: int) -> tu
 
 
 def can_fan_out(edges: Sequence[nn.Module]) -> bool:
-    """Whether `edges` (all leaving one state) can be evaluated together: fast mixed ops with one stride."""
-    return (len(edges) > 1 and all(type(e) is MixedOp and e.fast for e in edges)
-            and len({(e.stride, tuple(e.primitives)) for e in edges}) == 1)
+    """Whether `edges` (all leaving one state) can be evaluated together: fast mixed ops with one stride and
+    the same candidates, among them a conv that runs wide."""
+    return (len(edges) > 1 and all(type(e) is FastMixedOp for e in edges)
+            and len({(e.stride, tuple(e.primitives)) for e in edges}) == 1
+            and any(isinstance(c, (FastSepConv, FastDilConv)) for c in edges[0].candidates))
 
 
-def fan_out(edges: Sequence[MixedOp], weights: torch.Tensor, shared: SharedInput) -> list[torch.Tensor]:
+def fan_out(edges: Sequence[FastMixedOp], weights: torch.Tensor, shared: SharedInput) -> list[torch.Tensor]:
     """``[edge(shared.x, weights[e], shared) for e, edge in enumerate(edges)]``, with every conv candidate run
     once for all edges (see the module docstring). `weights`: (m, ops) softmax weights, one row per edge."""
     m = len(edges)
@@ -154,6 +157,6 @@ def fan_out(edges: Sequence[MixedOp], weights: torch.Tensor, shared: SharedInput
                 blocks, sub = wide[i]
                 (on_subgrids if sub else normal).append((i, blocks[e]))
             else:
-                normal.append((i, edge._run(i, shared)))
+                normal.append((i, edge.run(i, shared)))
         results.append(combine(normal, on_subgrids, weights[e]))
     return results

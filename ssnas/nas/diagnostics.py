@@ -6,6 +6,8 @@ from __future__ import annotations
 import math
 from typing import Any, Mapping
 
+from ssnas.nas.genotype import genotype_ops
+
 
 def edge_entropy(row: Mapping[str, float]) -> float:
     """Shannon entropy (nats) of one edge's op distribution; log(#ops) when uniform, 0 when decided."""
@@ -21,6 +23,6 @@ def search_diagnostics(probs: Mapping[str, Mapping[str, Mapping[str, float]]], g
         # normalised by the uniform distribution's entropy, so spaces with different op counts compare
         n_ops = len(next(iter(edges.values())))
         out[f"entropy_{kind}_norm"] = out[f"entropy_{kind}"] / math.log(n_ops)
-    ops = genotype.ops
+    ops = genotype_ops(genotype)
     out["parameter_free_share"] = sum(op in parameter_free for op in ops) / len(ops)
     return out

@@ -1,13 +1,20 @@
-"""The contract every search space module in ``search_spaces/`` fulfils, and its shared settings."""
+"""The search-space contract: what every module in `search_spaces/` (installed as `ssnas.search_spaces`) defines,
+in full, and the supernet settings every space reads.
+
+A space is one file. `ssnas.registry.space(name)` returns the module; tests/test_spaces.py checks every
+registered space against `SearchSpace` (every member present) and runs its supernet, derivation, formats and
+network. docs/spaces.md walks through a complete example.
+"""
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any, Mapping, Protocol, runtime_checkable
 
 import torch
 from torch import nn
 
-from ssnas.kernels.recompute import recomputed
+from ssnas.nas.genotype import Cell
+from ssnas.nas.supernet import Supernet
 
 
 @dataclass
@@ -30,42 +37,61 @@ class SpaceConfig:
                 "(activation checkpointing); same outputs, gradients and BN statistics, one more forward per step"})
 
 
+@runtime_checkable
 class Genotype(Protocol):
-    """A discrete architecture: a frozen value that serialises to JSON and validates itself."""
+    """A discrete architecture: a frozen value that serialises to JSON and shows its cells uniformly."""
 
     space: str
+    meta: dict[str, Any]
 
-    def to_json(self) -> dict[str, Any]: ...
+    def to_json(self) -> dict[str, Any]:
+        """`{"space": NAME, ...}`; the space's `genotype_from_json` reads it back."""
+
+    def cells(self) -> dict[str, Cell]:
+        """Every cell by kind, as a DAG of `Edge(source, target, op)` (pictures, export, show and evaluation
+        read only this)."""
 
 
-class Supernet(nn.Module):
-    """A supernet is an encoder: images -> feature vectors, with architecture parameters beside its weights."""
+@runtime_checkable
+class SearchSpace(Protocol):
+    """The module `ssnas.search_spaces.<NAME>`. Every member is required; none has a default."""
 
-    feature_dim: int
-    # DARTS-'s auxiliary skip weight on stride-1 edges, set by the search loop each step; 0 = plain DARTS
-    aux_skip: float = 0.0
-    # --recompute-cells: cells run through ssnas.recompute.recomputed while training
-    recompute_cells: bool = False
+    NAME: str  # the --space value; must match the file name
+    PRIMITIVES: list[str]  # candidate ops, in the order of the alpha columns
+    PARAMETER_FREE: frozenset[str]  # ops without weights: the collapse diagnostic counts them
+    CELL_KINDS: tuple[str, ...]  # the cells of a genotype, and the keys of the supernet's alphas
+    PUBLISHED: Mapping[str, Genotype]  # published genotypes by name ({} if none)
+    NETWORK_DEFAULTS: Mapping[str, int]  # {"layers": ..., "init_channels": ...} of the space's own network
+    LAYERS_UNIT: str  # what `layers` counts, for printed sizes ("cells", "cells per stage")
+    NNI_SPACE: str  # the NNI 3.0 space `to_nni` freezes, for messages ("DARTS", "NasBench201")
 
-    def run_cell(self, cell: nn.Module, *args: Any) -> Any:
-        """``cell(*args)``, recomputed in the backward pass instead of stored when `recompute_cells` is on."""
-        if self.recompute_cells and self.training:
-            return recomputed(cell, *args)
-        return cell(*args)
+    def build_supernet(self, cfg: SpaceConfig, in_channels: int) -> Supernet:
+        """The supernet (textbook maths; the loops install ssnas.kernels' exact speed route)."""
 
-    def arch_parameters(self) -> list[nn.Parameter]:
-        raise NotImplementedError
+    def genotype_from_scores(self, scores: Mapping[str, torch.Tensor]) -> Genotype:
+        """The discretisation: scores by cell kind, (edges, ops) each, to a genotype."""
 
-    def weight_parameters(self) -> list[nn.Parameter]:
-        arch = {id(p) for p in self.arch_parameters()}
-        return [p for p in self.parameters() if id(p) not in arch]
+    def genotype_from_json(self, data: Any, source: str) -> Genotype:
+        """Parse and validate `to_json`'s output; every problem is a one-line UserError naming the field."""
 
-    def probs(self) -> dict[str, dict[str, dict[str, float]]]:
-        """Softmaxed architecture weights: {cell kind: {edge name: {op: prob}}}."""
-        raise NotImplementedError
+    def parse_text(self, text: str, source: str) -> Genotype | None:
+        """The space's own string format, or None for text in another format."""
 
-    def derive(self) -> Genotype:
-        raise NotImplementedError
+    def to_text(self, genotype: Genotype) -> str | None:
+        """The genotype in the space's own string format, or None when the space has none."""
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:  # pragma: no cover - abstract
-        raise NotImplementedError
+    def to_nni(self, genotype: Genotype) -> dict[str, Any]:
+        """The dict that freezes NNI 3.0's version of this space; a UserError when NNI has no equivalent."""
+
+    def from_nni(self, data: Mapping[str, Any], source: str) -> Genotype | None:
+        """A genotype from NNI's dict of this space, or None when the dict's keys are not this space's."""
+
+    def check_network(self, cfg: Any) -> None:
+        """Refuse evaluation-network settings (`ssnas.nas.network.NetworkConfig`) this space cannot build."""
+
+    def build_network(self, genotype: Genotype, cfg: Any, in_channels: int, num_classes: int = 0) -> nn.Module:
+        """The evaluation network of a genotype: images -> `feature_dim` features (logits with num_classes)."""
+
+
+REQUIRED = tuple(m for m in SearchSpace.__annotations__) + tuple(
+    name for name, value in vars(SearchSpace).items() if callable(value) and not name.startswith("_"))

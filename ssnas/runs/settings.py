@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import random
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 import torch
@@ -54,3 +55,21 @@ def epoch_steps(images: int, batch_size: int, cap: int, what: str) -> int:
         raise UserError(f"--batch-size {batch_size} is larger than {what} ({images} images); lower "
                         f"--batch-size or raise --subset")
     return min(steps, cap) if cap else steps
+
+
+# Keys that may differ between a run and its resumption (they do not change the maths).
+RESUMABLE_DIFFERENCES = ("run.resume", "run.stop_after", "run.progress", "run.log_every", "run.device", "run.out",
+                         "run.tensorboard")
+
+
+def config_differences(saved: dict[str, Any], current: dict[str, Any], prefix: str = "") -> list[str]:
+    """Dotted keys whose values differ between a saved config and the current one (objective options compared
+    as a whole), leaving out those a resume may change."""
+    keys = []
+    for k in sorted(set(saved) | set(current)):
+        a, b, key = saved.get(k), current.get(k), f"{prefix}{k}"
+        if isinstance(a, dict) and isinstance(b, dict) and k != "options":
+            keys += config_differences(a, b, key + ".")
+        elif a != b and key not in RESUMABLE_DIFFERENCES:
+            keys.append(key)
+    return keys

@@ -19,13 +19,14 @@ from typing import Any
 
 import torch
 
+from ssnas.arch import build_encoder, build_supernet
 from ssnas.config import apply_overrides, to_dict
 from ssnas.data.datasets import ImageSet, balanced_subset_indices, load_dataset
 from ssnas.errors import UserError
-from ssnas.evaluate import KnnConfig, knn_top1
+from ssnas.training.knn import KnnConfig, knn_top1
 from ssnas.nni_bridge import report as nni_report
 from ssnas.runs import checkpoint
-from ssnas.runs.settings import resolve_device
+from ssnas.runs.settings import config_differences, resolve_device
 from ssnas.tune.space import Param, space_for, suggest
 from ssnas.tune.study import finished, open_study, recover
 
@@ -167,8 +168,6 @@ def study_spec(tune: TuneConfig, base: Any, params: tuple[Param, ...]) -> dict[s
 
 
 def check_spec(study: Any, spec: dict[str, Any], url: str) -> None:
-    from ssnas.search import _config_differences
-
     saved = study.user_attrs.get("ssnas_spec")
     if saved is None:
         if study.get_trials(deepcopy=False):
@@ -176,8 +175,8 @@ def check_spec(study: Any, spec: dict[str, Any], url: str) -> None:
         study.set_user_attr("ssnas_spec", spec)
         return
     diffs = [] if saved["target"] == spec["target"] else ["target"]
-    diffs += [k for k in _config_differences(saved["config"], spec["config"]) if k not in RESUMABLE]
-    diffs += [f"tune.{k}" for k in _config_differences(saved["score"], spec["score"])]
+    diffs += [k for k in config_differences(saved["config"], spec["config"]) if k not in RESUMABLE]
+    diffs += [f"tune.{k}" for k in config_differences(saved["score"], spec["score"])]
     if diffs:
         raise UserError(f"cannot resume study {study.study_name!r}: its trials ran with other settings in "
                         f"{', '.join(diffs)}; rerun with the original settings or choose another --study")
@@ -255,14 +254,11 @@ class KnnScorer:
         self.plain = ViewMaker(cfg.augment, mean, std).plain
         with torch.random.fork_rng(devices=[]):  # building a network must not move the trial's random stream
             if target == "genotype":
-                from ssnas.nas.network import build_encoder
                 from ssnas.retrain import validate as validate_retrain
 
                 self.net = build_encoder(validate_retrain(copy.deepcopy(cfg)), cfg.network, data.train.channels)
             else:
-                from ssnas import registry
-
-                self.net = registry.space(cfg.space).build_supernet(cfg.supernet, data.train.channels)
+                self.net = build_supernet(cfg.space, cfg.supernet, data.train.channels)
         self.net.to(self.device, memory_format=torch.channels_last)  # as trained: NHWC runs faster on CPU
 
     def __call__(self, ckpt: Path) -> float:

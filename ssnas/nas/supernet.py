@@ -1,0 +1,62 @@
+"""The supernet: an encoder (images -> features) whose edges are mixed ops, with architecture parameters
+beside its weights (DARTS, Liu et al. 2019, Sec. 2.2).
+
+The seam for search strategies: `op_weights()` is the one place where architecture parameters become the
+per-edge op weights of a forward pass (DARTS: softmax(alpha), Eq. 2), and `derive_scores()` what the
+discretisation ranks; a space turns those scores into a genotype (`genotype_from_scores` of the space contract).
+"""
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+
+class Supernet(nn.Module):
+    """Base class of every space's supernet. A subclass sets `feature_dim`, `primitives` (the op names, in alpha
+    column order) and `edge_names` (row names, 'j->i'), and implements `alphas` and `derive`."""
+
+    feature_dim: int
+    primitives: list[str]
+    edge_names: list[str]
+    # DARTS-'s auxiliary skip weight on stride-1 edges (Chu et al. 2021), set by the search loop each step;
+    # 0 = plain DARTS (see ssnas.nas.anticollapse)
+    aux_skip: float = 0.0
+
+    def alphas(self) -> dict[str, nn.Parameter]:
+        """The op-choice parameters by cell kind: (edges, ops) each."""
+        raise NotImplementedError
+
+    def arch_parameters(self) -> list[nn.Parameter]:
+        """Every architecture parameter, in the order the architecture optimiser holds them."""
+        return list(self.alphas().values())
+
+    def weight_parameters(self) -> list[nn.Parameter]:
+        arch = {id(p) for p in self.arch_parameters()}
+        return [p for p in self.parameters() if id(p) not in arch]
+
+    def op_weights(self) -> dict[str, torch.Tensor]:
+        """The op weights of every edge in this forward pass, by cell kind: softmax(alpha) (DARTS Eq. 2)."""
+        return {kind: F.softmax(alpha, dim=-1) for kind, alpha in self.alphas().items()}
+
+    def derive_scores(self) -> dict[str, torch.Tensor]:
+        """What the discretisation ranks, by cell kind, (edges, ops): softmax(alpha) (DARTS Sec. 2.4)."""
+        return {kind: F.softmax(alpha.detach(), dim=-1) for kind, alpha in self.alphas().items()}
+
+    def derive(self) -> Any:
+        """The discrete genotype: the space's `genotype_from_scores(self.derive_scores())`."""
+        raise NotImplementedError
+
+    def probs(self) -> dict[str, dict[str, dict[str, float]]]:
+        """Softmaxed architecture weights for the logs: {cell kind: {edge name: {op: prob}}}."""
+        out = {}
+        for kind, alpha in self.alphas().items():
+            p = F.softmax(alpha.detach().float(), dim=-1).cpu()
+            out[kind] = {name: {op: float(p[e, o]) for o, op in enumerate(self.primitives)}
+                         for e, name in enumerate(self.edge_names)}
+        return out
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:  # pragma: no cover - abstract
+        raise NotImplementedError

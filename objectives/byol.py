@@ -43,11 +43,15 @@ class BYOLOptions:
 class BYOL(Objective):
     name = "byol"
     Options = BYOLOptions
+    uses = frozenset({"proj_dim", "proj_hidden_dim"})  # no negatives, so no temperature
+
+    @classmethod
+    def check_options(cls, opts: BYOLOptions) -> None:
+        if not 0.0 <= opts.tau_base <= 1.0:
+            raise UserError(f"byol option tau_base must be in [0, 1], got {opts.tau_base}")
 
     def __init__(self, cfg, feature_dim: int, num_classes: int = 0):
         super().__init__(cfg, feature_dim, num_classes)
-        if not 0.0 <= self.opts.tau_base <= 1.0:
-            raise UserError(f"byol option tau_base must be in [0, 1], got {self.opts.tau_base}")
         hidden = cfg.proj_hidden_dim or feature_dim
         self.projector: nn.Module = projection_head(feature_dim, hidden, cfg.proj_dim)
         self.predictor: nn.Module = projection_head(cfg.proj_dim, self.opts.predictor_hidden_dim or hidden,

@@ -28,6 +28,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ssnas.config import Tunable
 from ssnas.data.strong_augment import FIXMATCH_POOL, StrongAugment, StrongViewMaker, validate_strong
 from ssnas.errors import UserError
 from ssnas.training.momentum import KeyQueue, ema_update_, momentum_copy
@@ -66,14 +67,23 @@ class CLSAOptions:
 class CLSA(Objective):
     name = "clsa"
     Options = CLSAOptions
+    uses = frozenset({"temperature", "proj_dim", "proj_hidden_dim"})
+    tunable = (
+        Tunable("objective.aug_times", "int", 1, 8, why="CLSA strong ops per image; reference --aug_times 5"),
+        Tunable("objective.magnitude", "int", 2, 10,
+                why="CLSA RandAugment magnitude m (levels 1..m-1); reference 10, valid 2..10"),
+    )
 
-    def __init__(self, cfg, feature_dim: int, num_classes: int = 0):
-        super().__init__(cfg, feature_dim, num_classes)
-        o = self.opts
+    @classmethod
+    def check_options(cls, o: CLSAOptions) -> None:
         validate_strong(o.strong_ops, o.aug_times, o.magnitude)
         if o.queue_size < 1 or not 0.0 <= o.momentum <= 1.0 or o.ddm_temperature <= 0 or o.strong_views < 0:
             raise UserError("clsa options: queue_size >= 1, momentum in [0, 1], ddm_temperature > 0 and "
                             f"strong_views >= 0 are required; got {o}")
+
+    def __init__(self, cfg, feature_dim: int, num_classes: int = 0):
+        super().__init__(cfg, feature_dim, num_classes)
+        o = self.opts
         self.head: nn.Module = projection_head(feature_dim, cfg.proj_hidden_dim, cfg.proj_dim)
         self.queue = KeyQueue(o.queue_size, cfg.proj_dim)
         self.key_encoder: nn.Module | None = None

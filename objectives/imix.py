@@ -59,11 +59,15 @@ class IMixOptions:
 class IMix(Objective):
     name = "imix"
     Options = IMixOptions
+    uses = frozenset({"temperature", "proj_dim", "proj_hidden_dim"})
+
+    @classmethod
+    def check_options(cls, opts: IMixOptions) -> None:
+        if opts.alpha <= 0:
+            raise UserError(f"imix option alpha must be positive, got {opts.alpha}")
 
     def __init__(self, cfg, feature_dim: int, num_classes: int = 0):
         super().__init__(cfg, feature_dim, num_classes)
-        if self.opts.alpha <= 0:
-            raise UserError(f"imix option alpha must be positive, got {self.opts.alpha}")
         self.head: nn.Module = projection_head(feature_dim, cfg.proj_hidden_dim, cfg.proj_dim)
         self.register_buffer("step", torch.zeros((), dtype=torch.long))
 

@@ -25,6 +25,7 @@ def nt_xent(z1: torch.Tensor, z2: torch.Tensor, temperature: float) -> torch.Ten
 
 class SimCLR(Objective):
     name = "simclr"
+    uses = frozenset({"temperature", "proj_dim", "proj_hidden_dim"})
 
     def __init__(self, cfg, feature_dim: int, num_classes: int = 0):
         super().__init__(cfg, feature_dim, num_classes)

@@ -54,6 +54,7 @@ class SuNCEt(Objective):
     name = "suncet"
     labels = "fraction"
     Options = SuNCEtOptions
+    uses = frozenset({"temperature", "proj_dim", "proj_hidden_dim", "labels_fraction"})
 
     def __init__(self, cfg, feature_dim: int, num_classes: int = 0):
         super().__init__(cfg, feature_dim, num_classes)

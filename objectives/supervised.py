@@ -12,6 +12,7 @@ from ssnas.training.objective import Batch, Objective, ViewSpec
 class Supervised(Objective):
     name = "supervised"
     labels = "all"
+    uses = frozenset()  # cross-entropy on the encoder's features: no temperature, no projection head
 
     def __init__(self, cfg, feature_dim: int, num_classes: int = 0):
         super().__init__(cfg, feature_dim, num_classes)

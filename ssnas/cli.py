@@ -1,6 +1,7 @@
 """`ssnas` command line. `main(argv)` returns the exit code, so tests call it in-process.
 
-Subcommands live in `ssnas/commands/`, one module each. User mistakes (UserError) print one line and exit
+Subcommands live in `ssnas/commands/`, one module each (every module there with a `register` is a verb;
+`flags.py` makes flags from the config dataclasses). User mistakes (UserError) print one line and exit
 2; nothing here imports nni, optuna or tensorboard at module level, so `ssnas --help` stays quick.
 """
 from __future__ import annotations
@@ -20,7 +21,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"ssnas {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     modules = [importlib.import_module(f"ssnas.commands.{m.name}") for m in pkgutil.iter_modules(commands.__path__)]
-    for module in sorted(modules, key=lambda m: getattr(m, "ORDER", 50)):
+    for module in sorted((m for m in modules if hasattr(m, "register")), key=lambda m: m.ORDER):
         module.register(sub)
     return parser
 

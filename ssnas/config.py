@@ -2,16 +2,17 @@
 
 One function, `apply_overrides`, turns `{"optim.lr": "0.1"}` into typed values and rejects unknown keys. The
 CLI, `--config FILE.toml`, Optuna trials and NNI parameters all go through it, so a setting has one name
-everywhere (e.g. `objective.temperature`).
+everywhere (e.g. `objective.temperature`). The command-line flags made from these dataclasses live with the CLI
+(ssnas.commands.flags).
 """
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import json
 import tomllib
 import types
 import typing
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Mapping
 
@@ -19,6 +20,28 @@ from ssnas.errors import UserError
 
 # Dataclass fields whose value is a free-form table (objective-specific options): unknown keys go there.
 OPEN_TABLE = "options"
+
+
+@dataclass(frozen=True)
+class Tunable:
+    """A setting a study may tune: its dotted config key, its range and where the range comes from. Declared by
+    whoever owns the setting (an objective, the augmentation); `ssnas tune` collects them."""
+
+    key: str  # dotted config key, e.g. "augment.jitter_strength"
+    kind: str  # "float" or "int"
+    low: float
+    high: float
+    log: bool = False
+    why: str = ""
+
+    def contains(self, value: Any) -> bool:
+        return isinstance(value, (int, float)) and self.low <= value <= self.high and (
+            self.kind != "int" or float(value).is_integer())
+
+    def end(self, which: str) -> int | float:
+        """The low or high end, typed as the setting is."""
+        value = getattr(self, which)
+        return int(value) if self.kind == "int" else float(value)
 
 
 def to_dict(cfg: Any) -> dict[str, Any]:
@@ -142,8 +165,6 @@ def from_dict(cls: type, data: Mapping[str, Any]) -> Any:
     return apply_overrides(cls(), flatten(data))
 
 
-# ---- command-line flags from field metadata ---------------------------------------------------------
-
 def leaf_fields(cls: type, prefix: str = "") -> list[tuple[str, dataclasses.Field, Any]]:
     """(dotted key, field, type) for every leaf of a config tree."""
     out = []
@@ -157,66 +178,9 @@ def leaf_fields(cls: type, prefix: str = "") -> list[tuple[str, dataclasses.Fiel
     return out
 
 
-def flag_name(key: str, f: dataclasses.Field) -> str:
-    return f.metadata.get("flag") or "--" + key.rsplit(".", 1)[-1].replace("_", "-")
-
-
-def add_flags(parser: argparse.ArgumentParser, cls: type) -> None:
-    """One flag per leaf field (help from metadata); defaults are None so only given flags override."""
-    seen: dict[str, str] = {}
-    defaults = to_dict(cls())
-    for key, f, tp in leaf_fields(cls):
-        if f.metadata.get("cli") is False:
-            continue
-        flag = flag_name(key, f)
-        if flag in seen:
-            raise AssertionError(f"flag {flag} is claimed by both {seen[flag]} and {key}")
-        seen[flag] = key
-        default = defaults
-        for part in key.split("."):
-            default = default[part]
-        text = f"{f.metadata.get('help', '')} [{key}; default: {default}]"
-        if tp is bool:
-            parser.add_argument(flag, dest=key, default=None, action=argparse.BooleanOptionalAction, help=text)
-        else:
-            parser.add_argument(flag, dest=key, default=None, metavar=key.rsplit(".", 1)[-1].upper(), help=text)
-
-
-def flag_overrides(ns: argparse.Namespace, cls: type) -> dict[str, Any]:
-    values = vars(ns)
-    return {key: values[key] for key, _, _ in leaf_fields(cls) if values.get(key) is not None}
-
-
-def parse_set(items: list[str] | None) -> dict[str, Any]:
-    """`--set a.b=v` pairs; values are parsed as TOML scalars when they look like one."""
-    out: dict[str, Any] = {}
-    for item in items or []:
-        if "=" not in item:
-            raise UserError(f"--set expects key=value (e.g. --set objective.temperature=0.2), got {item!r}")
-        key, raw = item.split("=", 1)
-        try:
-            out[key.strip()] = tomllib.loads(f"v = {raw}")["v"]
-        except tomllib.TOMLDecodeError:
-            out[key.strip()] = raw
-    return out
-
-
 def resolve(cls: type, config_file: str | None, overrides: Mapping[str, Any]) -> Any:
     """defaults < --config file < flags and --set."""
     cfg = cls()
     if config_file:
         apply_overrides(cfg, flatten(load_file(config_file)))
     return apply_overrides(cfg, overrides)
-
-
-def add_config_args(parser: argparse.ArgumentParser, cls: type) -> None:
-    """--config, --set and one flag per config field: the shared front of every command with a config."""
-    parser.add_argument("--config", metavar="FILE", help="load settings from a TOML file or a run's config.json "
-                                                         "(flags override it)")
-    parser.add_argument("--set", action="append", metavar="KEY=VALUE",
-                        help="override any config key, e.g. --set objective.queue_size=4096 (repeatable)")
-    add_flags(parser, cls)
-
-
-def config_from_args(ns: argparse.Namespace, cls: type) -> Any:
-    return resolve(cls, ns.config, {**flag_overrides(ns, cls), **parse_set(ns.set)})

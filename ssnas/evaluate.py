@@ -29,16 +29,16 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ssnas.arch import RunInfo, build_encoder, is_backbone, load_run, resolved_network
 from ssnas.config import to_dict
 from ssnas.data.augment import AugmentConfig, ViewMaker
 from ssnas.data.datasets import DataConfig, ImageSet, balanced_subset_indices, load_dataset
 from ssnas.errors import UserError
-from ssnas.training.knn import KnnConfig, accuracy, extract_features, knn_predict
-from ssnas.arch import RunInfo, build_encoder, is_backbone, load_run, resolved_network
 from ssnas.nas.network import NetworkConfig, describe
 from ssnas.runs import checkpoint
 from ssnas.runs.log import RunLog
 from ssnas.runs.settings import epoch_seed, resolve_device, seed_everything
+from ssnas.training.knn import KnnConfig, accuracy, extract_features, knn_predict
 from ssnas.training.optim import mixed_precision, set_lr, warmup_cosine
 
 PROTOCOLS = ("linear", "knn", "finetune", "supervised")

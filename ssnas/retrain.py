@@ -18,11 +18,11 @@ from typing import Any, Callable
 import torch
 
 from ssnas import registry
+from ssnas.arch import build_encoder, is_backbone, load_genotype, resolved_network
 from ssnas.config import to_dict
 from ssnas.data.augment import AugmentConfig, ViewMaker
 from ssnas.data.datasets import DataConfig, ImageSet, balanced_subset_indices, load_dataset, visible_labels
 from ssnas.errors import UserError
-from ssnas.arch import build_encoder, is_backbone, load_genotype, resolved_network
 from ssnas.nas.network import NetworkConfig, describe
 from ssnas.runs import checkpoint
 from ssnas.runs.log import RunLog
@@ -86,6 +86,7 @@ def validate(cfg: RetrainConfig) -> Any:
     per stage / C = 16): `cfg.network` is replaced by the resolved settings, so config.json, network.json and
     `--resume` all see the sizes actually built."""
     objective = registry.objective(cfg.objective.name)
+    objective.check(cfg.objective)  # its options and the shared knobs it reads
     o = cfg.optim
     if o.optimizer not in RECIPES:
         raise UserError(f"--optimizer must be one of {', '.join(RECIPES)}, got {o.optimizer!r}")
@@ -96,8 +97,6 @@ def validate(cfg: RetrainConfig) -> Any:
     lr, wd = o.resolved()
     if lr <= 0 or wd < 0:
         raise UserError(f"--lr must be positive and --weight-decay >= 0, got {o.lr} and {o.weight_decay}")
-    if cfg.objective.temperature <= 0:
-        raise UserError(f"--temperature must be positive, got {cfg.objective.temperature}")
     if cfg.knn.every < 0 or cfg.knn.k < 1 or cfg.knn.temperature <= 0:
         raise UserError("--knn-every must be >= 0, --knn-k >= 1 and --knn-temperature > 0")
     arch = cfg.arch.strip().lower() if is_backbone(cfg.arch) else load_genotype(cfg.arch)
@@ -172,7 +171,7 @@ class RetrainResult:
     history: list[dict[str, Any]] = field(default_factory=list)
 
 
-def _prepare_out(cfg: RetrainConfig, out: Path) -> dict[str, Any] | None:
+def prepare_out(cfg: RetrainConfig, out: Path) -> dict[str, Any] | None:
     ckpt = out / "checkpoint.pt"
     if not ckpt.exists():
         return None
@@ -217,7 +216,7 @@ def run_retrain(cfg: RetrainConfig, train: ImageSet | None = None, test: ImageSe
     `on_epoch(epoch, stats)` runs after each epoch's checkpoint (tuning reports and prunes there)."""
     arch = validate(cfg)
     out = Path(cfg.run.out)
-    resume_state = _prepare_out(cfg, out)
+    resume_state = prepare_out(cfg, out)
     device = resolve_device(cfg.run.device)
     objective_cls = registry.objective(cfg.objective.name)
     if train is None:

@@ -68,15 +68,12 @@ class SearchConfig:
 def validate(cfg: SearchConfig) -> None:
     """Cheap checks first, so a typo fails in a second rather than after the data has loaded."""
     registry.space(cfg.space)
-    registry.objective(cfg.objective.name)
+    registry.objective(cfg.objective.name).check(cfg.objective)  # its options and the shared knobs it reads
     if cfg.optim.order not in (1, 2):
         raise UserError(f"--order must be 1 or 2, got {cfg.optim.order}")
     if cfg.optim.epochs < 1 or cfg.optim.batch_size < 1:
         raise UserError("--epochs and --batch-size must be at least 1")
-    if cfg.objective.temperature <= 0:
-        raise UserError(f"--temperature must be positive, got {cfg.objective.temperature}")
-    if hasattr(cfg.augment, "validate"):
-        cfg.augment.validate()
+    cfg.augment.validate()
 
 
 class Searcher:
@@ -190,7 +187,7 @@ def _check_finite(loss: torch.Tensor, epoch: int, step: int, out: Path) -> float
     return value
 
 
-def _prepare_out(cfg: SearchConfig, out: Path) -> dict[str, Any] | None:
+def prepare_out(cfg: SearchConfig, out: Path) -> dict[str, Any] | None:
     """Return the checkpoint to resume from, if any; refuse to overwrite a finished or running search."""
     ckpt = out / "checkpoint.pt"
     if not ckpt.exists():
@@ -212,7 +209,7 @@ def run_search(cfg: SearchConfig, train: ImageSet | None = None, *,
     `on_epoch(epoch, stats)` runs after each epoch's checkpoint (tuning reports and prunes there)."""
     validate(cfg)
     out = Path(cfg.run.out)
-    resume_state = _prepare_out(cfg, out)
+    resume_state = prepare_out(cfg, out)
     device = resolve_device(cfg.run.device)
     seed_everything(cfg.run.seed)
     objective_cls = registry.objective(cfg.objective.name)

@@ -1,6 +1,7 @@
 import pytest
 
-from ssnas.config import apply_overrides, flatten, from_dict, parse_set, resolve, to_dict
+from ssnas.commands.flags import parse_set
+from ssnas.config import apply_overrides, flatten, from_dict, resolve, to_dict
 from ssnas.errors import UserError
 from ssnas.search import SearchConfig
 

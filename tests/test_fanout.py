@@ -12,8 +12,8 @@ import pytest
 import torch
 from torch import nn
 
-import ssnas.kernels.cell
 from ssnas.kernels import use_fast_kernels
+import ssnas.kernels.cell
 from ssnas.kernels.fanout import can_fan_out, fan_out, wide_batch_norm
 from ssnas.kernels.shared import SharedInput
 from ssnas.nas.mixed import MixedOp

@@ -11,14 +11,14 @@ import torch
 
 import ssnas
 from ssnas.arch import load_genotype
+from ssnas.arch import resolved_network
 from ssnas.cli import main
 from ssnas.errors import UserError
 from ssnas.export import from_python
-from ssnas.arch import resolved_network
 from ssnas.nas.network import NetworkConfig
+from ssnas.search_spaces.darts import PUBLISHED
 from ssnas.search_spaces.nb201 import from_nni as from_nni_nb201_dict
 from ssnas.search_spaces.nb201 import to_nni as to_nni_dict
-from ssnas.search_spaces.darts import PUBLISHED
 from ssnas.search_spaces.nb201 import EDGES, NB201Genotype, NB201Network
 from tests.conftest import FASHION_DIR, requires_fashion
 from tests.test_nb201 import _params

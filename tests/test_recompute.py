@@ -77,8 +77,8 @@ def test_eval_and_no_grad_forwards_are_plain_calls():
 
 
 def test_a_search_with_recomputed_cells_ends_with_the_same_alphas(tmp_path, fashion_train, monkeypatch):
-    from ssnas.search import run_search
     import ssnas.kernels.cell
+    from ssnas.search import run_search
     from tests.conftest import tiny_search_config
 
     calls = []

@@ -4,7 +4,7 @@ from __future__ import annotations
 import argparse
 import json
 
-from ssnas.config import add_config_args, config_from_args
+from ssnas.commands.flags import add_config_args, config_from_args
 
 ORDER = 80
 

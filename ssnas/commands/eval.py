@@ -5,7 +5,8 @@ import argparse
 import json
 from pathlib import Path
 
-from ssnas.config import add_config_args, apply_overrides, flag_overrides, flatten, load_file, parse_set
+from ssnas.commands.flags import add_config_args, flag_overrides, parse_set
+from ssnas.config import apply_overrides, flatten, load_file
 
 ORDER = 30
 

@@ -4,7 +4,8 @@ from __future__ import annotations
 import argparse
 import sys
 
-from ssnas.config import add_flags, apply_overrides, flag_overrides
+from ssnas.commands.flags import add_flags, flag_overrides
+from ssnas.config import apply_overrides
 
 ORDER = 40
 

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import argparse
 
-from ssnas.config import add_config_args, config_from_args
+from ssnas.commands.flags import add_config_args, config_from_args
 
 ORDER = 20
 

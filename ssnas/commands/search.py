@@ -5,7 +5,7 @@ import argparse
 import json
 from typing import Any
 
-from ssnas.config import add_config_args, config_from_args
+from ssnas.commands.flags import add_config_args, add_launch_args, config_from_args
 
 ORDER = 10
 
@@ -45,7 +45,6 @@ def _run_in_nni(cfg: Any, ns: argparse.Namespace) -> int:
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    from ssnas.nni_bridge.launch import add_launch_args
     from ssnas.search import SearchConfig
 
     p = sub.add_parser("search", help="search a cell with a (contrastive) objective",

@@ -10,8 +10,8 @@ import argparse
 import sys
 from typing import Any
 
-from ssnas.config import (add_flags, apply_overrides, flag_name, flag_overrides, flatten, leaf_fields, load_file,
-                          parse_set)
+from ssnas.commands.flags import add_flags, add_launch_args, flag_name, flag_overrides, parse_set
+from ssnas.config import apply_overrides, flatten, leaf_fields, load_file
 from ssnas.errors import UserError
 
 ORDER = 30
@@ -113,7 +113,6 @@ def run(ns: argparse.Namespace) -> int:
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    from ssnas.nni_bridge.launch import add_launch_args
     from ssnas.tune.session import TuneConfig
 
     p = sub.add_parser(

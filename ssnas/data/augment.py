@@ -17,6 +17,7 @@ from typing import Callable, Sequence
 import torch
 import torch.nn.functional as F
 
+from ssnas.config import Tunable
 from ssnas.errors import UserError
 
 # ITU-R BT.601 luma. torchvision uses 0.2989 for red; the difference is below 1e-4 on [0, 1] images.
@@ -441,3 +442,14 @@ def bench_augment(
     batched = _images_per_s(lambda: maker(images, generator), batch_size, steps, dev)
     naive = _images_per_s(lambda: naive_view(images, cfg, mean, std), batch_size, steps, dev)
     return {"batched_images_per_s": batched, "naive_images_per_s": naive, "speedup": batched / naive}
+
+
+# What `ssnas tune` may tune in the augmentation, for every objective.
+TUNABLE = (
+    Tunable("augment.jitter_strength", "float", 0.1, 1.0,
+            why="colour distortion strength s; SimCLR App. B.9 uses 0.5 on CIFAR-10"),
+    Tunable("augment.crop_scale_min", "float", 0.08, 0.5, why="smallest crop area; SimCLR 0.08, CLSA's weak view 0.2"),
+    Tunable("augment.crop_scale_max", "float", 0.6, 1.0,
+            why="largest crop area; SimCLR and CLSA 1.0 (always above the smallest)"),
+    Tunable("augment.grayscale_p", "float", 0.0, 0.5, why="random grayscale probability; SimCLR App. A: 0.2"),
+)

@@ -278,7 +278,7 @@ def tune_experiment(tune: Any, base: Any, launch: Launch) -> tuple[str, Any]:
     from ssnas.config import to_dict
     from ssnas.tune.report import write_outputs
     from ssnas.tune.session import TuneData, TuneResult, prepare_study, validate
-    from ssnas.tune.space import nni_search_space
+    from ssnas.tune.space import nni_search_space, to_json
     from ssnas.tune.study import finished, recover
 
     launch.check_free()
@@ -292,7 +292,7 @@ def tune_experiment(tune: Any, base: Any, launch: Launch) -> tuple[str, Any]:
         TuneData.load(tune, base).save(folder / "data.pt")
         spec = folder / "spec.json"
         spec.write_text(json.dumps({"tune": to_dict(tune), "target": tune.target, "config": to_dict(base),
-                                    "storage": url, "root": str(root), "params": [p.key for p in params],
+                                    "storage": url, "root": str(root), "params": to_json(params),
                                     "data": str(folder / "data.pt")}, indent=2))
         print(f"ssnas tune: study {tune.study!r} in {url}: {finished(study)} of {tune.trials} trials finished, "
               f"running {todo} as an NNI experiment; trial folders in {root}", flush=True)
@@ -309,12 +309,12 @@ def tune_experiment(tune: Any, base: Any, launch: Launch) -> tuple[str, Any]:
 def search_experiment(cfg: Any, launch: Launch) -> tuple[str, Path]:
     """`ssnas search --nni`: the search as the single trial of an NNI experiment. Returns the status and --out."""
     from ssnas.config import flatten, to_dict
-    from ssnas.search import _prepare_out, validate
+    from ssnas.search import prepare_out, validate
 
     launch.check_free()
     validate(cfg)
     out = Path(cfg.run.out).absolute()
-    _prepare_out(cfg, out)  # refuse to overwrite, check --resume settings: now, not inside the trial
+    prepare_out(cfg, out)  # refuse to overwrite, check --resume settings: now, not inside the trial
     _nni()
     folder = out / "nni"
     folder.mkdir(parents=True, exist_ok=True)
@@ -333,17 +333,3 @@ def search_experiment(cfg: Any, launch: Launch) -> tuple[str, Path]:
     if status == "ERROR":
         raise UserError(f"the NNI experiment ended in an error; see its log in {folder}")
     return status, out
-
-
-def add_launch_args(parser: Any, what: str) -> Any:
-    """--nni, --host, --port, --keep-ui: how a command runs as an NNI experiment (launch options, not settings
-    of the run: they are not in its config, so `--resume` never compares them)."""
-    group = parser.add_argument_group("NNI web UI (pip install 'ssnas[nni]')")
-    group.add_argument("--nni", action="store_true",
-                       help=f"run {what} as an NNI experiment (local training service), watched in NNI's web UI")
-    group.add_argument("--host", default="127.0.0.1",
-                       help="address the web UI listens on; it has no login (default: 127.0.0.1; 0.0.0.0 = all)")
-    group.add_argument("--port", type=int, default=8080, help="port of the web UI (default: 8080)")
-    group.add_argument("--keep-ui", action="store_true",
-                       help="keep the web UI up after the work is done, until Ctrl-C or ssnas tune --nni --stop")
-    return group

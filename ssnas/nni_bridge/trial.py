@@ -24,7 +24,7 @@ def tune_trial(spec: Path) -> int:
     import optuna
 
     from ssnas.tune.session import TrialFailed, TrialRunner, TuneConfig, TuneData, config_class, make_pruner, open_study
-    from ssnas.tune.space import SPACE
+    from ssnas.tune.space import from_json
 
     data = json.loads(spec.read_text())
     tune = from_dict(TuneConfig, data["tune"])
@@ -34,8 +34,9 @@ def tune_trial(spec: Path) -> int:
     frozen = next(t for t in study.get_trials(deepcopy=False) if t.number == number)
     # the trial the tuner asked for: its parameters are set, so the runner's suggest_* calls return them
     trial = optuna.trial.Trial(study, frozen._trial_id)
-    runner = TrialRunner(tune, base, tuple(p for p in SPACE if p.key in data["params"]), Path(data["root"]),
-                         TuneData.from_file(Path(data["data"])))  # split and saved once by the launcher
+    runner = TrialRunner(tune, base, from_json(data["params"]), Path(data["root"]),
+                         TuneData.from_file(Path(data["data"])),  # split and saved once by the launcher
+                         on_report=nni_report.intermediate)
     try:
         runner(trial)
     except optuna.TrialPruned:

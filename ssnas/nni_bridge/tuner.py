@@ -16,7 +16,7 @@ from typing import Any
 from nni import NoMoreTrialError
 from nni.tuner import Tuner
 
-from ssnas.tune.space import SPACE, distributions
+from ssnas.tune.space import distributions, from_json
 from ssnas.tune.study import open_study
 
 
@@ -26,7 +26,7 @@ class OptunaTuner(Tuner):
     def __init__(self, spec: str, optimize_mode: str = "maximize"):
         super().__init__()
         data = json.loads(Path(spec).read_text())
-        self.params = tuple(p for p in SPACE if p.key in data["params"])
+        self.params = from_json(data["params"])
         self.study = open_study(data["storage"], data["tune"]["study"], seed=data["config"]["run"]["seed"],
                                 create=False)
         self.optimize_mode = optimize_mode  # read by NNI's web UI to rank trials

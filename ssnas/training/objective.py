@@ -4,6 +4,10 @@ An objective owns its heads (and, where the method needs them, momentum encoders
 views it needs, returns ``{"loss": ..., <named parts>}`` from ``forward`` and updates its own state in
 ``after_step``. ``forward`` must not change state: the second-order architecture step calls it several
 times on the same batch.
+
+It also owns its settings: `Options` (typed, its own), `uses` (which shared knobs of `ObjectiveConfig` it
+reads; only those are validated and tuned) and `tunable` (the ranges `ssnas tune` may search for its own
+options). `check` validates all of it before any data is loaded.
 """
 from __future__ import annotations
 
@@ -14,6 +18,7 @@ from typing import Any, Callable, ClassVar
 import torch
 from torch import nn
 
+from ssnas.config import Tunable, apply_overrides
 from ssnas.errors import UserError
 
 
@@ -62,6 +67,14 @@ class NoOptions:
     """For objectives without settings of their own."""
 
 
+# The shared knobs of ObjectiveConfig an objective may read (its `uses`), and the ranges of those a study tunes.
+SHARED_KNOBS = frozenset({"temperature", "proj_dim", "proj_hidden_dim", "labels_fraction"})
+SHARED_TUNABLE = {
+    "temperature": Tunable("objective.temperature", "float", 0.05, 1.0, log=True,
+                           why="contrastive temperature; SimCLR App. B.9 grid {0.1, 0.5, 1.0}, CLSA/MoCo 0.2"),
+}
+
+
 class Objective(nn.Module):
     """Base class. Subclasses set `name`, optionally `Options`, `labels` and override `forward`."""
 
@@ -70,13 +83,40 @@ class Objective(nn.Module):
     # "fraction": reads only a chosen fraction (SuNCEt); "all": supervised.
     labels: ClassVar[str] = "none"
     Options: ClassVar[type] = NoOptions
+    # the shared knobs of ObjectiveConfig this objective reads (a subset of SHARED_KNOBS)
+    uses: ClassVar[frozenset[str]] = frozenset()
+    # ranges `ssnas tune` may search for the objective's own options (keys "objective.<option>")
+    tunable: ClassVar[tuple[Tunable, ...]] = ()
+
+    @classmethod
+    def tunables(cls) -> tuple[Tunable, ...]:
+        """What a study over this objective tunes besides the augmentation: the shared knobs it uses, then its own."""
+        return tuple(SHARED_TUNABLE[k] for k in sorted(cls.uses) if k in SHARED_TUNABLE) + tuple(cls.tunable)
+
+    @classmethod
+    def check(cls, cfg: ObjectiveConfig) -> Any:
+        """Validate the settings this objective reads, before any data is loaded; returns its parsed options."""
+        if "temperature" in cls.uses and cfg.temperature <= 0:
+            raise UserError(f"--temperature must be positive, got {cfg.temperature}")
+        if ("proj_dim" in cls.uses and cfg.proj_dim < 1) or ("proj_hidden_dim" in cls.uses and cfg.proj_hidden_dim < 0):
+            raise UserError(f"--proj-dim must be >= 1 and --proj-hidden-dim >= 0, got {cfg.proj_dim} and "
+                            f"{cfg.proj_hidden_dim}")
+        if "labels_fraction" in cls.uses and not 0 < cfg.labels_fraction <= 1:
+            raise UserError(f"--labels-fraction must be in (0, 1], got {cfg.labels_fraction}")
+        opts = parse_options(cls, cfg.options)
+        cls.check_options(opts)
+        return opts
+
+    @classmethod
+    def check_options(cls, opts: Any) -> None:
+        """Refuse option values the objective cannot work with (a one-line UserError); none by default."""
 
     def __init__(self, cfg: ObjectiveConfig, feature_dim: int, num_classes: int = 0):
         super().__init__()
         self.cfg = cfg
         self.feature_dim = feature_dim
         self.num_classes = num_classes
-        self.opts = parse_options(type(self), cfg.options)
+        self.opts = type(self).check(cfg)
 
     def view_spec(self) -> ViewSpec:
         return ViewSpec()
@@ -99,8 +139,6 @@ class Objective(nn.Module):
 
 def parse_options(cls: type[Objective], options: dict[str, Any]) -> Any:
     """Validate an objective's `options` table against its `Options` dataclass."""
-    from ssnas.config import apply_overrides  # local: config imports nothing from here, keep it that way
-
     valid = {f.name for f in dataclasses.fields(cls.Options)}
     unknown = sorted(set(options) - valid)
     if unknown:

@@ -15,19 +15,19 @@ import os
 import socket
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import torch
 
 from ssnas.arch import build_encoder, build_supernet
 from ssnas.config import apply_overrides, to_dict
+from ssnas.config import Tunable
 from ssnas.data.datasets import ImageSet, balanced_subset_indices, load_dataset
 from ssnas.errors import UserError
-from ssnas.training.knn import KnnConfig, knn_top1
-from ssnas.nni_bridge import report as nni_report
 from ssnas.runs import checkpoint
 from ssnas.runs.settings import config_differences, resolve_device
-from ssnas.tune.space import Param, space_for, suggest
+from ssnas.training.knn import KnnConfig, knn_top1
+from ssnas.tune.space import is_option, space_for, suggest
 from ssnas.tune.study import finished, open_study, recover
 
 TARGETS = ("supernet", "genotype")
@@ -93,7 +93,7 @@ def config_class(target: str) -> type:
     return SearchConfig
 
 
-def validate(tune: TuneConfig, base: Any) -> tuple[Param, ...]:
+def validate(tune: TuneConfig, base: Any) -> tuple[Tunable, ...]:
     """Cheap checks before any data is loaded; returns the study's parameters for this objective."""
     if tune.target not in TARGETS:
         raise UserError(f"--target must be one of {', '.join(TARGETS)}, got {tune.target!r}")
@@ -111,7 +111,7 @@ def validate(tune: TuneConfig, base: Any) -> tuple[Param, ...]:
     _validate_trained(tune.target, base)
     for end in ("low", "high"):  # both ends of every range must give a valid run
         probe = copy.deepcopy(base)
-        apply_overrides(probe, {p.key: (int if p.kind == "int" else float)(getattr(p, end)) for p in params})
+        apply_overrides(probe, {p.key: p.end(end) for p in params})
         _validate_trained(tune.target, probe)
     return params
 
@@ -156,13 +156,13 @@ def make_pruner(tune: TuneConfig, epochs: int) -> Any:
     return optuna.pruners.NopPruner()
 
 
-def study_spec(tune: TuneConfig, base: Any, params: tuple[Param, ...]) -> dict[str, Any]:
+def study_spec(tune: TuneConfig, base: Any, params: tuple[Tunable, ...]) -> dict[str, Any]:
     """What a trial's score depends on, stored with the study so that a resume with other settings is refused.
     The tuned keys are left out: every trial sets them itself."""
     config = to_dict(base)
     for p in params:
         section, name = p.key.split(".", 1)
-        (config[section].get("options", {}) if p.option else config[section]).pop(name, None)
+        (config[section].get("options", {}) if is_option(p) else config[section]).pop(name, None)
     return {"target": tune.target, "config": config,
             "score": {"val_size": tune.val_size, "bank_size": tune.bank_size, "knn": to_dict(tune.knn)}}
 
@@ -182,7 +182,7 @@ def check_spec(study: Any, spec: dict[str, Any], url: str) -> None:
                         f"{', '.join(diffs)}; rerun with the original settings or choose another --study")
 
 
-def prepare_study(tune: TuneConfig, base: Any, params: tuple[Param, ...]) -> tuple[Any, str, Path]:
+def prepare_study(tune: TuneConfig, base: Any, params: tuple[Tunable, ...]) -> tuple[Any, str, Path]:
     """Open (or create) the study, refuse a resume with other settings, re-enqueue crashed trials."""
     url, root = storage_url(tune, base), study_dir(tune, base)
     epochs = base.optim.epochs
@@ -280,9 +280,11 @@ def trial_config(base: Any, target: str, params: dict[str, Any], out: Path) -> A
 class TrialRunner:
     """Runs trials of one study: the data is loaded once, each trial trains in <study dir>/trial-NNNN."""
 
-    def __init__(self, tune: TuneConfig, base: Any, params: tuple[Param, ...], root: Path,
-                 data: TuneData | None = None):
+    def __init__(self, tune: TuneConfig, base: Any, params: tuple[Tunable, ...], root: Path,
+                 data: TuneData | None = None, on_report: Callable[[dict[str, Any]], None] | None = None):
+        """`on_report(numbers)` sees every epoch's report (NNI's trial process forwards it to the web UI)."""
         self.tune, self.base, self.params, self.root = tune, base, params, root
+        self.on_report = on_report
         self.data = data or TuneData.load(tune, base)
         self.last: dict[str, Any] = {}  # the running trial's latest report (NNI's final result reuses it)
 
@@ -329,7 +331,8 @@ class TrialRunner:
         with (out / "knn.jsonl").open("a") as f:
             f.write(json.dumps({"epoch": epoch + 1, "knn_top1": score, "loss": stats.get("loss")}) + "\n")
         trial.report(score, epoch + 1)  # step = epochs trained: Hyperband's resource unit
-        nni_report.intermediate(self.last)
+        if self.on_report is not None:
+            self.on_report(self.last)
         if trial.should_prune():
             self.last["pruned"] = 1
             raise optuna.TrialPruned(f"epoch {epoch + 1}: kNN top-1 {score:.4f}")

@@ -1,90 +1,70 @@
-"""The study's search space, declared once.
+"""The study's search space, built from what owns each setting: the augmentation's `TUNABLE` ranges
+(ssnas.data.augment) and the objective's `tunables()` (the shared knobs it uses, such as the temperature, and
+its own options, such as CLSA's strong augmentation). An objective that reads no temperature (BYOL,
+supervised) gets none tuned.
 
 Optuna's distributions, NNI's search-space JSON, `ssnas tune --show-space` and the best config are all read off
-`SPACE`. A parameter's name is its dotted config key, so a trial's parameters go straight through
+these `Tunable`s. A parameter's name is its dotted config key, so a trial's parameters go straight through
 `ssnas.config.apply_overrides` and mean the same thing in Optuna, in the NNI web UI and in `--config` files.
+Light at import (no torch): NNI's tuner process reads the ranges from the study's spec file.
 """
 from __future__ import annotations
 
 import dataclasses
-from dataclasses import dataclass
-from typing import Any
+from typing import Any, Iterable
+
+from ssnas.config import Tunable
+from ssnas.data.augment import TUNABLE as AUGMENT_TUNABLE
 
 
-@dataclass(frozen=True)
-class Param:
-    key: str  # dotted config key, e.g. "augment.jitter_strength"
-    kind: str  # "float" or "int"
-    low: float
-    high: float
-    log: bool = False
-    why: str = ""  # where the range comes from
-
-    @property
-    def option(self) -> str | None:
-        """The objective option this parameter sets (a key under `objective.` that ObjectiveConfig itself lacks)."""
-        from ssnas.training.objective import ObjectiveConfig  # torch: not needed by NNI's tuner process
-
-        section, _, name = self.key.partition(".")
-        shared = {f.name for f in dataclasses.fields(ObjectiveConfig)}
-        return name if section == "objective" and name not in shared else None
-
-    def applies_to(self, objective_cls: type) -> bool:
-        """Objective options only where the objective has them (CLSA's strong augmentation, for instance)."""
-        option = self.option
-        return option is None or option in {f.name for f in dataclasses.fields(objective_cls.Options)}
-
-    def distribution(self) -> Any:
-        from optuna.distributions import FloatDistribution, IntDistribution
-
-        if self.kind == "int":
-            return IntDistribution(int(self.low), int(self.high), log=self.log)
-        return FloatDistribution(self.low, self.high, log=self.log)
-
-    def nni(self) -> dict[str, Any]:
-        """The same range in NNI's search-space format (shown on the web UI's overview page)."""
-        if self.kind == "int":  # NNI's randint is [low, high)
-            return {"_type": "randint", "_value": [int(self.low), int(self.high) + 1]}
-        return {"_type": "loguniform" if self.log else "uniform", "_value": [self.low, self.high]}
-
-    def contains(self, value: Any) -> bool:
-        return isinstance(value, (int, float)) and self.low <= value <= self.high and (
-            self.kind != "int" or float(value).is_integer())
-
-
-SPACE: tuple[Param, ...] = (
-    Param("augment.jitter_strength", "float", 0.1, 1.0,
-          why="colour distortion strength s; SimCLR App. B.9 uses 0.5 on CIFAR-10"),
-    Param("augment.crop_scale_min", "float", 0.08, 0.5,
-          why="smallest crop area; SimCLR 0.08, CLSA's weak view 0.2"),
-    Param("augment.crop_scale_max", "float", 0.6, 1.0,
-          why="largest crop area; SimCLR and CLSA 1.0 (always above the smallest)"),
-    Param("augment.grayscale_p", "float", 0.0, 0.5, why="random grayscale probability; SimCLR App. A: 0.2"),
-    Param("objective.aug_times", "int", 1, 8, why="CLSA strong ops per image; reference --aug_times 5"),
-    Param("objective.magnitude", "int", 2, 10,
-          why="CLSA RandAugment magnitude m (levels 1..m-1); reference 10, valid 2..10"),
-    Param("objective.temperature", "float", 0.05, 1.0, log=True,
-          why="contrastive temperature; SimCLR App. B.9 grid {0.1, 0.5, 1.0}, CLSA/MoCo 0.2"),
-)
-
-
-def space_for(objective: str) -> tuple[Param, ...]:
+def space_for(objective: str) -> tuple[Tunable, ...]:
     """The parameters a study over `objective` tunes."""
+    from ssnas import registry  # torch: only where the objectives are
+
+    return AUGMENT_TUNABLE + registry.objective(objective).tunables()
+
+
+def every_tunable() -> tuple[Tunable, ...]:
+    """The union over every registered objective, augmentation first (what --show-space lists)."""
     from ssnas import registry
 
-    cls = registry.objective(objective)
-    return tuple(p for p in SPACE if p.applies_to(cls))
+    out = list(AUGMENT_TUNABLE)
+    for name in registry.available_objectives():
+        out += [p for p in registry.objective(name).tunables() if p not in out]
+    return tuple(out)
 
 
-def distributions(params: tuple[Param, ...]) -> dict[str, Any]:
-    return {p.key: p.distribution() for p in params}
+def is_option(p: Tunable) -> bool:
+    """Whether `p` sets an objective's own option (a key under `objective.` that ObjectiveConfig itself lacks)."""
+    from ssnas.training.objective import ObjectiveConfig  # torch: not needed by NNI's tuner process
+
+    section, _, name = p.key.partition(".")
+    return section == "objective" and name not in {f.name for f in dataclasses.fields(ObjectiveConfig)}
 
 
-def nni_search_space(params: tuple[Param, ...]) -> dict[str, Any]:
-    return {p.key: p.nni() for p in params}
+def to_json(params: Iterable[Tunable]) -> list[dict[str, Any]]:
+    return [dataclasses.asdict(p) for p in params]
 
 
-def suggest(trial: Any, params: tuple[Param, ...]) -> dict[str, Any]:
+def from_json(data: Iterable[dict[str, Any]]) -> tuple[Tunable, ...]:
+    return tuple(Tunable(**d) for d in data)
+
+
+def distributions(params: Iterable[Tunable]) -> dict[str, Any]:
+    from optuna.distributions import FloatDistribution, IntDistribution
+
+    return {p.key: IntDistribution(int(p.low), int(p.high), log=p.log) if p.kind == "int"
+            else FloatDistribution(p.low, p.high, log=p.log) for p in params}
+
+
+def nni_search_space(params: Iterable[Tunable]) -> dict[str, Any]:
+    """The same ranges in NNI's search-space format (shown on the web UI's overview page); NNI's randint is
+    [low, high)."""
+    return {p.key: {"_type": "randint", "_value": [int(p.low), int(p.high) + 1]} if p.kind == "int"
+            else {"_type": "loguniform" if p.log else "uniform", "_value": [p.low, p.high]} for p in params}
+
+
+def suggest(trial: Any, params: Iterable[Tunable]) -> dict[str, Any]:
     """A trial's values, by config key (an NNI-launched trial already holds them: Optuna then returns those)."""
     out: dict[str, Any] = {}
     for p in params:
@@ -100,13 +80,13 @@ def describe(objective: str) -> str:
     from ssnas import registry
 
     cls = registry.objective(objective)
+    mine = set(space_for(objective))
     rows = [("key", "kind", "range", "scale", "source")]
-    for p in SPACE:
-        low, high = (int(p.low), int(p.high)) if p.kind == "int" else (p.low, p.high)
-        key = p.key if p.applies_to(cls) else f"{p.key} (not for {cls.name})"
+    for p in every_tunable():
+        low, high = p.end("low"), p.end("high")
+        key = p.key if p in mine else f"{p.key} (not for {cls.name})"
         rows.append((key, p.kind, f"[{low}, {high}]", "log" if p.log else "linear", p.why))
     widths = [max(len(r[i]) for r in rows) for i in range(4)]
-    lines = [f"search space of `ssnas tune --objective {cls.name}` (declared in ssnas/tune_space.py):"]
+    lines = [f"search space of `ssnas tune --objective {cls.name}` (declared by the augmentation and the objective):"]
     lines += ["  " + "  ".join(c.ljust(w) for c, w in zip(r[:4], widths)) + "  " + r[4] for r in rows]
     return "\n".join(lines)
-

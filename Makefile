@@ -1,6 +1,7 @@
-# Two entry points, both safe on a fresh machine:
-#   make demo   set up .venv, fetch Fashion-MNIST from Debian if missing, then search, retrain, eval, export
-#   make test   set up .venv, fetch Fashion-MNIST if missing, run the tests
+# Entry points, all safe on a fresh machine:
+#   make demo       set up .venv, fetch Fashion-MNIST from Debian if missing, then search, retrain, eval, export
+#   make test       set up .venv, fetch Fashion-MNIST if missing, run the fast tests (about a minute)
+#   make test-all   the same, then every test: end-to-end runs on real data, NNI experiments, subprocesses (CI)
 PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
@@ -8,7 +9,7 @@ BIN    := $(VENV)/bin
 TORCH  := torch==2.14.1 torchvision==0.29.1
 DEMO   := runs/demo
 
-.PHONY: setup data demo test clean
+.PHONY: setup data demo test test-all clean
 
 $(BIN)/ssnas: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -41,6 +42,9 @@ demo: setup data
 	$(BIN)/ssnas show $(DEMO)/retrain
 
 test: setup data
+	$(BIN)/python -m pytest -q -m "not slow"
+
+test-all: setup data
 	$(BIN)/python -m pytest -q
 
 clean:

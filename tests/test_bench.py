@@ -3,6 +3,8 @@ from __future__ import annotations
 
 import json
 
+import pytest
+
 from ssnas.cli import main
 from tests.conftest import requires_fashion
 
@@ -15,6 +17,7 @@ def _row(capsys, argv):
     return json.loads(capsys.readouterr().out.strip().splitlines()[-1])
 
 
+@pytest.mark.slow
 @requires_fashion
 def test_bench_search_times_the_pc_darts_and_recompute_modes_too(capsys):
     plain = _row(capsys, ["bench", "search", "--layers", "3", "--init-channels", "8", "--nodes", "2", *TINY])

@@ -58,6 +58,7 @@ def test_experiment_config_holds_the_published_darts_settings():
     assert cfg.data.dataset == "cifar10" and cfg.data.train_portion == 0.5 and cfg.objective.name == "simclr"
 
 
+@pytest.mark.slow
 @requires_fashion
 def test_search_cli_end_to_end_prints_where_the_genotype_is(tmp_path, capsys):
     out = tmp_path / "run"
@@ -67,6 +68,7 @@ def test_search_cli_end_to_end_prints_where_the_genotype_is(tmp_path, capsys):
     assert json.loads((out / "config.json").read_text())["supernet"]["layers"] == 3
 
 
+@pytest.mark.slow
 def test_importing_the_cli_stays_light():
     code = "import sys, ssnas.cli; ssnas.cli.build_parser(); print(sorted(m for m in ('nni', 'optuna', 'tensorboard', 'matplotlib', 'pytorch_lightning') if m in sys.modules))"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, check=True,

@@ -105,6 +105,7 @@ def test_corrupt_idx_file_is_a_user_error(tmp_path: Path) -> None:
 # ------------------------------------------------------------------------------------------------ CIFAR-10
 
 
+@pytest.mark.slow
 def test_cifar10_test_split_decodes_once_then_hits_the_cache(user_cache: Path, monkeypatch) -> None:
     import ssnas.data.datasets as data_module
 

@@ -312,6 +312,7 @@ def _trained_encoder(run: Path) -> torch.nn.Module:
     return net.eval()
 
 
+@pytest.mark.slow
 def test_onnx_export_matches_pytorch(retrain_run, tmp_path, capsys):
     import onnxruntime as ort
     from onnx.reference import ReferenceEvaluator
@@ -330,6 +331,7 @@ def test_onnx_export_matches_pytorch(retrain_run, tmp_path, capsys):
                                rtol=1e-4, atol=1e-5)
 
 
+@pytest.mark.slow
 @pytest.mark.filterwarnings("ignore:`torch.jit.load` is deprecated:FutureWarning")
 def test_torchscript_export_matches_pytorch(retrain_run, tmp_path):
     out = tmp_path / "model.pt"

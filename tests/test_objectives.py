@@ -43,6 +43,7 @@ def _batch(searcher, fashion_train, seed=0):
     return searcher.make_batch(fashion_train.images[:8], torch.arange(8), torch.Generator().manual_seed(seed), labels)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", OBJECTIVES)
 def test_search_runs_end_to_end_and_logs_every_term(name, tmp_path, fashion_train):
     out = tmp_path / name
@@ -105,6 +106,7 @@ def test_momentum_encoder_follows_the_online_network(name, tmp_path, fashion_tra
         assert objective.queue.ptr.item() == 8
 
 
+@pytest.mark.slow
 def test_clsa_resume_equals_uninterrupted(tmp_path, fashion_train):
     # one step per epoch keeps it cheap; the resumed epoch still needs the checkpointed key encoder, queue and RNG
     base = {"optim.epochs": 2, "optim.steps_per_epoch": 1}

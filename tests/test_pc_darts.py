@@ -79,6 +79,7 @@ def test_bad_settings_are_one_line_errors():
         NB201Supernet(SpaceConfig(layers=1, init_channels=8, partial_channels=2), 3)
 
 
+@pytest.mark.slow
 def test_pc_darts_search_runs_and_learns_the_betas(tmp_path, fashion_train):
     cfg = tiny_search_config(tmp_path, **{"supernet.init_channels": 8, "supernet.partial_channels": 4,
                                           "supernet.edge_norm": True})

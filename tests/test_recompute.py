@@ -76,6 +76,7 @@ def test_eval_and_no_grad_forwards_are_plain_calls():
         torch.testing.assert_close(recomputing(x), plain(x), **TIGHT)
 
 
+@pytest.mark.slow
 def test_a_search_with_recomputed_cells_ends_with_the_same_alphas(tmp_path, fashion_train, monkeypatch):
     import ssnas.kernels.cell
     from ssnas.search import run_search

@@ -101,6 +101,7 @@ def test_retrain_writes_every_promised_output(tmp_path, fashion_train):
     assert state["epoch"] == 1 and state["data"]["view_size"] == 16 and state["arch"]["name"] == "DARTS_V2"
 
 
+@pytest.mark.slow
 @requires_fashion
 def test_resume_equals_uninterrupted(tmp_path, fashion_train):
     straight = run_retrain(tiny_retrain_config(tmp_path / "a", **{"optim.epochs": 3}), fashion_train, fashion_train)
@@ -141,6 +142,7 @@ def test_bad_settings_fail_before_any_data_is_loaded(tmp_path, overrides, needle
         run_retrain(cfg)
 
 
+@pytest.mark.slow
 @requires_fashion
 def test_retrain_cli_runs_the_resnet18_baseline(tmp_path, capsys):
     out = tmp_path / "r18"

@@ -34,6 +34,7 @@ def _metrics(out):
     return rows
 
 
+@pytest.mark.slow
 def test_loss_decreases_on_a_fixed_batch(tmp_path, fashion_train):
     cfg = tiny_search_config(tmp_path)
     mean, std = fashion_train.mean_std()
@@ -44,6 +45,7 @@ def test_loss_decreases_on_a_fixed_batch(tmp_path, fashion_train):
     assert sum(losses[-5:]) / 5 < 0.7 * sum(losses[:5]) / 5, losses
 
 
+@pytest.mark.slow
 def test_search_writes_every_promised_output(tmp_path, fashion_train):
     result = run_search(tiny_search_config(tmp_path / "run"), fashion_train)
     out = tmp_path / "run"
@@ -63,6 +65,7 @@ def test_search_writes_every_promised_output(tmp_path, fashion_train):
     assert len((out / "genotypes.jsonl").read_text().splitlines()) == 2
 
 
+@pytest.mark.slow
 def test_resume_equals_uninterrupted(tmp_path, fashion_train):
     straight = run_search(tiny_search_config(tmp_path / "a", **{"optim.epochs": 3}), fashion_train)
     first = run_search(tiny_search_config(tmp_path / "b", **{"optim.epochs": 3, "run.stop_after": 1}), fashion_train)
@@ -76,6 +79,7 @@ def test_resume_equals_uninterrupted(tmp_path, fashion_train):
     assert _metrics(tmp_path / "a") == _metrics(tmp_path / "b")
 
 
+@pytest.mark.slow
 def test_labels_are_never_read(tmp_path, fashion_train):
     trap = LabelTrap(fashion_train.images, fashion_train.labels, fashion_train.classes, "fashion-mnist")
     result = run_search(tiny_search_config(tmp_path, **{"optim.epochs": 1}), trap)
@@ -87,11 +91,20 @@ def test_labels_are_never_read(tmp_path, fashion_train):
 def test_second_order_search_runs_and_moves_the_alphas(tmp_path, fashion_train):
     cfg = tiny_search_config(tmp_path, **{"optim.order": 2, "optim.epochs": 1, "optim.steps_per_epoch": 1,
                                           "supernet.nodes": 1})
+    torch.manual_seed(cfg.run.seed)  # run_search seeds the same way before it builds the supernet
+    start = {k: v.clone() for k, v in Searcher(cfg, 1, [0.5], [0.5], torch.device("cpu")).supernet.alphas().items()}
     run_search(cfg, fashion_train)
     state = checkpoint.load(tmp_path / "checkpoint.pt")["searcher"]
-    assert state["opt_a"]["state"], "Adam took no step on the alphas"
+    adam = state["opt_a"]["state"]
+    # the unrolled gradient reached every alpha tensor (zero gradients would also give Adam a state)...
+    assert len(adam) == 2 and all(s["exp_avg"].abs().max() > 0 for s in adam.values())
+    # ... and the step moved them
+    for kind, before in start.items():
+        after = state["supernet"][f"alphas_{kind}"]
+        assert after.shape == before.shape and not torch.equal(after, before), kind
 
 
+@pytest.mark.slow
 def test_refuses_to_overwrite_and_checks_resume_settings(tmp_path, fashion_train):
     run_search(tiny_search_config(tmp_path, **{"optim.epochs": 1}), fashion_train)
     with pytest.raises(UserError, match="--resume"):

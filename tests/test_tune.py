@@ -94,6 +94,7 @@ def test_validation_split_is_held_out_and_balanced(fashion_train):
 
 # ---- real studies ----------------------------------------------------------------------------------------------
 
+@pytest.mark.slow
 @requires_fashion
 def test_study_completes_resumes_and_its_best_config_goes_into_search(tmp_path, data):
     base = tiny_search_config(tmp_path / "tune", **{**TINY_TRIAL, "run.tensorboard": True})
@@ -138,6 +139,7 @@ def test_study_completes_resumes_and_its_best_config_goes_into_search(tmp_path, 
     assert retrain.augment.jitter_strength == best.params["augment.jitter_strength"]
 
 
+@pytest.mark.slow
 @requires_fashion
 def test_a_pruner_that_must_prune_prunes(tmp_path, data):
     base = tiny_search_config(tmp_path / "tune", **TINY_TRIAL)
@@ -148,6 +150,7 @@ def test_a_pruner_that_must_prune_prunes(tmp_path, data):
     assert result.best_config is None  # nothing completed, nothing to recommend
 
 
+@pytest.mark.slow
 @requires_fashion
 def test_a_crashed_trial_runs_again_with_its_parameters(tmp_path, data):
     base = tiny_search_config(tmp_path / "tune", **TINY_TRIAL)
@@ -165,6 +168,7 @@ def test_a_crashed_trial_runs_again_with_its_parameters(tmp_path, data):
     assert trials[2].params == trials[0].params and trials[2].user_attrs["ssnas_retry_of"] == 0
 
 
+@pytest.mark.slow
 @requires_fashion
 def test_a_failing_setting_fails_its_trials_and_then_stops_the_study(tmp_path, data):
     base = tiny_search_config(tmp_path / "tune", **{**TINY_TRIAL, "optim.lr": 1e30, "optim.grad_clip": 0.0,
@@ -197,6 +201,7 @@ TINY_CLI = ["--dataset", "fashion-mnist", "--subset", "120", "--val-size", "30",
             "--no-tensorboard"]
 
 
+@pytest.mark.slow
 @requires_fashion
 def test_cli_tunes_a_genotype_and_refuses_flags_of_the_other_target(tmp_path, capsys):
     out = tmp_path / "g"

@@ -120,3 +120,54 @@ def test_clsa_resume_equals_uninterrupted(tmp_path, fashion_train):
     for part in ("supernet", "objective"):  # the objective holds the key encoder and the queue
         assert a[part].keys() == b[part].keys()
         assert all(torch.equal(a[part][k], b[part][k]) for k in a[part]), part
+
+
+# ---- each objective owns its settings ---------------------------------------------------------------------------
+
+def test_each_objective_declares_what_it_reads_and_tunes():
+    from ssnas.training.objective import SHARED_KNOBS
+
+    for name in OBJECTIVES:
+        cls = registry.objective(name)
+        assert cls.uses <= SHARED_KNOBS, name
+        keys = [p.key for p in cls.tunables()]
+        assert ("objective.temperature" in keys) == ("temperature" in cls.uses), name
+        assert all(k.startswith("objective.") for k in keys) and len(set(keys)) == len(keys)
+    assert "temperature" not in registry.objective("byol").uses | registry.objective("supervised").uses
+
+
+def test_options_and_used_knobs_are_checked_before_any_data(tmp_path):
+    from ssnas.errors import UserError
+    from ssnas.search import validate
+
+    cfg = tiny_search_config(tmp_path, **{"objective.name": "clsa", "objective.queue_sise": 32})
+    with pytest.raises(UserError, match="has no option 'queue_sise'"):
+        validate(cfg)  # the typo fails here, before the dataset is loaded
+    with pytest.raises(UserError, match="--temperature must be positive"):
+        validate(tiny_search_config(tmp_path, **{"objective.temperature": -1.0}))
+    validate(tiny_search_config(tmp_path, **{"objective.name": "byol", "objective.temperature": -1.0}))  # unused
+
+
+def test_the_documented_example_objective_is_one_file(tmp_path, monkeypatch, fashion_train):
+    """docs/objectives.md's example, dropped in as a file: registered, checked, tuned, and run as a search step."""
+    import re
+    import sys
+
+    import ssnas.objectives
+    from ssnas.tune.space import space_for
+    from tests.conftest import ROOT
+
+    code = re.search(r"```python\n(.*?)```", (ROOT / "docs" / "objectives.md").read_text(), re.S).group(1)
+    (tmp_path / "align_uniform.py").write_text(code)
+    monkeypatch.setattr(ssnas.objectives, "__path__", [*ssnas.objectives.__path__, str(tmp_path)])
+    try:
+        assert "align_uniform" in registry.available_objectives()
+        keys = [p.key for p in space_for("align_uniform")]
+        assert "objective.weight" in keys and "objective.temperature" not in keys
+        searcher = _searcher(tmp_path, fashion_train, "align_uniform")
+        batch = _batch(searcher, fashion_train)
+        assert torch.equal(searcher.loss(batch)["loss"], searcher.loss(batch)["loss"])
+        parts = searcher.weight_step(batch, 0.1)
+        assert {"align", "uniform"} <= set(parts) and torch.isfinite(parts["loss"])
+    finally:
+        sys.modules.pop("ssnas.objectives.align_uniform", None)

@@ -15,8 +15,13 @@ from typing import Any, Callable
 
 import torch
 
-from ssnas.data.datasets import load_dataset
+from ssnas import registry
+from ssnas.data.augment import ViewMaker, naive_view
+from ssnas.data.datasets import load_dataset, visible_labels
+from ssnas.kernels import use_fast_kernels
+from ssnas.retrain import Pretrainer, validate
 from ssnas.runs.settings import resolve_device, seed_everything
+from ssnas.search import Searcher
 
 
 def peak_memory_mb(device: torch.device) -> float:
@@ -37,9 +42,6 @@ def _environment(device: torch.device) -> dict[str, Any]:
 
 def _bench_data(cfg, bench_subset: int) -> tuple[Any, torch.device, Any, torch.Tensor | None]:
     """(cfg with the bench subset, device, training images, the labels the objective may see) for a bench."""
-    from ssnas import registry
-    from ssnas.data.datasets import visible_labels
-
     cfg = dataclasses.replace(cfg, data=dataclasses.replace(cfg.data, subset=cfg.data.subset or bench_subset))
     device = resolve_device(cfg.run.device)
     seed_everything(cfg.run.seed)
@@ -66,8 +68,6 @@ def _seconds_per_step(step: Callable[[Any], Any], steps: int, warmup: int, devic
 
 def bench_search(cfg, steps: int = 10, warmup: int = 3, bench_subset: int = 2048) -> dict[str, Any]:
     """Time `Searcher.train_step` (views + arch step + weight step) on real images."""
-    from ssnas.search import Searcher
-
     cfg, device, train, labels = _bench_data(cfg, bench_subset)
     labelled = labels is not None
     mean, std = train.mean_std()
@@ -99,8 +99,6 @@ def bench_search(cfg, steps: int = 10, warmup: int = 3, bench_subset: int = 2048
 
 def bench_augment(cfg, steps: int = 10, warmup: int = 3, bench_subset: int = 2048) -> dict[str, Any]:
     """Batched per-sample views against the per-image torchvision pipeline, on the same real images."""
-    from ssnas.data.augment import ViewMaker, naive_view
-
     cfg, device, train, _ = _bench_data(cfg, bench_subset)
     mean, std = train.mean_std()
     b = cfg.optim.batch_size
@@ -120,9 +118,6 @@ def bench_retrain(cfg, steps: int = 10, warmup: int = 3, bench_subset: int = 204
     """Time `Pretrainer.step` (views, forward, backward, optimiser, `after_step`) of `ssnas retrain`; with
     `compare`, also the same steps with the textbook kernels (`use_fast_kernels(encoder, False)`), the naive
     version, in the same process."""
-    from ssnas.kernels import use_fast_kernels
-    from ssnas.retrain import Pretrainer, validate
-
     arch = validate(cfg)
     cfg, device, train, labels = _bench_data(cfg, bench_subset)
     mean, std = train.mean_std()

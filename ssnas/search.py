@@ -20,6 +20,7 @@ from ssnas.config import to_dict
 from ssnas.data.augment import AugmentConfig, ViewMaker
 from ssnas.data.datasets import DataConfig, ImageSet, bilevel_split, load_dataset, visible_labels
 from ssnas.errors import UserError
+from ssnas.export.graph import log_search_pictures  # matplotlib only when pictures are drawn
 from ssnas.nas.anticollapse import aux_skip_weight, beta_decay_penalty
 from ssnas.nas.architect import unrolled_arch_grads
 from ssnas.nas.diagnostics import search_diagnostics
@@ -33,7 +34,6 @@ from ssnas.training.objective import Batch, BatchMaker, ObjectiveConfig
 @dataclass
 class SearchOptimConfig:
     """Defaults: DARTS's CIFAR-10 search (App. A.1.1, cnn/train_search.py)."""
-
     epochs: int = field(default=50, metadata={"help": "search epochs (DARTS: 50)"})
     batch_size: int = field(default=64, metadata={"help": "images per step, for each half (DARTS: 64)"})
     steps_per_epoch: int = field(default=0, metadata={"help": "cap on steps per epoch; 0 = one pass over the weight half"})
@@ -78,7 +78,6 @@ def validate(cfg: SearchConfig) -> None:
 
 class Searcher:
     """The supernet, the objective and both optimisers; one `step` = one arch step + one weight step."""
-
     def __init__(self, cfg: SearchConfig, channels: int, mean: list[float], std: list[float],
                  device: torch.device, num_classes: int = 0):
         self.cfg = cfg
@@ -250,8 +249,6 @@ def run_search(cfg: SearchConfig, train: ImageSet | None = None, *,
             if on_epoch is not None:
                 on_epoch(epoch, dict(stats))
         if log.writer is not None and last > start_epoch:
-            from ssnas.export.graph import log_search_pictures  # matplotlib only when pictures are drawn
-
             log_search_pictures(log.writer, searcher.supernet, searcher.supernet.derive(), last * steps)
     finally:
         log.close()

@@ -9,7 +9,6 @@ import re
 import pytest
 import torch
 
-import ssnas.search_spaces
 from ssnas import arch, registry
 from ssnas.cli import main
 from ssnas.errors import UserError
@@ -18,6 +17,7 @@ from ssnas.nas.genotype import Cell, genotype_ops
 from ssnas.nas.network import NetworkConfig
 from ssnas.nas.space import REQUIRED, SearchSpace, SpaceConfig
 from ssnas.nas.supernet import Supernet
+import ssnas.search_spaces
 from tests.conftest import ROOT, requires_fashion, tiny_search_config
 
 SPACES = registry.available_spaces()

@@ -4,16 +4,15 @@ from __future__ import annotations
 import argparse
 import json
 
+from ssnas import bench
 from ssnas.commands.flags import add_config_args, config_from_args
+from ssnas.retrain import RetrainConfig
+from ssnas.search import SearchConfig
 
 ORDER = 80
 
 
 def run(ns: argparse.Namespace) -> int:
-    from ssnas import bench
-    from ssnas.retrain import RetrainConfig
-    from ssnas.search import SearchConfig
-
     if ns.what == "retrain":
         cfg = config_from_args(ns, RetrainConfig)
         row = bench.bench_retrain(cfg, steps=ns.steps, warmup=ns.warmup, bench_subset=ns.bench_subset,
@@ -35,9 +34,6 @@ def _common(p: argparse.ArgumentParser) -> None:
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    from ssnas.retrain import RetrainConfig
-    from ssnas.search import SearchConfig
-
     p = sub.add_parser("bench", help="time a hot path; prints JSON (images/s, s/step, peak memory)",
                        description="Times a hot path after a warm-up, through the code the real loops run.")
     kinds = p.add_subparsers(dest="what", required=True, metavar="{search,retrain,augment}")

@@ -7,14 +7,13 @@ from pathlib import Path
 
 from ssnas.commands.flags import add_config_args, flag_overrides, parse_set
 from ssnas.config import apply_overrides, flatten, load_file
+from ssnas.evaluate import EvalConfig, evaluate
 
 ORDER = 30
 
 
 def resolve(ns: argparse.Namespace):
     """defaults < the run's data and network settings < --config < flags and --set."""
-    from ssnas.evaluate import EvalConfig
-
     cfg = EvalConfig()
     saved = Path(ns.run_dir) / "config.json"
     if saved.is_file():
@@ -30,8 +29,6 @@ def resolve(ns: argparse.Namespace):
 
 
 def run(ns: argparse.Namespace) -> int:
-    from ssnas.evaluate import evaluate
-
     record = evaluate(ns.run_dir, resolve(ns))
     print(f"{record['protocol']} ({record['tag']}): top-1 {record['top1']:.2f}% on {record['n_test']} test images; "
           f"{record['params'] / 1e6:.3f}M parameters")
@@ -40,8 +37,6 @@ def run(ns: argparse.Namespace) -> int:
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    from ssnas.evaluate import EvalConfig
-
     p = sub.add_parser("eval", help="evaluate a retrained network (linear, knn, finetune, supervised)",
                        description="Evaluates the network in RUN_DIR (from `ssnas retrain`) and writes eval.json and "
                                    "eval-<protocol>.json there: accuracy, protocol, config, parameters, FLOPs. "

@@ -6,14 +6,13 @@ import sys
 
 from ssnas.commands.flags import add_flags, flag_overrides
 from ssnas.config import apply_overrides
+from ssnas.errors import UserError
+from ssnas.export import ExportConfig, TARGETS, export
 
 ORDER = 40
 
 
 def run(ns: argparse.Namespace) -> int:
-    from ssnas.errors import UserError
-    from ssnas.export import ExportConfig, export
-
     if bool(ns.source) == bool(ns.arch):
         raise UserError("pass the source once: a genotype file, run folder, NNI dict file, published name or "
                         "NAS-Bench-201 string (e.g. `ssnas export DARTS_V2 --to png --out cells.png`), or --arch SPEC")
@@ -33,8 +32,6 @@ def run(ns: argparse.Namespace) -> int:
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    from ssnas.export import ExportConfig, TARGETS
-
     p = sub.add_parser(
         "export", help="write a genotype (json, nni, python, png, svg, dot, graphml) or a network (onnx, torchscript)",
         description="SOURCE is a genotype .json, a search or retrain run folder, an NNI DARTS or NasBench201 dict "

@@ -3,12 +3,12 @@ from __future__ import annotations
 
 import argparse
 
+from ssnas import registry
+
 ORDER = 90
 
 
 def run(ns: argparse.Namespace) -> int:
-    from ssnas import registry
-
     print("spaces:     " + ", ".join(registry.available_spaces()))
     print("objectives: " + ", ".join(registry.available_objectives()))
     for name in registry.available_spaces():

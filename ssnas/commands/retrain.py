@@ -4,13 +4,12 @@ from __future__ import annotations
 import argparse
 
 from ssnas.commands.flags import add_config_args, config_from_args
+from ssnas.retrain import RetrainConfig, run_retrain
 
 ORDER = 20
 
 
 def run(ns: argparse.Namespace) -> int:
-    from ssnas.retrain import RetrainConfig, run_retrain
-
     result = run_retrain(config_from_args(ns, RetrainConfig))
     if not result.finished:
         print(f"stopped after {result.epochs_run} epoch(s) as asked; continue with: ssnas retrain --resume "
@@ -22,8 +21,6 @@ def run(ns: argparse.Namespace) -> int:
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    from ssnas.retrain import RetrainConfig
-
     p = sub.add_parser("retrain", help="pretrain the full network of a found (or published) cell",
                        description="Builds the evaluation network of --arch (a genotype.json, a search run folder, "
                                    "DARTS_V1, DARTS_V2, a NAS-Bench-201 string such as '|nor_conv_3x3~0|+...|', or "

@@ -6,13 +6,13 @@ import json
 from typing import Any
 
 from ssnas.commands.flags import add_config_args, add_launch_args, config_from_args
+from ssnas.nni_bridge.launch import Launch, search_experiment
+from ssnas.search import SearchConfig, run_search
 
 ORDER = 10
 
 
 def run(ns: argparse.Namespace) -> int:
-    from ssnas.search import SearchConfig, run_search
-
     cfg = config_from_args(ns, SearchConfig)
     if ns.nni:
         return _run_in_nni(cfg, ns)
@@ -29,7 +29,6 @@ def _run_in_nni(cfg: Any, ns: argparse.Namespace) -> int:
     """The search as the single trial of an NNI experiment: epochs and the genotype show in the web UI."""
     import sys
 
-    from ssnas.nni_bridge.launch import Launch, search_experiment
 
     status, out = search_experiment(cfg, Launch(ns.host, ns.port, ns.keep_ui))
     path = out / "genotype.json"
@@ -45,8 +44,6 @@ def _run_in_nni(cfg: Any, ns: argparse.Namespace) -> int:
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    from ssnas.search import SearchConfig
-
     p = sub.add_parser("search", help="search a cell with a (contrastive) objective",
                        description="DARTS supernet search; writes genotype.json, alphas.json, metrics.jsonl, "
                                    "TensorBoard events, config.json and checkpoint.pt into --out.")

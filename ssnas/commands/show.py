@@ -11,6 +11,13 @@ import json
 from pathlib import Path
 from typing import Any
 
+from ssnas import registry
+from ssnas.arch import build_encoder, resolved_network, size_words
+from ssnas.errors import UserError
+from ssnas.export import resolve_genotype
+from ssnas.nas.genotype import genotype_ops
+from ssnas.nas.network import NetworkConfig, describe
+
 ORDER = 45
 
 
@@ -58,9 +65,6 @@ def _last_epoch(folder: Path) -> dict[str, Any] | None:
 def size_line(genotype: Any, layers: int, init_channels: int, shape: tuple[int, int, int]) -> str:
     """Parameters and mult-adds of the evaluation network built from the genotype (PyTorch's FLOP counter);
     a size of 0 is the space's own network (DARTS 20 cells / 36 channels, NAS-Bench-201 5 per stage / 16)."""
-    from ssnas.arch import build_encoder, resolved_network, size_words
-    from ssnas.nas.network import NetworkConfig, describe
-
     cfg = NetworkConfig()
     if layers:
         cfg.layers = layers
@@ -94,8 +98,6 @@ def run_lines(folder: Path) -> list[str]:
         space = (network.get("genotype") or {}).get("space")
         unit = "cells"
         if space:
-            from ssnas import registry
-
             unit = registry.space(space).LAYERS_UNIT  # nb201: "cells per stage"
         line = (f"retrain: {config.get('objective', {}).get('name', '?')} on {config.get('data', {}).get('dataset', '?')}, "
                 f"{network.get('layers')} {unit}, {network.get('init_channels')} channels, input {shape}: "
@@ -117,11 +119,6 @@ def run_lines(folder: Path) -> list[str]:
 
 
 def run(ns: argparse.Namespace) -> int:
-    from ssnas import registry
-    from ssnas.errors import UserError
-    from ssnas.export import resolve_genotype
-    from ssnas.nas.genotype import genotype_ops
-
     folder = Path(ns.source)
     network = _read_json(folder / "network.json") if folder.is_dir() else None
     if isinstance(network, dict) and network.get("genotype") is None and not (folder / "genotype.json").is_file():

@@ -13,6 +13,9 @@ from typing import Any
 from ssnas.commands.flags import add_flags, add_launch_args, flag_name, flag_overrides, parse_set
 from ssnas.config import apply_overrides, flatten, leaf_fields, load_file
 from ssnas.errors import UserError
+from ssnas.nni_bridge.launch import Launch, stop, tune_experiment
+from ssnas.tune.session import TARGETS, TRIAL_DEFAULTS, TuneConfig, config_class, run_tune
+from ssnas.tune.space import describe
 
 ORDER = 30
 # Keys of the trained config without a flag here: the session scores with its own kNN settings (--knn-k,
@@ -22,8 +25,6 @@ SKIPPED_KEYS = ("knn.", "run.resume", "run.stop_after")
 
 def _trained_flags() -> dict[str, dict[str, Any]]:
     """flag -> {target: (key, field, type)} over the search and retrain configs."""
-    from ssnas.tune.session import TARGETS, config_class
-
     flags: dict[str, dict[str, Any]] = {}
     for target in TARGETS:
         for key, f, tp in leaf_fields(config_class(target)):
@@ -57,8 +58,6 @@ def _add_trained_flags(parser: argparse.ArgumentParser) -> None:
 
 def trained_config(ns: argparse.Namespace, target: str) -> Any:
     """defaults < tuning defaults (short runs) < --config < flags and --set."""
-    from ssnas.tune.session import TARGETS, TRIAL_DEFAULTS, config_class
-
     if target not in TARGETS:
         raise UserError(f"--target must be one of {', '.join(TARGETS)}, got {target!r}")
     overrides = {}
@@ -77,31 +76,22 @@ def trained_config(ns: argparse.Namespace, target: str) -> Any:
 
 
 def run(ns: argparse.Namespace) -> int:
-    from ssnas.tune.session import TuneConfig
-
     tune = apply_overrides(TuneConfig(), flag_overrides(ns, TuneConfig))
     if ns.stop:
-        from ssnas.nni_bridge.launch import Launch, stop
-
         launch = Launch(ns.host, ns.port)
         stop(launch)
         print(f"stopped the NNI experiment at {launch.url}")
         return 0
     base = trained_config(ns, tune.target)
     if ns.show_space:
-        from ssnas.tune.space import describe
-
         print(describe(base.objective.name))
         return 0
     if ns.nni:
-        from ssnas.nni_bridge.launch import Launch, tune_experiment
-
         status, _ = tune_experiment(tune, base, Launch(ns.host, ns.port, ns.keep_ui))
         if status in ("INTERRUPTED", "STOPPED"):
             print(f"the study is saved; continue it with the same command (--study {tune.study})", file=sys.stderr)
             return 130 if status == "INTERRUPTED" else 0
         return 1 if status == "ERROR" else 0
-    from ssnas.tune.session import run_tune
 
     try:
         run_tune(tune, base)
@@ -113,8 +103,6 @@ def run(ns: argparse.Namespace) -> int:
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    from ssnas.tune.session import TuneConfig
-
     p = sub.add_parser(
         "tune", help="tune augmentation and loss settings with Optuna (optionally watched in the NNI web UI)",
         description="An Optuna study: each trial trains the supernet (--target supernet) or --arch (--target "

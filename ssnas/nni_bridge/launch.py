@@ -26,7 +26,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterator
 
+from ssnas.config import flatten, to_dict
 from ssnas.errors import UserError
+from ssnas.search import prepare_out, validate
+from ssnas.tune.report import write_outputs
+from ssnas.tune.session import TuneData, TuneResult, prepare_study, validate
+from ssnas.tune.space import nni_search_space, to_json
+from ssnas.tune.study import finished, recover
 
 LOOPBACK = ("127.0.0.1", "localhost", "::1")
 ALL_INTERFACES = ("0.0.0.0", "::")
@@ -53,7 +59,6 @@ if (host) {
 @dataclass
 class Launch:
     """Where the web UI listens and whether it outlives the work."""
-
     host: str = "127.0.0.1"
     port: int = 8080
     keep_ui: bool = False
@@ -275,12 +280,6 @@ def trial_log(trial: dict[str, Any]) -> str:
 
 def tune_experiment(tune: Any, base: Any, launch: Launch) -> tuple[str, Any]:
     """`ssnas tune --nni`: the study's remaining trials as one NNI experiment; then the best config and plots."""
-    from ssnas.config import to_dict
-    from ssnas.tune.report import write_outputs
-    from ssnas.tune.session import TuneData, TuneResult, prepare_study, validate
-    from ssnas.tune.space import nni_search_space, to_json
-    from ssnas.tune.study import finished, recover
-
     launch.check_free()
     params = validate(tune, base)
     _nni()
@@ -308,9 +307,6 @@ def tune_experiment(tune: Any, base: Any, launch: Launch) -> tuple[str, Any]:
 
 def search_experiment(cfg: Any, launch: Launch) -> tuple[str, Path]:
     """`ssnas search --nni`: the search as the single trial of an NNI experiment. Returns the status and --out."""
-    from ssnas.config import flatten, to_dict
-    from ssnas.search import prepare_out, validate
-
     launch.check_free()
     validate(cfg)
     out = Path(cfg.run.out).absolute()

@@ -14,6 +14,9 @@ from typing import Any, Sequence
 from ssnas.config import from_dict
 from ssnas.errors import UserError
 from ssnas.nni_bridge import report as nni_report
+from ssnas.search import SearchConfig, run_search
+from ssnas.tune.session import TrialFailed, TrialRunner, TuneConfig, TuneData, config_class, make_pruner, open_study
+from ssnas.tune.space import from_json
 
 
 def _numbers(stats: dict[str, Any]) -> dict[str, float]:
@@ -23,8 +26,6 @@ def _numbers(stats: dict[str, Any]) -> dict[str, float]:
 def tune_trial(spec: Path) -> int:
     import optuna
 
-    from ssnas.tune.session import TrialFailed, TrialRunner, TuneConfig, TuneData, config_class, make_pruner, open_study
-    from ssnas.tune.space import from_json
 
     data = json.loads(spec.read_text())
     tune = from_dict(TuneConfig, data["tune"])
@@ -49,8 +50,6 @@ def tune_trial(spec: Path) -> int:
 
 
 def search_trial(config: Path) -> int:
-    from ssnas.search import SearchConfig, run_search
-
     cfg = from_dict(SearchConfig, json.loads(config.read_text()))
     nni_report.parameters()  # the settings, shown in the web UI; the run reads them from the file
     last: dict[str, Any] = {}

@@ -20,13 +20,16 @@ from typing import Any, Callable
 import torch
 
 from ssnas.arch import build_encoder, build_supernet
-from ssnas.config import apply_overrides, to_dict
-from ssnas.config import Tunable
+from ssnas.config import Tunable, apply_overrides, to_dict
+from ssnas.data.augment import ViewMaker
 from ssnas.data.datasets import ImageSet, balanced_subset_indices, load_dataset
 from ssnas.errors import UserError
+from ssnas.retrain import RetrainConfig, run_retrain, validate as validate_retrain
 from ssnas.runs import checkpoint
 from ssnas.runs.settings import config_differences, resolve_device
+from ssnas.search import SearchConfig, run_search, validate as validate_search
 from ssnas.training.knn import KnnConfig, knn_top1
+from ssnas.tune.report import write_outputs
 from ssnas.tune.space import is_option, space_for, suggest
 from ssnas.tune.study import finished, open_study, recover
 
@@ -74,7 +77,6 @@ class TrialFailed(Exception):
 class _NoTraceback(logging.Filter):
     """Optuna logs a failed trial with its traceback; for a trial that failed on its settings (the message says
     why) or was interrupted by Ctrl-C, one line is enough."""
-
     def filter(self, record: logging.LogRecord) -> bool:
         if record.exc_info and isinstance(record.exc_info[1], (TrialFailed, KeyboardInterrupt)):
             record.exc_info, record.exc_text = None, None
@@ -85,10 +87,7 @@ class _NoTraceback(logging.Filter):
 
 def config_class(target: str) -> type:
     if target == "genotype":
-        from ssnas.retrain import RetrainConfig
-
         return RetrainConfig
-    from ssnas.search import SearchConfig
 
     return SearchConfig
 
@@ -118,10 +117,7 @@ def validate(tune: TuneConfig, base: Any) -> tuple[Tunable, ...]:
 
 def _validate_trained(target: str, cfg: Any) -> Any:
     if target == "genotype":
-        from ssnas.retrain import validate as validate_retrain
-
         return validate_retrain(cfg)
-    from ssnas.search import validate as validate_search
 
     return validate_search(cfg)
 
@@ -202,7 +198,6 @@ def prepare_study(tune: TuneConfig, base: Any, params: tuple[Tunable, ...]) -> t
 @dataclass
 class TuneData:
     """The training images of every trial, and the labelled images that score it (never trained on)."""
-
     train: ImageSet
     val: ImageSet
     bank: ImageSet
@@ -244,18 +239,13 @@ class TuneData:
 
 class KnnScorer:
     """Weighted-kNN top-1 of a run's latest checkpoint: bank features vs. validation features."""
-
     def __init__(self, target: str, cfg: Any, data: TuneData, knn: KnnConfig):
-        from ssnas.data.augment import ViewMaker
-
         self.target, self.data, self.knn = target, data, knn
         self.device = resolve_device(cfg.run.device)
         mean, std = data.train.mean_std()  # the statistics the trial's own views are normalised with
         self.plain = ViewMaker(cfg.augment, mean, std).plain
         with torch.random.fork_rng(devices=[]):  # building a network must not move the trial's random stream
             if target == "genotype":
-                from ssnas.retrain import validate as validate_retrain
-
                 self.net = build_encoder(validate_retrain(copy.deepcopy(cfg)), cfg.network, data.train.channels)
             else:
                 self.net = build_supernet(cfg.space, cfg.supernet, data.train.channels)
@@ -279,7 +269,6 @@ def trial_config(base: Any, target: str, params: dict[str, Any], out: Path) -> A
 
 class TrialRunner:
     """Runs trials of one study: the data is loaded once, each trial trains in <study dir>/trial-NNNN."""
-
     def __init__(self, tune: TuneConfig, base: Any, params: tuple[Tunable, ...], root: Path,
                  data: TuneData | None = None, on_report: Callable[[dict[str, Any]], None] | None = None):
         """`on_report(numbers)` sees every epoch's report (NNI's trial process forwards it to the web UI)."""
@@ -314,11 +303,8 @@ class TrialRunner:
     def _train(self, cfg: Any, on_epoch: Any) -> dict[str, Any] | None:
         """Train with the trial's config; returns the genotype a supernet trial found."""
         if self.tune.target == "genotype":
-            from ssnas.retrain import run_retrain
-
             run_retrain(cfg, self.data.train, on_epoch=on_epoch)
             return None
-        from ssnas.search import run_search
 
         return run_search(cfg, self.data.train, on_epoch=on_epoch).genotype.to_json()
 
@@ -354,7 +340,6 @@ def run_tune(tune: TuneConfig, base: Any, data: TuneData | None = None) -> TuneR
     """Run (or resume) the study until it holds `tune.trials` finished trials; write the best config and plots."""
     import optuna
 
-    from ssnas.tune.report import write_outputs
 
     params = validate(tune, base)
     study, url, root = prepare_study(tune, base, params)

@@ -20,8 +20,9 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def _run(cmd: list[str]) -> dict:
-    out = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, env={**os.environ, "PYTHONWARNINGS": "ignore"})
+def _run(cmd: list[str], cwd: Path = ROOT, env: dict[str, str] | None = None) -> dict:
+    out = subprocess.run(cmd, cwd=cwd, capture_output=True, text=True,
+                         env={**os.environ, "PYTHONWARNINGS": "ignore", **(env or {})})
     if out.returncode != 0:
         raise SystemExit(f"{' '.join(cmd)} failed:\n{out.stderr[-2000:]}")
     return json.loads(out.stdout.strip().splitlines()[-1])
@@ -40,6 +41,12 @@ def main() -> None:
     p.add_argument("--skip-pc-darts", action="store_true", help="leave out the PC-DARTS rows")
     p.add_argument("--skip-recompute", action="store_true", help="leave out the --recompute-cells row")
     p.add_argument("--skip-simclr", action="store_true", help="leave out the contrastive rows (more rounds per hour)")
+    p.add_argument("--threads", type=int, default=0,
+                   help="torch threads of every contender (default: each its own default, all cores); 1 is steadier "
+                        "on a machine other jobs load")
+    p.add_argument("--before", default="",
+                   help="a checkout of an earlier ssnas (e.g. `git archive REV | tar -x -C DIR`): its supervised step "
+                        "joins every round, so a change's effect on the ratio against NNI is measured in one run")
     args = p.parse_args()
     shape = ["--layers", str(args.layers), "--init-channels", str(args.init_channels),
              "--batch-size", str(args.batch_size), "--steps", str(args.steps), "--warmup", str(args.warmup)]
@@ -55,13 +62,22 @@ def main() -> None:
             contenders[f"ssnas {obj}, PC-DARTS K=4 + edge norm"] = ssnas(obj, "--partial-channels", "4", "--edge-norm")
     if not args.skip_recompute:  # the memory-saving option: same maths, one more forward per step
         contenders["ssnas supervised, --recompute-cells"] = ssnas("supervised", "--recompute-cells")
+    where = {name: ROOT for name in contenders}
+    if args.before:
+        name = "ssnas supervised, before"
+        contenders[name] = ssnas("supervised")
+        where[name] = Path(args.before).resolve()
     if not args.skip_nni:
+        threads = ["--threads", str(args.threads)] if args.threads else []
         contenders = {"nni-darts supervised": [sys.executable, "benchmarks/nni_darts_peer.py", "--data-root",
-                                               args.data_root, *shape], **contenders}
+                                               args.data_root, *shape, *threads], **contenders}
+        where["nni-darts supervised"] = ROOT
+    env = {"OMP_NUM_THREADS": str(args.threads)} if args.threads else {}
     rows: dict[str, list[dict]] = {name: [] for name in contenders}
     for _ in range(args.rounds):
         for name, cmd in contenders.items():
-            row = _run(cmd)
+            cwd = where[name]
+            row = _run(cmd, cwd, {**env, "PYTHONPATH": str(cwd)} if cwd != ROOT else env)
             row["contender"] = name
             rows[name].append(row)
             print(json.dumps(row), flush=True)

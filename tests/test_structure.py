@@ -168,3 +168,12 @@ def test_plugins_are_imported_through_the_ssnas_namespace_only(name):
     for test in (ROOT / "tests").glob("*.py"):
         bad += [f"{test.name}, line {line}" for t, _, line in _imports("tests." + test.stem, test) if _under(t, [name])]
     assert not bad, f"top-level `{name}` imported (use ssnas.{name}): {bad}"
+
+
+def test_no_module_imports_one_name_twice_at_its_top():
+    bad = []
+    for m, p in MODULES.items():
+        names = [a.asname or a.name.split(".")[0] for node in ast.parse(p.read_text()).body
+                 if isinstance(node, (ast.Import, ast.ImportFrom)) for a in node.names]
+        bad += [f"{m}: {n}" for n in set(names) if names.count(n) > 1]
+    assert not bad, bad

@@ -28,7 +28,7 @@ from typing import Any, Iterator
 
 from ssnas.config import flatten, to_dict
 from ssnas.errors import UserError
-from ssnas.search import prepare_out, validate
+from ssnas import search
 from ssnas.tune.report import write_outputs
 from ssnas.tune.session import TuneData, TuneResult, prepare_study, validate
 from ssnas.tune.space import nni_search_space, to_json
@@ -308,9 +308,9 @@ def tune_experiment(tune: Any, base: Any, launch: Launch) -> tuple[str, Any]:
 def search_experiment(cfg: Any, launch: Launch) -> tuple[str, Path]:
     """`ssnas search --nni`: the search as the single trial of an NNI experiment. Returns the status and --out."""
     launch.check_free()
-    validate(cfg)
+    search.validate(cfg)
     out = Path(cfg.run.out).absolute()
-    prepare_out(cfg, out)  # refuse to overwrite, check --resume settings: now, not inside the trial
+    search.prepare_out(cfg, out)  # refuse to overwrite, check --resume settings: now, not inside the trial
     _nni()
     folder = out / "nni"
     folder.mkdir(parents=True, exist_ok=True)

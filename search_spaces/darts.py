@@ -555,7 +555,7 @@ def check_network(cfg: Any) -> None:
 
 
 def build_network(genotype: DartsGenotype, cfg: Any, in_channels: int, num_classes: int = 0) -> DartsNetwork:
-    """`cfg` is an `ssnas.network.NetworkConfig` (layers, init_channels, auxiliary, drop_path)."""
+    """`cfg` is an `ssnas.nas.network.NetworkConfig` (layers, init_channels, auxiliary, drop_path)."""
     if not isinstance(genotype, DartsGenotype):
         raise UserError(f"the darts space builds DARTS genotypes, got a {getattr(genotype, 'space', type(genotype).__name__)!r} one")
     return DartsNetwork(genotype, cfg, in_channels, num_classes)

@@ -256,7 +256,7 @@ def build_supernet(cfg: SpaceConfig, in_channels: int) -> NB201Supernet:
 
 
 def check_network(cfg: Any) -> None:
-    """The evaluation settings this space can build (called by `ssnas.network.resolved_network`): sizes of at
+    """The evaluation settings this space can build (called by `ssnas.arch.resolved_network`): sizes of at
     least 1, and none of DARTS's extras, since the benchmark's network has no auxiliary tower and no drop-path."""
     if cfg.layers < 1 or cfg.init_channels < 1:
         raise UserError(f"NAS-Bench-201 needs --layers (cells per stage) and --init-channels of at least 1, got "

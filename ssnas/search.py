@@ -124,7 +124,7 @@ class Searcher:
             loss = self.loss(batch_a)["loss"]
             # only the alphas' gradients: the weights' would be thrown away, so autograd skips them.
             # backward(inputs=...) rather than autograd.grad: under autograd.grad a custom Function cannot
-            # ask the engine whether a leaf's gradient is wanted (ssnas.fastconv._wanted), so it would pay
+            # ask the engine whether a leaf's gradient is wanted (ssnas.kernels.conv.grad_wanted), so it would pay
             # for the conv weights' gradients anyway.
             loss.backward(inputs=self.alphas)
             grads = [a.grad for a in self.alphas]

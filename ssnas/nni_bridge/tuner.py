@@ -33,7 +33,7 @@ class OptunaTuner(Tuner):
         self.numbers: dict[int, int] = {}  # NNI parameter id -> Optuna trial number, until the trial is told
 
     def update_search_space(self, search_space: dict[str, Any]) -> None:
-        """The space is ssnas.tune_space's; NNI holds a copy only to show it on the overview page."""
+        """The space is the study's (ssnas.tune.space); NNI holds a copy only to show it on the overview page."""
 
     def generate_parameters(self, parameter_id: int, **kwargs: Any) -> dict[str, Any]:
         trial = self.study.ask(distributions(self.params))  # enqueued (re-run) trials come out first

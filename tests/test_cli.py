@@ -85,3 +85,10 @@ def test_search_on_real_cifar10(tmp_path, capsys):
     assert main(argv) == 0
     genotype = json.loads((out / "genotype.json").read_text())
     assert genotype["meta"]["dataset"] == "cifar10" and len(genotype["reduce"]) == 4
+
+
+@pytest.mark.slow
+def test_python_dash_m_ssnas_is_the_cli():
+    out = subprocess.run([sys.executable, "-m", "ssnas", "list"], capture_output=True, text=True, cwd=ROOT, check=True,
+                         timeout=300).stdout
+    assert "spaces:" in out and "darts" in out and "objectives:" in out

@@ -90,7 +90,8 @@ class SearchSpace(Protocol):
         """Refuse evaluation-network settings (`ssnas.nas.network.NetworkConfig`) this space cannot build."""
 
     def build_network(self, genotype: Genotype, cfg: Any, in_channels: int, num_classes: int = 0) -> nn.Module:
-        """The evaluation network of a genotype: images -> `feature_dim` features (logits with num_classes)."""
+        """The evaluation network of a genotype: images -> `feature_dim` features; `num_classes` > 0 asks for the
+        heads the space's network has for labels (DARTS's auxiliary tower, NAS-Bench-201's classifier)."""
 
 
 REQUIRED = tuple(m for m in SearchSpace.__annotations__) + tuple(

@@ -178,3 +178,12 @@ def test_no_module_imports_one_name_twice_at_its_top():
                  if isinstance(node, (ast.Import, ast.ImportFrom)) for a in node.names if a.asname or "." not in a.name]
         bad += [f"{m}: {n}" for n in set(names) if names.count(n) > 1]
     assert not bad, bad
+
+
+def test_what_nnis_tuner_process_imports_stays_free_of_torch():
+    import subprocess
+    import sys
+
+    code = "import sys, ssnas.tune.study, ssnas.config; print('torch' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, check=True, timeout=300)
+    assert out.stdout.strip() == "False"

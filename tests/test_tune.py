@@ -16,7 +16,8 @@ from ssnas.errors import UserError
 from ssnas.retrain import RetrainConfig
 from ssnas.search import SearchConfig
 from ssnas.tune.session import TuneConfig, TuneData, make_pruner, prepare_study, run_tune, storage_url
-from ssnas.tune.space import distributions, every_tunable, nni_search_space, space_for
+from ssnas.tune.space import every_tunable, nni_search_space, space_for
+from ssnas.tune.study import distributions
 from tests.conftest import requires_fashion, tiny_search_config
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)

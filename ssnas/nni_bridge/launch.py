@@ -26,12 +26,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterator
 
+from ssnas import search
 from ssnas.config import flatten, to_dict
 from ssnas.errors import UserError
-from ssnas import search
 from ssnas.tune.report import write_outputs
 from ssnas.tune.session import TuneData, TuneResult, prepare_study, validate
-from ssnas.tune.space import nni_search_space, to_json
+from ssnas.tune.space import nni_search_space
+from ssnas.tune.study import to_json
 from ssnas.tune.study import finished, recover
 
 LOOPBACK = ("127.0.0.1", "localhost", "::1")

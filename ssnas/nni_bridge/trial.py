@@ -16,7 +16,7 @@ from ssnas.errors import UserError
 from ssnas.nni_bridge import report as nni_report
 from ssnas.search import SearchConfig, run_search
 from ssnas.tune.session import TrialFailed, TrialRunner, TuneConfig, TuneData, config_class, make_pruner, open_study
-from ssnas.tune.space import from_json
+from ssnas.tune.study import from_json
 
 
 def _numbers(stats: dict[str, Any]) -> dict[str, float]:

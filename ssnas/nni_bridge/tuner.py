@@ -16,7 +16,7 @@ from typing import Any
 from nni import NoMoreTrialError
 from nni.tuner import Tuner
 
-from ssnas.tune.space import distributions, from_json
+from ssnas.tune.study import distributions, from_json
 from ssnas.tune.study import open_study
 
 

@@ -6,7 +6,7 @@ supervised) gets none tuned.
 Optuna's distributions, NNI's search-space JSON, `ssnas tune --show-space` and the best config are all read off
 these `Tunable`s. A parameter's name is its dotted config key, so a trial's parameters go straight through
 `ssnas.config.apply_overrides` and mean the same thing in Optuna, in the NNI web UI and in `--config` files.
-Light at import (no torch): NNI's tuner process reads the ranges from the study's spec file.
+NNI's tuner process reads the ranges from the study's spec file (ssnas.tune.study), without importing this.
 """
 from __future__ import annotations
 
@@ -19,7 +19,7 @@ from ssnas.data.augment import TUNABLE as AUGMENT_TUNABLE
 
 def space_for(objective: str) -> tuple[Tunable, ...]:
     """The parameters a study over `objective` tunes."""
-    from ssnas import registry  # torch: only where the objectives are
+    from ssnas import registry
 
     return AUGMENT_TUNABLE + registry.objective(objective).tunables()
 
@@ -40,21 +40,6 @@ def is_option(p: Tunable) -> bool:
 
     section, _, name = p.key.partition(".")
     return section == "objective" and name not in {f.name for f in dataclasses.fields(ObjectiveConfig)}
-
-
-def to_json(params: Iterable[Tunable]) -> list[dict[str, Any]]:
-    return [dataclasses.asdict(p) for p in params]
-
-
-def from_json(data: Iterable[dict[str, Any]]) -> tuple[Tunable, ...]:
-    return tuple(Tunable(**d) for d in data)
-
-
-def distributions(params: Iterable[Tunable]) -> dict[str, Any]:
-    from optuna.distributions import FloatDistribution, IntDistribution
-
-    return {p.key: IntDistribution(int(p.low), int(p.high), log=p.log) if p.kind == "int"
-            else FloatDistribution(p.low, p.high, log=p.log) for p in params}
 
 
 def nni_search_space(params: Iterable[Tunable]) -> dict[str, Any]:

@@ -1,11 +1,14 @@
 """The Optuna side of a study, kept free of torch: opening it, recovering crashed trials, counting finished ones.
-NNI's tuner process imports only this (and the space), so it starts in about a second."""
+NNI's tuner process imports only this (and ssnas.config's `Tunable`), so it starts in about a second: the study's
+ranges travel in its spec file as JSON (`to_json` / `from_json`)."""
 from __future__ import annotations
 
+import dataclasses
 import os
 import socket
-from typing import Any
+from typing import Any, Iterable
 
+from ssnas.config import Tunable
 from ssnas.errors import UserError
 
 
@@ -78,3 +81,18 @@ def finished(study: Any) -> int:
     retried = {t.user_attrs["ssnas_retry_of"] for t in trials if "ssnas_retry_of" in t.user_attrs}
     return sum(1 for t in trials if t.state in (TrialState.COMPLETE, TrialState.PRUNED) or (
         t.state == TrialState.FAIL and t.number not in retried and not t.user_attrs.get("ssnas_interrupted")))
+
+
+def to_json(params: Iterable[Tunable]) -> list[dict[str, Any]]:
+    return [dataclasses.asdict(p) for p in params]
+
+
+def from_json(data: Iterable[dict[str, Any]]) -> tuple[Tunable, ...]:
+    return tuple(Tunable(**d) for d in data)
+
+
+def distributions(params: Iterable[Tunable]) -> dict[str, Any]:
+    from optuna.distributions import FloatDistribution, IntDistribution
+
+    return {p.key: IntDistribution(int(p.low), int(p.high), log=p.log) if p.kind == "int"
+            else FloatDistribution(p.low, p.high, log=p.log) for p in params}

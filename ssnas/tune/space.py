@@ -13,21 +13,19 @@ from __future__ import annotations
 import dataclasses
 from typing import Any, Iterable
 
+from ssnas import registry
 from ssnas.config import Tunable
 from ssnas.data.augment import TUNABLE as AUGMENT_TUNABLE
+from ssnas.training.objective import ObjectiveConfig
 
 
 def space_for(objective: str) -> tuple[Tunable, ...]:
     """The parameters a study over `objective` tunes."""
-    from ssnas import registry
-
     return AUGMENT_TUNABLE + registry.objective(objective).tunables()
 
 
 def every_tunable() -> tuple[Tunable, ...]:
     """The union over every registered objective, augmentation first (what --show-space lists)."""
-    from ssnas import registry
-
     out = list(AUGMENT_TUNABLE)
     for name in registry.available_objectives():
         out += [p for p in registry.objective(name).tunables() if p not in out]
@@ -36,8 +34,6 @@ def every_tunable() -> tuple[Tunable, ...]:
 
 def is_option(p: Tunable) -> bool:
     """Whether `p` sets an objective's own option (a key under `objective.` that ObjectiveConfig itself lacks)."""
-    from ssnas.training.objective import ObjectiveConfig  # torch: not needed by NNI's tuner process
-
     section, _, name = p.key.partition(".")
     return section == "objective" and name not in {f.name for f in dataclasses.fields(ObjectiveConfig)}
 
@@ -62,8 +58,6 @@ def suggest(trial: Any, params: Iterable[Tunable]) -> dict[str, Any]:
 
 def describe(objective: str) -> str:
     """The table `ssnas tune --show-space` prints: every declared parameter, marked where `objective` lacks it."""
-    from ssnas import registry
-
     cls = registry.objective(objective)
     mine = set(space_for(objective))
     rows = [("key", "kind", "range", "scale", "source")]

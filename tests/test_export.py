@@ -14,7 +14,8 @@ from hypothesis import given, settings
 from ssnas.arch import is_nni_dict, load_genotype
 from ssnas.cli import main
 from ssnas.errors import UserError
-from ssnas.export import ExportConfig, export, from_python, to_python
+from ssnas.export import ExportConfig, export
+from ssnas.export.python import from_python, to_python
 from ssnas.search_spaces.darts import from_nni as from_nni_dict
 from ssnas.search_spaces.darts import to_nni as to_nni_dict
 from ssnas.search_spaces.darts import PUBLISHED, DartsGenotype

@@ -14,7 +14,7 @@ from ssnas.arch import load_genotype
 from ssnas.arch import resolved_network
 from ssnas.cli import main
 from ssnas.errors import UserError
-from ssnas.export import from_python
+from ssnas.export.python import from_python
 from ssnas.nas.network import NetworkConfig
 from ssnas.search_spaces.darts import PUBLISHED
 from ssnas.search_spaces.nb201 import from_nni as from_nni_nb201_dict

@@ -14,7 +14,7 @@ from typing import Any
 from ssnas import registry
 from ssnas.arch import build_encoder, resolved_network, size_words
 from ssnas.errors import UserError
-from ssnas.export import resolve_genotype
+from ssnas.export.python import resolve_genotype
 from ssnas.nas.genotype import genotype_ops
 from ssnas.nas.network import NetworkConfig, describe
 

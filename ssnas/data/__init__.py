@@ -1,0 +1,1 @@
+"""Datasets (decoded once into a uint8 cache), batched augmentation on the device, strong augmentation."""

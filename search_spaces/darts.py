@@ -493,10 +493,12 @@ class AuxiliaryHead(nn.Module):
 
 
 class DartsNetwork(nn.Module):
-    """The evaluation network (DARTS Sec. 3.1.1 / App. A.2.1): stem of 3C channels, `layers` cells of the
-    genotype, reduction cells at 1/3 and 2/3 of the depth. `forward` returns the globally pooled features
-    (`feature_dim`); `forward_with_aux` also returns the auxiliary logits while training. The training loop
-    sets `drop_path_prob` (DARTS ramps it linearly with the epoch)."""
+    """The evaluation network (DARTS Sec. 3.1.1 / App. A.2.1; cnn/model.py NetworkCIFAR): stem of 3C channels,
+    `layers` cells of the genotype, reduction cells at 1/3 and 2/3 of the depth, global pooling, and with
+    `num_classes` > 0 DARTS's linear classifier. `forward_features` returns the pooled features
+    (`feature_dim`); `forward` the logits (the features when num_classes is 0); `forward_with_aux` also
+    returns the auxiliary logits while training. The training loop sets `drop_path_prob` (DARTS ramps it
+    linearly with the epoch)."""
 
     def __init__(self, genotype: DartsGenotype, cfg: Any, in_channels: int, num_classes: int = 0):
         super().__init__()
@@ -527,9 +529,11 @@ class DartsNetwork(nn.Module):
             if layer == self.aux_layer:
                 c_aux = c_p
         self.feature_dim = c_p
+        self.num_classes = num_classes
         self.auxiliary_head = AuxiliaryHead(c_aux, num_classes) if cfg.auxiliary else None
+        self.classifier = nn.Linear(c_p, num_classes) if num_classes else nn.Identity()
 
-    def forward_with_aux(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
+    def forward_features_with_aux(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
         aux = None
         s0 = s1 = self.stem(x)
         for layer, cell in enumerate(self.cells):
@@ -538,8 +542,15 @@ class DartsNetwork(nn.Module):
                 aux = self.auxiliary_head(s1)
         return F.adaptive_avg_pool2d(s1, 1).flatten(1), aux
 
+    def forward_with_aux(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
+        features, aux = self.forward_features_with_aux(x)
+        return self.classifier(features), aux
+
+    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
+        return self.forward_features_with_aux(x)[0]
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.forward_with_aux(x)[0]
+        return self.classifier(self.forward_features(x))
 
 
 def check_network(cfg: Any) -> None:

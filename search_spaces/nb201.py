@@ -236,7 +236,8 @@ def genotype_from_scores(scores: Mapping[str, torch.Tensor]) -> NB201Genotype:
 
 
 class NB201Network(nn.Module):
-    """The discrete network of one benchmark cell; `classifier` only when num_classes > 0."""
+    """The discrete network of one benchmark cell: `forward_features` gives the pooled features; `forward` the
+    logits of the benchmark's linear classifier when num_classes > 0, else the features."""
 
     def __init__(self, genotype: NB201Genotype, cells_per_stage: int = 5, channels: int = 16, in_channels: int = 3,
                  num_classes: int = 0):
@@ -244,11 +245,14 @@ class NB201Network(nn.Module):
         self.genotype = genotype
         self.macro = _Macro(lambda c: NB201Cell(genotype.edges, c), cells_per_stage, channels, in_channels, affine=True)
         self.feature_dim = self.macro.feature_dim
-        self.classifier = nn.Linear(self.feature_dim, num_classes) if num_classes else None
+        self.num_classes = num_classes
+        self.classifier = nn.Linear(self.feature_dim, num_classes) if num_classes else nn.Identity()
+
+    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
+        return self.macro(x)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        features = self.macro(x)
-        return features if self.classifier is None else self.classifier(features)
+        return self.classifier(self.macro(x))
 
 
 def build_supernet(cfg: SpaceConfig, in_channels: int) -> NB201Supernet:

@@ -6,6 +6,7 @@ __version__ = "0.1.0"
 _LAZY = {
     "load_genotype": ("ssnas.arch", "load_genotype"),
     "build_network": ("ssnas.arch", "build_network"),
+    "create_model": ("ssnas.model", "create_model"),
 }
 
 

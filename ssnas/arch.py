@@ -6,6 +6,7 @@
     load_genotype("|nor_conv_3x3~0|+|nor_conv_3x3~0|avg_pool_3x3~1|+|skip_connect~0|nor_conv_3x3~1|skip_connect~2|")
     load_genotype("cell.txt")                          # a file holding a space's own string
     load_genotype("arch.json")                         # an NNI 3.0 architecture dict of a registered space
+    load_genotype("genotypes.py:DARTS_V2")             # a DARTS-style genotypes.py (read with ast, never run)
 
 Every registered space is asked through its contract (`parse_text`, `from_nni`, `genotype_from_json`,
 `PUBLISHED`), so a new space's formats work here without an edit. `build_encoder` turns a genotype (or the
@@ -29,6 +30,7 @@ from ssnas.kernels import use_fast_kernels
 from ssnas.nas.network import BACKBONES, SIZES, NetworkConfig, ResNet18Cifar, SpaceDefault
 from ssnas.nas.space import SpaceConfig
 from ssnas.nas.supernet import Supernet
+from ssnas.python_genotypes import read_python
 from ssnas.runs import checkpoint
 
 # Extra formats: a parser gets (data, source, space) and returns a genotype, or None when the data is not in
@@ -118,6 +120,25 @@ def from_data(data: Any, source: str, space: str | None = None) -> Any:
     return registry.space(name).genotype_from_json(data, source)
 
 
+def from_python(text: str, source: str = "genotypes.py", name: str | None = None) -> Any:
+    """The genotype assigned in a DARTS-style genotypes.py (`NAME = Genotype(...)`) or as a space's string
+    (`NAME = '|op~0|+...'`), read with `ast`, never executed; `name` picks one when the file holds several."""
+    key, value = read_python(text, source, name)
+    genotype = from_text(value, f"{source}: {key}") if isinstance(value, str) else from_data(value, f"{source}: {key}")
+    if genotype is None:
+        raise UserError(f"{source}: {key} is a string in no registered space's format")
+    genotype.meta.update({"name": key})
+    return genotype
+
+
+def _python_file(spec: str) -> tuple[Path, str | None] | None:
+    """(file, name) for `cells.py` or `cells.py:NAME`; None for anything else."""
+    path, sep, name = spec.partition(".py:")
+    if sep:
+        return Path(path + ".py").expanduser(), name
+    return (Path(spec).expanduser(), None) if spec.endswith(".py") else None
+
+
 def _read_file(path: Path, space: str | None) -> Any:
     """A genotype file: JSON (ours, or an NNI dict), or a space's string as text."""
     try:
@@ -137,14 +158,27 @@ def _read_file(path: Path, space: str | None) -> Any:
 
 def load_genotype(spec: str, space: str | None = None) -> Any:
     """The genotype named by `spec`: a .json file, a run folder holding genotype.json, a published name
-    (DARTS_V1, DARTS_V2, DARTS; case-insensitive), or a space's own string (given directly or as the text of a
-    file). `space` (e.g. from --space) refuses a genotype of another space."""
+    (DARTS_V1, DARTS_V2, DARTS; case-insensitive), a space's own string (given directly or as the text of a
+    file), or a genotypes .py file (`cells.py`, `cells.py:NAME`). `space` (e.g. from --space) refuses a genotype
+    of another space. Every form `ssnas export`, `show`, `retrain --arch` and `eval --arch` accept."""
     if not isinstance(spec, str) or not spec.strip():
         raise UserError("--arch is empty; pass a genotype.json, a search run folder, a published genotype "
                         "(DARTS_V1, DARTS_V2), a NAS-Bench-201 string (|op~0|+...) or resnet18")
     if is_backbone(spec):
         raise UserError(f"{spec!r} is a fixed backbone, not a genotype; build it with "
                         f"ssnas.arch.build_encoder({spec!r}, ...) or pass it to `ssnas retrain --arch`")
+    python = _python_file(spec.strip())
+    if python is not None:
+        file, name = python
+        if not file.is_file():
+            raise UserError(f"no file at {file}; pass an existing genotypes .py file")
+        try:
+            text = file.read_text()
+        except (OSError, UnicodeDecodeError) as e:
+            raise UserError(f"cannot read {file}: {getattr(e, 'strerror', None) or e}") from None
+        genotype = from_python(text, str(file), name or None)
+        _same_space(genotype.space, space, str(file))
+        return genotype
     path = Path(spec).expanduser()
     if path.is_dir():
         file = path / "genotype.json"
@@ -195,12 +229,13 @@ def size_words(arch: Any, cfg: NetworkConfig) -> str:
 
 
 def build_encoder(arch: Any, cfg: NetworkConfig, in_channels: int, num_classes: int = 0) -> nn.Module:
-    """An encoder (images -> `feature_dim` features) for `arch`: a genotype, a genotype spec (`load_genotype`)
-    or `resnet18`, on the exact speed route. Sizes left unset in `cfg` are the genotype's space's own."""
+    """The network of `arch` (a genotype, a genotype spec (`load_genotype`) or `resnet18`) on the exact speed
+    route: `forward_features` gives `feature_dim` features, `forward` the same features, or the logits of its
+    `classifier` when `num_classes` > 0. Sizes left unset in `cfg` are the genotype's space's own."""
     if is_backbone(arch):
         if cfg.auxiliary or cfg.drop_path:
             raise UserError("--auxiliary and --drop-path apply to DARTS cells only; turn them off for --arch resnet18")
-        return ResNet18Cifar(in_channels)
+        return ResNet18Cifar(in_channels, num_classes)
     genotype = load_genotype(arch) if isinstance(arch, str) else arch
     space = registry.space(genotype.space)
     net = space.build_network(genotype, resolved_network(cfg, genotype), in_channels, num_classes=num_classes)

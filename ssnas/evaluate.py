@@ -30,6 +30,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ssnas.arch import RunInfo, build_encoder, is_backbone, load_run, resolved_network
+from ssnas.model import load_encoder_weights
 from ssnas.config import to_dict
 from ssnas.data.augment import AugmentConfig, ViewMaker
 from ssnas.data.datasets import DataConfig, ImageSet, balanced_subset_indices, load_dataset
@@ -266,29 +267,27 @@ def _log(folder: Path, cfg: EvalConfig) -> RunLog:
 
 # ---- protocols that train the network ------------------------------------------------------------------------
 
-def _train_classifier(encoder: nn.Module, head: nn.Module, train: ImageSet, views: Callable, epochs: int,
-                      batch_size: int, make_opt: Callable[[list[nn.Parameter]], torch.optim.Optimizer],
-                      lr: float, device: torch.device, cfg: EvalConfig, log: RunLog, desc: str,
-                      aux_weight: float = 0.0, drop_path: float = 0.0, grad_clip: float = 0.0,
-                      per_epoch_lr: bool = False) -> dict[str, float]:
-    """Cross-entropy training of encoder + head (fine-tuning and supervised from scratch share it)."""
+def _train_classifier(model: nn.Module, train: ImageSet, views: Callable, epochs: int, batch_size: int,
+                      make_opt: Callable[[list[nn.Parameter]], torch.optim.Optimizer], lr: float, device: torch.device,
+                      cfg: EvalConfig, log: RunLog, desc: str, aux_weight: float = 0.0, drop_path: float = 0.0,
+                      grad_clip: float = 0.0, per_epoch_lr: bool = False) -> dict[str, float]:
+    """Cross-entropy training of a network with its classifier (fine-tuning and supervised from scratch share it)."""
     from tqdm.auto import tqdm
 
-    params = [p for m in (encoder, head) for p in m.parameters() if p.requires_grad]
+    params = [p for p in model.parameters() if p.requires_grad]
     opt = make_opt(params)
     autocast, scaler = mixed_precision(device, cfg.amp)
     images, labels = train.images.to(device), train.labels.to(device)
     batch = min(batch_size, len(train))
     steps = max(1, len(train) // batch)
-    encoder.train()
-    head.train()
+    model.train()
     loss_avg = acc_avg = 0.0
     for epoch in range(epochs):
         order = torch.randperm(len(train), generator=torch.Generator().manual_seed(epoch_seed(cfg.seed, epoch, 0)))
         augment = torch.Generator(device=device).manual_seed(epoch_seed(cfg.seed, epoch, 1))
         torch.manual_seed(epoch_seed(cfg.seed, epoch, 2))  # drop-path draws
-        if hasattr(encoder, "drop_path_prob"):
-            encoder.drop_path_prob = drop_path * epoch / epochs  # DARTS cnn/train.py: linear ramp per epoch
+        if hasattr(model, "drop_path_prob"):
+            model.drop_path_prob = drop_path * epoch / epochs  # DARTS cnn/train.py: linear ramp per epoch
         if per_epoch_lr:  # DARTS steps its cosine schedule once per epoch
             set_lr(opt, warmup_cosine(epoch, epochs, 0, lr))
         totals = [0.0, 0.0]
@@ -299,8 +298,7 @@ def _train_classifier(encoder: nn.Module, head: nn.Module, train: ImageSet, view
             index = order[step * batch:(step + 1) * batch].to(device)
             x, y = views(images[index], augment), labels[index]
             with autocast():
-                features, aux = encoder.forward_with_aux(x) if aux_weight else (encoder(x), None)
-                logits = head(features)
+                logits, aux = model.forward_with_aux(x) if aux_weight else (model(x), None)
                 loss = F.cross_entropy(logits, y)
                 if aux is not None:
                     loss = loss + aux_weight * F.cross_entropy(aux, y)
@@ -322,10 +320,9 @@ def _train_classifier(encoder: nn.Module, head: nn.Module, train: ImageSet, view
 
 
 @torch.no_grad()
-def _test_accuracy(encoder: nn.Module, head: nn.Module, test: ImageSet, plain: Callable, device: torch.device) -> float:
-    head.eval()
-    features = extract_features(encoder, test.images, plain, device)
-    return accuracy(head(features).argmax(1), test.labels)
+def _test_accuracy(model: nn.Module, test: ImageSet, plain: Callable, device: torch.device) -> float:
+    logits = extract_features(model, test.images, plain, device)  # the classifier's outputs: model(x) is logits
+    return accuracy(logits.argmax(1), test.labels)
 
 
 # ---- entry point ----------------------------------------------------------------------------------------------
@@ -396,11 +393,15 @@ def _pretrained_epochs(info: RunInfo, cfg: EvalConfig) -> int:
 
 def _encoder(info: RunInfo, net_cfg: NetworkConfig, in_channels: int, cfg: EvalConfig, device: torch.device,
              load_weights: bool, num_classes: int = 0) -> nn.Module:
+    """The run's network (its classifier, zero-initialised as SimCLR's, when num_classes > 0)."""
     # the retrain's seed: --random-init then gives exactly the weights its pretraining started from
     seed_everything(cfg.seed if info.state is None else info.state["config"]["run"]["seed"])
     encoder = build_encoder(info.arch, net_cfg, in_channels, num_classes)
     if load_weights:
-        encoder.load_state_dict(info.state["encoder"])
+        load_encoder_weights(encoder, info.state["encoder"], str(info.folder / "checkpoint.pt"))
+    if num_classes:
+        nn.init.zeros_(encoder.classifier.weight)  # SimCLR's zero_init_logits_layer
+        nn.init.zeros_(encoder.classifier.bias)
     return encoder.to(device, memory_format=torch.channels_last)
 
 
@@ -410,10 +411,12 @@ def _run_protocol(cfg: EvalConfig, info: RunInfo, net_cfg: NetworkConfig, train:
     shape = (train.channels, view_size, view_size)
     if cfg.protocol == "supervised":
         return _supervised(cfg, info, net_cfg, train, test, num_classes, mean, std, device, log)
+    if cfg.protocol == "finetune":
+        model = _encoder(info, net_cfg, train.channels, cfg, device, load_weights=not cfg.random_init,
+                         num_classes=num_classes)
+        return {**describe(model, shape), **_finetune(cfg, model, train, test, mean, std, view_size, plain, device, log)}
     encoder = _encoder(info, net_cfg, train.channels, cfg, device, load_weights=not cfg.random_init)
     size = describe(encoder, shape)
-    if cfg.protocol == "finetune":
-        return {**size, **_finetune(cfg, encoder, train, test, num_classes, mean, std, view_size, plain, device, log)}
     train_f = extract_features(encoder, train.images, plain, device)
     test_f = extract_features(encoder, test.images, plain, device)
     if cfg.protocol == "knn":
@@ -426,26 +429,23 @@ def _run_protocol(cfg: EvalConfig, info: RunInfo, net_cfg: NetworkConfig, train:
     return {**size, **result, "feature_dim": int(train_f.shape[1])}
 
 
-def _finetune(cfg: EvalConfig, encoder: nn.Module, train: ImageSet, test: ImageSet, num_classes: int,
-              mean: list[float], std: list[float], view_size: int, plain: Callable, device: torch.device,
-              log: RunLog) -> dict[str, Any]:
+def _finetune(cfg: EvalConfig, model: nn.Module, train: ImageSet, test: ImageSet, mean: list[float],
+              std: list[float], view_size: int, plain: Callable, device: torch.device, log: RunLog) -> dict[str, Any]:
     f = cfg.finetune
+    num_classes = len(train.classes)
     n = max(num_classes, round(f.labels_fraction * len(train)))
     labelled = train.subset(balanced_subset_indices(train.labels, min(n, len(train)), cfg.seed))
     # SimCLR App. B.5: only random crop (resized) and flip while fine-tuning
     crop_flip = ViewMaker(AugmentConfig(jitter_p=0.0, grayscale_p=0.0, blur_p=0.0,
                                         size=view_size if view_size != train.image_size else 0), mean, std)
-    head = nn.Linear(encoder.feature_dim, num_classes).to(device)
-    nn.init.zeros_(head.weight)
-    nn.init.zeros_(head.bias)
     batch = min(f.batch_size, len(labelled))
     lr = f.lr * batch / 256
     epochs = f.resolved_epochs()
     stats = _train_classifier(
-        encoder, head, labelled, crop_flip, epochs, batch,
+        model, labelled, crop_flip, epochs, batch,
         lambda p: torch.optim.SGD(p, lr=lr, momentum=f.momentum, nesterov=f.momentum > 0, weight_decay=f.weight_decay),
         lr, device, cfg, log, "finetune")
-    top1 = _test_accuracy(encoder, head, test, plain, device)
+    top1 = _test_accuracy(model, test, plain, device)
     log.log("eval", epochs, epoch=epochs - 1, finetune_top1=top1)
     return {"accuracy": top1, **stats, "labels_fraction": f.labels_fraction, "n_labelled": len(labelled),
             "epochs": epochs}
@@ -472,20 +472,19 @@ def _supervised(cfg: EvalConfig, info: RunInfo, net_cfg: NetworkConfig, train: I
     if not _accepts_darts_extras(info.arch, net_cfg):
         net_cfg.auxiliary, net_cfg.drop_path = False, 0.0
     seed_everything(cfg.seed)
-    encoder = build_encoder(info.arch, net_cfg, train.channels, num_classes).to(device, memory_format=torch.channels_last)
-    head = nn.Linear(encoder.feature_dim, num_classes).to(device)  # DARTS's classifier on the pooled features
-    size = describe(encoder, (train.channels, train.image_size, train.image_size))
-    size["params_with_classifier"] = size["params"] + sum(p.numel() for p in head.parameters())
-    size["feature_dim"] = encoder.feature_dim
+    # the network's own classifier on the pooled features (DARTS's NetworkCIFAR; NAS-Bench-201's), and its tower
+    model = build_encoder(info.arch, net_cfg, train.channels, num_classes).to(device, memory_format=torch.channels_last)
+    size = describe(model, (train.channels, train.image_size, train.image_size))
+    size["feature_dim"] = model.feature_dim
     views = SupervisedViews(mean, std, s.cutout)
     aux_weight = s.auxiliary_weight if net_cfg.auxiliary else 0.0
     stats = _train_classifier(
-        encoder, head, train, views, s.epochs, s.batch_size,
+        model, train, views, s.epochs, s.batch_size,
         lambda p: torch.optim.SGD(p, lr=s.lr, momentum=s.momentum, weight_decay=s.weight_decay),
         s.lr, device, cfg, log, "supervised", aux_weight=aux_weight, drop_path=net_cfg.drop_path,
         grad_clip=s.grad_clip, per_epoch_lr=True)
     native = ViewMaker(AugmentConfig(), mean, std).plain  # from scratch: at the images' own size
-    top1 = _test_accuracy(encoder, head, test, native, device)
+    top1 = _test_accuracy(model, test, native, device)
     log.log("eval", s.epochs, epoch=s.epochs - 1, supervised_top1=top1)
     return {"accuracy": top1, **size, **stats, "test_error": round(100 * (1 - top1), 2),
             "auxiliary": net_cfg.auxiliary, "drop_path": net_cfg.drop_path, "cutout": s.cutout, "epochs": s.epochs}

@@ -11,11 +11,11 @@ import pytest
 import torch
 from hypothesis import given, settings
 
-from ssnas.arch import is_nni_dict, load_genotype
+from ssnas.arch import from_python, is_nni_dict, load_genotype
 from ssnas.cli import main
 from ssnas.errors import UserError
 from ssnas.export import ExportConfig, export
-from ssnas.export.python import from_python, to_python
+from ssnas.export.python import to_python
 from ssnas.search_spaces.darts import from_nni as from_nni_dict
 from ssnas.search_spaces.darts import to_nni as to_nni_dict
 from ssnas.search_spaces.darts import PUBLISHED, DartsGenotype
@@ -304,13 +304,16 @@ def retrain_run(tmp_path_factory, fashion_train):
 
 
 def _trained_encoder(run: Path) -> torch.nn.Module:
+    """The retrained network, rebuilt by hand, taking raw [0, 1] images as the exports do: it normalises them with
+    the run's own mean and std first."""
     from ssnas.arch import build_network
     from ssnas.runs.checkpoint import load
 
     state = load(run / "checkpoint.pt")
     net = build_network("DARTS_V2", layers=3, init_channels=4, in_channels=1)
     net.load_state_dict(state["encoder"])
-    return net.eval()
+    mean, std = (torch.tensor(state["data"][k]).view(1, -1, 1, 1) for k in ("mean", "std"))
+    return lambda x: net.eval()((x - mean) / std)
 
 
 @pytest.mark.slow
@@ -322,7 +325,7 @@ def test_onnx_export_matches_pytorch(retrain_run, tmp_path, capsys):
     assert main(["export", str(retrain_run), "--to", "onnx", "--out", str(out)]) == 0
     printed = capsys.readouterr().out
     assert "trained weights" in printed and "onnxruntime" in printed
-    x = torch.randn(3, 1, 16, 16, generator=torch.Generator().manual_seed(1))
+    x = torch.rand(3, 1, 16, 16, generator=torch.Generator().manual_seed(1))  # raw images in [0, 1]
     with torch.no_grad():
         expected = _trained_encoder(retrain_run)(x).numpy()
     session = ort.InferenceSession(str(out), providers=["CPUExecutionProvider"])
@@ -338,9 +341,14 @@ def test_torchscript_export_matches_pytorch(retrain_run, tmp_path):
     out = tmp_path / "model.pt"
     result = export(str(retrain_run), ExportConfig(to="torchscript", out=str(out)))
     assert result["trained"] and result["max_error"] <= 1e-4
-    x = torch.randn(2, 1, 16, 16, generator=torch.Generator().manual_seed(2))
+    x = torch.rand(2, 1, 16, 16, generator=torch.Generator().manual_seed(2))
+    extra = {"ssnas.json": ""}
+    loaded = torch.jit.load(str(out), _extra_files=extra)
     with torch.no_grad():
-        torch.testing.assert_close(torch.jit.load(str(out))(x), _trained_encoder(retrain_run)(x))
+        torch.testing.assert_close(loaded(x), _trained_encoder(retrain_run)(x))
+    meta = json.loads(extra["ssnas.json"])  # what the file takes, stored with it
+    assert meta["normalisation_in_graph"] and "[0, 1]" in meta["input"] and meta["input_size"] == [1, 16, 16]
+    assert len(meta["mean"]) == len(meta["std"]) == 1 and meta["pretrained"]
 
 
 def test_network_export_from_a_genotype_and_size_mismatch(retrain_run, tmp_path, capsys):

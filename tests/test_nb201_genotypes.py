@@ -10,11 +10,9 @@ import pytest
 import torch
 
 import ssnas
-from ssnas.arch import load_genotype
-from ssnas.arch import resolved_network
+from ssnas.arch import from_python, load_genotype, resolved_network
 from ssnas.cli import main
 from ssnas.errors import UserError
-from ssnas.export.python import from_python
 from ssnas.nas.network import NetworkConfig
 from ssnas.search_spaces.darts import PUBLISHED
 from ssnas.search_spaces.nb201 import from_nni as from_nni_nb201_dict
@@ -174,9 +172,13 @@ def test_onnx_and_torchscript_of_the_run_match_pytorch(nb201_run, tmp_path, caps
     assert main(["export", str(nb201_run), "--to", "onnx", "--out", str(tmp_path / "m.onnx")]) == 0
     assert main(["export", str(nb201_run), "--to", "torchscript", "--out", str(tmp_path / "m.pt")]) == 0
     assert "trained weights" in capsys.readouterr().out
-    x = torch.randn(3, 1, 16, 16, generator=torch.Generator().manual_seed(1))
+    from ssnas.runs.checkpoint import load
+
+    data = load(nb201_run / "checkpoint.pt")["data"]  # the exports take raw [0, 1] images and normalise them
+    x = torch.rand(3, 1, 16, 16, generator=torch.Generator().manual_seed(1))
+    normalised = (x - torch.tensor(data["mean"]).view(1, -1, 1, 1)) / torch.tensor(data["std"]).view(1, -1, 1, 1)
     with torch.no_grad():
-        expected = _trained(nb201_run)(x)
+        expected = _trained(nb201_run)(normalised)
         torch.testing.assert_close(torch.jit.load(str(tmp_path / "m.pt"))(x), expected)
     session = ort.InferenceSession(str(tmp_path / "m.onnx"), providers=["CPUExecutionProvider"])
     np.testing.assert_allclose(session.run(None, {"images": x.numpy()})[0], expected.numpy(), rtol=1e-4, atol=1e-5)

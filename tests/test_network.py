@@ -10,7 +10,7 @@ from torch import nn
 
 from ssnas.arch import build_encoder, load_genotype, register_parser, unregister_parser
 from ssnas.errors import UserError
-from ssnas.nas.network import NetworkConfig, ResNet18Cifar, count_flops, count_parameters
+from ssnas.nas.network import NetworkConfig, ResNet18Cifar, count_flops, count_parameters, describe
 from ssnas.search_spaces import darts
 from ssnas.search_spaces.darts import PUBLISHED, DartsGenotype
 from tests.conftest import ROOT
@@ -60,9 +60,9 @@ def test_darts_v2_at_full_size_has_the_published_parameter_count():
     # DARTS's train.py logs "param size = 3.349342MB" for DARTS_V2 at 20 cells, C = 36, CIFAR-10 classifier
     # included and the auxiliary head left out (cnn/utils.py count_parameters_in_MB).
     net = darts.build_network(PUBLISHED["DARTS_V2"], NetworkConfig(auxiliary=True), 3, num_classes=10)
-    classifier = net.feature_dim * 10 + 10
-    assert count_parameters(net) + classifier == 3_349_342
+    assert count_parameters(net) == 3_349_342
     assert sum(p.numel() for p in net.auxiliary_head.parameters()) > 0  # there, but not counted
+    assert describe(net, (3, 32, 32))["params"] == 3_349_342 - (net.feature_dim * 10 + 10)  # the features' share
 
 
 # ---- shape and wiring ----------------------------------------------------------------------------------------
@@ -141,11 +141,15 @@ def test_identity_paths_are_never_dropped():
 def test_auxiliary_head_only_in_training_and_not_counted(size):
     cfg = NetworkConfig(layers=3, init_channels=4, auxiliary=True)
     net = darts.build_network(PUBLISHED["DARTS_V2"], cfg, 3, num_classes=10)
-    features, aux = net.forward_with_aux(torch.randn(2, 3, size, size))
-    assert features.shape == (2, 64) and aux.shape == (2, 10)
+    x = torch.randn(2, 3, size, size)
+    logits, aux = net.forward_with_aux(x)
+    assert logits.shape == (2, 10) and aux.shape == (2, 10)
+    features, _ = net.forward_features_with_aux(x)
+    assert features.shape == (2, 64)
     net.eval()
-    assert net.forward_with_aux(torch.randn(2, 3, size, size))[1] is None
-    plain = darts.build_network(PUBLISHED["DARTS_V2"], TINY, 3)
+    assert net.forward_with_aux(x)[1] is None
+    torch.testing.assert_close(net(x), net.classifier(net.forward_features(x)))
+    plain = darts.build_network(PUBLISHED["DARTS_V2"], TINY, 3, num_classes=10)
     assert count_parameters(net) == count_parameters(plain)
     assert count_parameters(net, exclude_auxiliary=False) > count_parameters(plain)
 

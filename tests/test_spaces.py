@@ -64,7 +64,12 @@ def check_space(name: str, tmp_path) -> None:
     # the network of a genotype, at the space's own sizes unless told otherwise
     genotype = net.derive()
     encoder = arch.build_encoder(genotype, NetworkConfig(**TINY_NETWORK), 3)
-    assert encoder(torch.randn(2, 3, 16, 16)).shape == (2, encoder.feature_dim)
+    x = torch.randn(2, 3, 16, 16)
+    assert encoder(x).shape == encoder.forward_features(x).shape == (2, encoder.feature_dim)
+    torch.manual_seed(0)
+    labelled = arch.build_encoder(genotype, NetworkConfig(**TINY_NETWORK), 3, num_classes=5).eval()
+    assert isinstance(labelled.classifier, torch.nn.Linear) and labelled.classifier.out_features == 5
+    torch.testing.assert_close(labelled(x), labelled.classifier(labelled.forward_features(x)))
     resolved = arch.resolved_network(NetworkConfig(), genotype)
     assert (resolved.layers, resolved.init_channels) == tuple(space.NETWORK_DEFAULTS[k] for k in ("layers", "init_channels"))
     assert arch.size_words(genotype, resolved).split(",")[0].endswith(space.LAYERS_UNIT)

@@ -18,12 +18,14 @@ FOLDERS = {"ssnas": ROOT / "ssnas", "ssnas.objectives": ROOT / "objectives", "ss
 LAYERS = [
     ["ssnas.errors"],
     ["ssnas.config"],
+    ["ssnas.python_genotypes"],  # genotypes.py files read with ast (no torch)
     ["ssnas.runs", "ssnas.data"],
     ["ssnas.nas", "ssnas.training"],  # the maths and the objective contract
     ["ssnas.kernels"],  # the exact speed route of ssnas.nas's modules
     ["ssnas.search_spaces", "ssnas.objectives"],  # the plugins
     ["ssnas.registry"],  # names -> plugins
     ["ssnas.arch"],  # an architecture (and its network) from what the user types
+    ["ssnas.model"],  # the network as a library object: create_model, preprocessing, pretrained weights
     ["ssnas.export"],
     ["ssnas.search", "ssnas.retrain", "ssnas.evaluate"],  # the loops: the CLI's verbs
     ["ssnas.bench", "ssnas.tune"],  # loops that run other loops

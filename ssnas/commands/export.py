@@ -39,7 +39,10 @@ def register(sub: argparse._SubParsersAction) -> None:
                     "('|nor_conv_3x3~0|+...|', quoted for the shell) or a file holding one. onnx/torchscript export "
                     "the network of a retrain run folder with its weights, or of a genotype at --layers/"
                     "--init-channels (default: the space's own network) with fresh weights, and check the export "
-                    f"against PyTorch on a batch. Targets: {', '.join(TARGETS)}.")
+                    "against PyTorch on a batch. The exported graph takes raw float32 images in [0, 1] [batch, C, "
+                    "H, W] at the trained view size and normalises them itself (--no-raw-input: the bare "
+                    "network, normalised inputs); mean, std and input size are stored in the file. "
+                    f"Targets: {', '.join(TARGETS)}.")
     p.add_argument("source", nargs="?", default="",
                    help="genotype file, run folder, NNI dict file, published name or NAS-Bench-201 string")
     p.add_argument("--arch", default="", help="the source, as a flag (as retrain and eval spell it)")

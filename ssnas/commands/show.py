@@ -12,9 +12,8 @@ from pathlib import Path
 from typing import Any
 
 from ssnas import registry
-from ssnas.arch import build_encoder, resolved_network, size_words
+from ssnas.arch import build_encoder, load_genotype, resolved_network, size_words
 from ssnas.errors import UserError
-from ssnas.export.python import resolve_genotype
 from ssnas.nas.genotype import genotype_ops
 from ssnas.nas.network import NetworkConfig, describe
 
@@ -125,7 +124,7 @@ def run(ns: argparse.Namespace) -> int:
         # a retrain of a fixed backbone (resnet18): no genotype, only the run's records
         print("\n".join([f"source: {ns.source}", f"architecture: {network.get('arch')}", *run_lines(folder)]))
         return 0
-    genotype = resolve_genotype(ns.source, ns.space or None)
+    genotype = load_genotype(ns.source, ns.space or None)
     space = registry.space(genotype.space)
     lines = [f"source: {ns.source}", f"space: {genotype.space}"]
     meta = getattr(genotype, "meta", None) or {}

@@ -20,10 +20,11 @@ from pathlib import Path
 from typing import Any
 
 from ssnas import registry
+from ssnas.arch import load_genotype
 from ssnas.errors import UserError
 from ssnas.export import graph
 from ssnas.export.network import build_for_export, export_onnx, export_torchscript
-from ssnas.export.python import default_name, resolve_genotype, to_python
+from ssnas.export.python import default_name, to_python
 
 GENOTYPE_TARGETS = ("json", "nni", "python", "png", "svg", "dot", "graphml")
 NETWORK_TARGETS = ("onnx", "torchscript")
@@ -56,6 +57,10 @@ class ExportConfig:
     tolerance: float = field(default=1e-4, metadata={
         "help": "largest accepted difference between the export and PyTorch, relative to the output's scale"})
     seed: int = field(default=0, metadata={"help": "seed of fresh weights (no retrain run) and of the check batch"})
+    raw_input: bool = field(default=True, metadata={
+        "help": "onnx/torchscript: the graph takes raw float32 images in [0, 1] [batch, C, H, W] and normalises "
+                "them itself with the run's mean/std; --no-raw-input exports the bare network, which takes "
+                "normalised images (mean/std are in the file's metadata either way)"})
 
 
 # ---- genotype targets ------------------------------------------------------------------------------------------
@@ -119,7 +124,7 @@ def export(spec: str, cfg: ExportConfig) -> dict[str, Any]:
         built = build_for_export(spec, cfg)
         check = (export_onnx if cfg.to == "onnx" else export_torchscript)(built, out, cfg)
         return {"out": out, "network": built.description, "trained": built.trained, **check}
-    genotype = resolve_genotype(spec, cfg.space or None)
+    genotype = load_genotype(spec, cfg.space or None)
     name = cfg.name or (getattr(genotype, "meta", None) or {}).get("name") or default_name(spec)
     title = name if cfg.to == "python" else graph.title_for(genotype, name)
     content = render(genotype, cfg.to, title, cfg.renderer)

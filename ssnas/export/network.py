@@ -1,73 +1,75 @@
 """Networks out: ONNX and TorchScript of a retrain run's network (trained weights) or of a genotype at given sizes
-(fresh weights), each checked against PyTorch on two batches of different sizes. The export records the textbook
-modules (`use_fast_kernels(model, False)`): the speed route's custom autograd functions are not exportable, and
-they compute the same maths."""
+(fresh weights), each checked against PyTorch on two batches of different sizes.
+
+What the exported graph takes (`INPUT_CONTRACT`, also stored in the file's metadata, key "ssnas"): float32 images
+[batch, C, H, W] with values in [0, 1] (raw RGB, or grey for 1-channel data; H = W = the trained view size); the
+normalisation with the run's mean and std is inside the graph. With `--no-raw-input` the graph is the bare network
+and takes images already normalised with the mean/std the metadata lists. The output is the `feature_dim`
+features. The export records the textbook modules (`use_fast_kernels(model, False)`): the speed route's custom
+autograd functions are not exportable, and they compute the same maths."""
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from ssnas.arch import build_encoder, is_backbone, load_run, resolved_network, size_words
+from torch import nn
+
 from ssnas.errors import UserError
-from ssnas.export.python import default_name, resolve_genotype
 from ssnas.kernels import use_fast_kernels
-from ssnas.nas.network import NetworkConfig
+from ssnas.model import create_model, model_source
 from ssnas.runs.settings import seed_everything
+
+INPUT_CONTRACT = ("float32 images [batch, C, H, W], values in [0, 1] (raw pixels / 255; RGB order, or grey), H = W "
+                  "= input_size; normalised inside the graph")
+NORMALISED_CONTRACT = ("float32 images [batch, C, H, W], already normalised: (pixels / 255 - mean) / std per channel, "
+                       "H = W = input_size")
+
+
+class RawImageNetwork(nn.Module):
+    """What an export records by default: raw images in [0, 1] -> `model(model.preprocess(x))`."""
+
+    def __init__(self, model: nn.Module):
+        super().__init__()
+        self.model = model
+
+    def forward(self, x):
+        return self.model(self.model.preprocess(x))
 
 
 @dataclass
 class BuiltNetwork:
-    model: Any  # torch.nn.Module in eval mode
+    model: Any  # torch.nn.Module in eval mode: what is exported
     input_shape: tuple[int, int, int]
     trained: bool  # weights from a retrain run, or fresh ones
     description: str
+    raw_input: bool  # the graph takes [0, 1] images and normalises them itself
+    metadata: dict[str, Any]
 
 
 def build_for_export(spec: str, cfg: Any) -> BuiltNetwork:
     """A retrain run folder (its network and weights), or a genotype spec stacked at --layers/--init-channels."""
     import torch
 
-    folder = Path(spec)
-    state = None
-    if folder.is_dir() and (folder / "checkpoint.pt").is_file():
-        info = load_run(folder)
-        state = info.state
-        arch = info.arch
-        saved_net = (info.config or {}).get("network", {}) if state is not None else {}
-    else:
-        arch = spec.strip().lower() if is_backbone(spec) else resolve_genotype(spec, cfg.space or None)
-        saved_net = {}
-    data = (state or {}).get("data", {})
-    net_cfg = NetworkConfig()
-    for key in ("layers", "init_channels"):  # the flag, else the run's, else the space's own (resolved_network)
-        value = getattr(cfg, key) or saved_net.get(key)
-        if value:
-            setattr(net_cfg, key, int(value))
-    if not is_backbone(arch):
-        net_cfg = resolved_network(net_cfg, arch)
-    if state is not None and ((cfg.layers and cfg.layers != saved_net.get("layers"))
-                              or (cfg.init_channels and cfg.init_channels != saved_net.get("init_channels"))):
-        raise UserError(f"{folder} was trained with --layers {saved_net.get('layers')} --init-channels "
-                        f"{saved_net.get('init_channels')}; drop --layers/--init-channels to export its weights")
-    in_channels = cfg.in_channels or int(data.get("channels", 3))
-    size = cfg.image_size or int(data.get("view_size", 32))
-    if state is not None and in_channels != int(data.get("channels", in_channels)):
-        raise UserError(f"{folder} was trained on {data['channels']}-channel images; drop --in-channels")
+    src = model_source(spec, cfg.space or None)
     seed_everything(cfg.seed)
-    model = build_encoder(arch, net_cfg, in_channels)
-    if state is not None:
-        model.load_state_dict(state["encoder"])
-    model = model.to(memory_format=torch.contiguous_format).eval()
+    net = create_model(src, pretrained=src.has_weights, layers=cfg.layers, init_channels=cfg.init_channels,
+                       in_channels=cfg.in_channels, image_size=cfg.image_size)
+    net = net.to(memory_format=torch.contiguous_format).eval()
     # ONNX and TorchScript record standard ops only: the fast kernels are custom autograd Functions, and the
     # textbook path computes the same maths (tests/test_fast_path.py)
-    use_fast_kernels(model, False)
-    if state is not None:
-        name = f"{folder} ({(info.config or {}).get('arch') or state.get('arch', {}).get('name', '?')})"
-    else:
-        name = arch if isinstance(arch, str) else default_name(spec)
-    what = f"{name}: {size_words(arch, net_cfg)}, input {in_channels}x{size}x{size}"
-    return BuiltNetwork(model, (in_channels, size, size), state is not None, what)
+    use_fast_kernels(net, False)
+    info = net.pretrained_cfg
+    shape = tuple(info["input_size"])
+    what = f"{src.name}: {info['size']}, input {shape[0]}x{shape[1]}x{shape[2]}"
+    metadata = {"input": INPUT_CONTRACT if cfg.raw_input else NORMALISED_CONTRACT, "output": "features [batch, "
+                f"{info['num_features']}]", "normalisation_in_graph": bool(cfg.raw_input),
+                **{k: info[k] for k in ("input_size", "mean", "std", "architecture", "source", "space", "genotype",
+                                        "layers", "init_channels", "num_features", "pretrained", "dataset",
+                                        "objective", "pretrain_epochs")}}
+    model = RawImageNetwork(net).eval() if cfg.raw_input else net
+    return BuiltNetwork(model, shape, src.has_weights, what, bool(cfg.raw_input), metadata)
 
 
 def _check(reference: Any, exported: Any, tolerance: float, what: str) -> float:
@@ -88,7 +90,8 @@ def _batches(built: BuiltNetwork, cfg: Any) -> list[Any]:
     import torch
 
     g = torch.Generator().manual_seed(cfg.seed)
-    return [torch.randn(n, *built.input_shape, generator=g) for n in (cfg.batch_size, cfg.batch_size + 1)]
+    draw = torch.rand if built.raw_input else torch.randn  # raw images lie in [0, 1]
+    return [draw(n, *built.input_shape, generator=g) for n in (cfg.batch_size, cfg.batch_size + 1)]
 
 
 def export_onnx(built: BuiltNetwork, out: Path, cfg: Any) -> dict[str, Any]:
@@ -111,6 +114,11 @@ def export_onnx(built: BuiltNetwork, out: Path, cfg: Any) -> dict[str, Any]:
         torch.onnx.export(built.model, (x[0],), str(out), dynamo=False, opset_version=cfg.opset,
                           input_names=["images"], output_names=["features"],
                           dynamic_axes={"images": {0: "batch"}, "features": {0: "batch"}})
+    exported = onnx.load(str(out))
+    exported.doc_string = f"ssnas network; input 'images': {built.metadata['input']}"
+    exported.graph.input[0].doc_string = built.metadata["input"]
+    onnx.helper.set_model_props(exported, {"ssnas": json.dumps(built.metadata, sort_keys=True)})
+    onnx.save(exported, str(out))
     onnx.checker.check_model(onnx.load(str(out)))
     try:
         import onnxruntime as ort
@@ -143,7 +151,7 @@ def export_torchscript(built: BuiltNetwork, out: Path, cfg: Any) -> dict[str, An
         warnings.simplefilter("ignore")
         # check_trace re-traces and compares (15 s here); we compare the saved file itself, on two batch sizes
         traced = torch.jit.trace(built.model, x[0], check_trace=False)
-        torch.jit.save(traced, str(out))
+        torch.jit.save(traced, str(out), _extra_files={"ssnas.json": json.dumps(built.metadata, sort_keys=True)})
         loaded = torch.jit.load(str(out))
         errors = [_check(built.model(b).numpy(), loaded(b).numpy(), cfg.tolerance, "the TorchScript model") for b in x]
     return {"runtime": f"torch.jit {torch.__version__}", "max_error": max(errors), "batches": [len(b) for b in x]}

@@ -1,33 +1,17 @@
-"""Genotypes as Python, and where an exported genotype comes from.
+"""Genotypes as Python, and the name an exported genotype gets from where it came from.
 
 `to_python` writes a self-contained module in the style of DARTS's cnn/genotypes.py (or, for a space with a string
-format of its own, one string constant); `from_python` reads such files with `ast`, never executing them, and
-`resolve_genotype` takes them beside everything `ssnas.arch.load_genotype` takes.
+format of its own, one string constant); `ssnas.arch.load_genotype` reads such files back (`cells.py`, or
+`cells.py:NAME`) with `ast`, never executing them.
 """
 from __future__ import annotations
 
-import ast
 import re
 from pathlib import Path
 from typing import Any
 
 from ssnas import registry
-from ssnas.arch import from_data, from_text, load_genotype
 from ssnas.errors import UserError
-
-
-# ---- where a genotype comes from ---------------------------------------------------------------------------------
-
-def resolve_genotype(spec: str, space: str | None = None) -> Any:
-    """`load_genotype` (a genotype .json, a run folder, an NNI dict file, a published name) plus Python files
-    written by `--to python` (`cells.py`, or `cells.py:NAME` when the file holds several)."""
-    path, _, name = str(spec).partition(".py:")
-    file = Path(path + ".py") if name else Path(spec)
-    if file.suffix == ".py":
-        if not file.is_file():
-            raise UserError(f"no file at {file}; pass an existing genotypes .py file")
-        return from_python(file.read_text(), str(file), name or None)
-    return load_genotype(spec, space or None)
 
 
 def default_name(spec: str) -> str:
@@ -72,70 +56,3 @@ def to_python(genotype: Any, name: str = "GENOTYPE") -> str:
     return "\n".join(lines)
 
 
-# cnn/genotypes.py's field order, for positional `Genotype(...)` calls in files that do not define the namedtuple
-_FIELDS = ("normal", "normal_concat", "reduce", "reduce_concat")
-
-
-def _literal(node: ast.AST, where: str) -> Any:
-    """A literal, or `range(a, b)` as DARTS writes concat lists; never executes anything."""
-    if isinstance(node, ast.Call) and isinstance(node.func, ast.Name) and node.func.id in ("range", "list"):
-        args = [_literal(a, where) for a in node.args]
-        return list(range(*args)) if node.func.id == "range" else list(*args)
-    try:
-        return ast.literal_eval(node)
-    except ValueError:
-        raise UserError(f"{where} must be a literal (lists of ('op', input) pairs, concat lists or range(a, b))") from None
-
-
-def _namedtuple_fields(tree: ast.AST) -> tuple[str, ...] | None:
-    """The fields of `Genotype = namedtuple('Genotype', 'a b c')` in the file, if it defines it."""
-    for node in ast.walk(tree):
-        if (isinstance(node, ast.Call) and isinstance(node.func, ast.Name) and node.func.id == "namedtuple"
-                and len(node.args) == 2 and isinstance(node.args[1], ast.Constant) and isinstance(node.args[1].value, str)):
-            return tuple(node.args[1].value.replace(",", " ").split())
-    return None
-
-
-def _is_space_string(node: ast.AST) -> bool:
-    """A string constant in a space's own format (NAS-Bench-201's '|op~0|+...')."""
-    return isinstance(node, ast.Constant) and isinstance(node.value, str) and node.value.strip().startswith("|")
-
-
-def from_python(text: str, source: str = "genotypes.py", name: str | None = None) -> Any:
-    """Genotypes assigned as `NAME = Genotype(normal=..., normal_concat=..., reduce=..., reduce_concat=...)`
-    (keywords or positions), or as `NAME = '|op~0|+...'` (a space's own string), read with `ast`, not executed;
-    `name` picks one when the file holds several."""
-    try:
-        tree = ast.parse(text, filename=source)
-    except SyntaxError as e:
-        raise UserError(f"{source} is not valid Python (line {e.lineno}: {e.msg})") from None
-    found: dict[str, ast.AST] = {}
-    for node in tree.body:
-        if (isinstance(node, ast.Assign) and len(node.targets) == 1 and isinstance(node.targets[0], ast.Name)
-                and ((isinstance(node.value, ast.Call) and isinstance(node.value.func, ast.Name)
-                      and node.value.func.id == "Genotype") or _is_space_string(node.value))):
-            found[node.targets[0].id] = node.value
-    if not found:
-        raise UserError(f"{source} assigns no `NAME = Genotype(...)` nor `NAME = '|op~0|+...'`; write one with "
-                        f"`ssnas export --to python`")
-    if name is None and len(found) > 1:
-        raise UserError(f"{source} holds {len(found)} genotypes ({', '.join(found)}); pick one as {source}:NAME")
-    key = name or next(iter(found))
-    if key not in found:
-        raise UserError(f"{source} has no genotype {key!r}; it holds {', '.join(found)}")
-    call = found[key]
-    if isinstance(call, ast.Constant):
-        genotype = from_text(call.value, f"{source}: {key}")
-        genotype.meta.update({"name": key})
-        return genotype
-    fields = _namedtuple_fields(tree) or _FIELDS
-    if len(call.args) > len(fields):
-        raise UserError(f"{source}: {key} = Genotype(...) takes at most {len(fields)} fields, got {len(call.args)}")
-    values = {f: _literal(a, f"{source}: {key}.{f}") for f, a in zip(fields, call.args)}
-    for kw in call.keywords:
-        if kw.arg not in fields:
-            raise UserError(f"{source}: {key} = Genotype(...) has unknown field {kw.arg!r}; fields are {', '.join(fields)}")
-        values[kw.arg] = _literal(kw.value, f"{source}: {key}.{kw.arg}")
-    genotype = from_data(values, f"{source}: {key}")
-    genotype.meta.update({"name": key})
-    return genotype

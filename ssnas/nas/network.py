@@ -83,12 +83,12 @@ def count_flops(model: nn.Module, input_shape: tuple[int, ...]) -> int:
 
 class ResNet18Cifar(nn.Module):
     """torchvision's ResNet-18 with the CIFAR stem SimCLR uses (Chen et al. 2020, App. B.9): the 7x7/2 conv
-    becomes a 3x3/1 conv and the first max-pool is removed; the classifier is dropped, so it returns the
-    512 globally pooled features."""
+    becomes a 3x3/1 conv and the first max-pool is removed. `forward_features` returns the 512 globally pooled
+    features; `forward` the logits of a linear classifier when num_classes > 0, else the features."""
 
     feature_dim = 512
 
-    def __init__(self, in_channels: int = 3):
+    def __init__(self, in_channels: int = 3, num_classes: int = 0):
         super().__init__()
         from torchvision.models import resnet18  # heavy import, only when this baseline is built
 
@@ -97,9 +97,14 @@ class ResNet18Cifar(nn.Module):
         net.maxpool = nn.Identity()
         net.fc = nn.Identity()
         self.net = net
+        self.num_classes = num_classes
+        self.classifier = nn.Linear(self.feature_dim, num_classes) if num_classes else nn.Identity()
+
+    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
+        return self.net(x)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.net(x)
+        return self.classifier(self.net(x))
 
 
 def is_backbone(arch: Any) -> bool:
@@ -107,5 +112,12 @@ def is_backbone(arch: Any) -> bool:
 
 
 def describe(encoder: nn.Module, input_shape: tuple[int, ...]) -> dict[str, int]:
-    """Parameters and FLOPs of an encoder, as retrain and eval report them."""
-    return {"params": count_parameters(encoder), "flops": count_flops(encoder, input_shape)}
+    """Parameters and FLOPs of a network, as retrain and eval report them. `params` leaves out the auxiliary tower
+    and the classifier (what networks of different tasks share); a network with a classifier also reports
+    `params_with_classifier`, the figure DARTS's tables quote."""
+    total = count_parameters(encoder)
+    head = sum(p.numel() for p in getattr(encoder, "classifier", nn.Identity()).parameters())
+    out = {"params": total - head, "flops": count_flops(encoder, input_shape)}
+    if head:
+        out["params_with_classifier"] = total
+    return out

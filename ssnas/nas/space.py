@@ -90,8 +90,10 @@ class SearchSpace(Protocol):
         """Refuse evaluation-network settings (`ssnas.nas.network.NetworkConfig`) this space cannot build."""
 
     def build_network(self, genotype: Genotype, cfg: Any, in_channels: int, num_classes: int = 0) -> nn.Module:
-        """The evaluation network of a genotype: images -> `feature_dim` features; `num_classes` > 0 asks for the
-        heads the space's network has for labels (DARTS's auxiliary tower, NAS-Bench-201's classifier)."""
+        """The evaluation network of a genotype, timm-style: `forward_features(x)` gives `feature_dim` pooled
+        features; `forward(x)` gives `classifier(forward_features(x))`, where `classifier` is a linear layer with
+        `num_classes` outputs, or nn.Identity() when num_classes is 0 (then `forward` returns the features).
+        Heads the space's network has for labels besides it (DARTS's auxiliary tower) need num_classes too."""
 
 
 REQUIRED = tuple(m for m in SearchSpace.__annotations__) + tuple(

@@ -103,7 +103,8 @@ class CLSA(Objective):
         self.key_encoder = momentum_copy(encoder)
         self.key_head = momentum_copy(self.head)
 
-    def _query(self, encoder: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    def embed(self, encoder: nn.Module, x: torch.Tensor) -> torch.Tensor:
+        """The query q = normalize(g(f(x))) (MoCo's encoder_q output)."""
         return F.normalize(self.head(encoder(x)), dim=1)
 
     def forward(self, encoder: nn.Module, batch: Batch) -> dict[str, torch.Tensor]:
@@ -114,14 +115,14 @@ class CLSA(Objective):
             k = F.normalize(self.key_head(self.key_encoder(batch.views[1])), dim=1)
         # The bank: this batch's keys, then the queue (CLSA: [q . k_allgather^T, q . queue], N x (N + K)).
         bank = torch.cat([k, self.queue.keys.to(k.dtype)])
-        q = self._query(encoder, batch.views[0])
+        q = self.embed(encoder, batch.views[0])
         sims = q @ bank.t()
         contrastive = info_nce(sims / t)
         ddm = sims.new_zeros(())
         # Each strong view through the encoder on its own, as the reference does (BN sees weak and strong
         # batches separately).
         for strong in batch.strong:
-            q_s = self._query(encoder, strong)
+            q_s = self.embed(encoder, strong)
             ddm = ddm + ddm_loss(sims / t2, (q_s @ bank.t()) / t2)
         if self.training:
             self._pending_keys = k

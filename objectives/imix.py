@@ -29,7 +29,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ssnas.errors import UserError
-from ssnas.training.objective import Batch, Objective, projection_head
+from ssnas.training.objective import Batch, Objective, batch_seed, projection_head
 
 
 def imix_loss(logits: torch.Tensor, partner: torch.Tensor, lam: torch.Tensor) -> torch.Tensor:
@@ -71,15 +71,9 @@ class IMix(Objective):
         self.head: nn.Module = projection_head(feature_dim, cfg.proj_hidden_dim, cfg.proj_dim)
         self.register_buffer("step", torch.zeros((), dtype=torch.long))
 
-    def _seed(self, batch: Batch) -> int:
-        """A cheap, order-sensitive fingerprint of the batch's instance ids and the step: same batch, same mix."""
-        ids = batch.index.detach().to("cpu", torch.long)
-        weights = torch.arange(1, ids.numel() + 1, dtype=torch.long)
-        return (int((ids * weights).sum()) * 1_000_003 + int(self.step) * 7_919 + 17) % (2**63 - 1)
-
     def forward(self, encoder: nn.Module, batch: Batch) -> dict[str, torch.Tensor]:
         n = batch.size
-        partner, lam = draw_mix(n, self.opts.alpha, self._seed(batch))
+        partner, lam = draw_mix(n, self.opts.alpha, batch_seed(batch.index, int(self.step)))  # same batch, same mix
         x, x_pos = batch.views[0], batch.views[1]
         partner_d, lam_d = partner.to(x.device), lam.to(x.device, x.dtype)
         mixed = lam_d.view(-1, 1, 1, 1) * x + (1.0 - lam_d.view(-1, 1, 1, 1)) * x[partner_d]
@@ -92,3 +86,6 @@ class IMix(Objective):
     @torch.no_grad()
     def after_step(self, encoder: nn.Module, progress: float) -> None:
         self.step += 1
+
+    def embed(self, encoder: nn.Module, x: torch.Tensor) -> torch.Tensor:
+        return F.normalize(self.head(encoder(x)), dim=1)

@@ -37,3 +37,6 @@ class SimCLR(Objective):
         z1, z2 = self.head(h).chunk(2)
         loss = nt_xent(z1, z2, self.cfg.temperature)
         return {"loss": loss, "nt_xent": loss.detach()}
+
+    def embed(self, encoder: nn.Module, x: torch.Tensor) -> torch.Tensor:
+        return F.normalize(self.head(encoder(x)), dim=1)

@@ -71,3 +71,6 @@ class SuNCEt(Objective):
         loss = unsupervised + self.opts.suncet_weight * supervised
         return {"loss": loss, "nt_xent": unsupervised.detach(), "suncet": supervised.detach(),
                 "labelled": known.sum().float()}
+
+    def embed(self, encoder: nn.Module, x: torch.Tensor) -> torch.Tensor:
+        return F.normalize(self.head(encoder(x)), dim=1)

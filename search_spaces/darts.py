@@ -19,6 +19,7 @@ from ssnas.errors import UserError
 from ssnas.nas.cell import SearchCell, total
 from ssnas.nas.genotype import Cell, Edge
 from ssnas.nas.mixed import MixedOp, PartialMixedOp
+from ssnas.nas.network import global_pool
 from ssnas.nas.ops import DARTS_OPS, FactorizedReduce, ReLUConvBN
 from ssnas.nas.space import SpaceConfig
 from ssnas.nas.supernet import Supernet
@@ -293,14 +294,15 @@ class DartsSupernet(Supernet):
             start += i + 2
         return torch.cat(out)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def forward_maps(self, x: torch.Tensor) -> torch.Tensor:
+        """The last cell's output; `forward` (the base class) pools it globally."""
         weights = self.op_weights()
         norms = {kind: self.edge_norm_weights(kind) for kind in CELL_KINDS}
         s0 = s1 = self.stem(x)
         for cell in self.cells:
             kind = "reduce" if cell.reduction else "normal"
             s0, s1 = s1, cell(s0, s1, weights[kind], norms[kind], self.aux_skip)
-        return F.adaptive_avg_pool2d(s1, 1).flatten(1)
+        return s1
 
     def derive_scores(self) -> dict[str, torch.Tensor]:
         """softmax(alpha) per edge, times the edge weight under edge norm (PC-DARTS picks edges by the product,
@@ -496,9 +498,9 @@ class DartsNetwork(nn.Module):
     """The evaluation network (DARTS Sec. 3.1.1 / App. A.2.1; cnn/model.py NetworkCIFAR): stem of 3C channels,
     `layers` cells of the genotype, reduction cells at 1/3 and 2/3 of the depth, global pooling, and with
     `num_classes` > 0 DARTS's linear classifier. `forward_features` returns the pooled features
-    (`feature_dim`); `forward` the logits (the features when num_classes is 0); `forward_with_aux` also
-    returns the auxiliary logits while training. The training loop sets `drop_path_prob` (DARTS ramps it
-    linearly with the epoch)."""
+    (`feature_dim`), `forward_maps` the map before that pooling; `forward` the logits (the features when
+    num_classes is 0); `forward_with_aux` also returns the auxiliary logits while training. The training loop sets
+    `drop_path_prob` (DARTS ramps it linearly with the epoch)."""
 
     def __init__(self, genotype: DartsGenotype, cfg: Any, in_channels: int, num_classes: int = 0):
         super().__init__()
@@ -533,14 +535,23 @@ class DartsNetwork(nn.Module):
         self.auxiliary_head = AuxiliaryHead(c_aux, num_classes) if cfg.auxiliary else None
         self.classifier = nn.Linear(c_p, num_classes) if num_classes else nn.Identity()
 
-    def forward_features_with_aux(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
+    def maps_with_aux(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """The last cell's output map and, while training with the tower, the auxiliary logits."""
         aux = None
         s0 = s1 = self.stem(x)
         for layer, cell in enumerate(self.cells):
             s0, s1 = s1, cell(s0, s1, self.drop_path_prob)
             if layer == self.aux_layer and self.auxiliary_head is not None and self.training:
                 aux = self.auxiliary_head(s1)
-        return F.adaptive_avg_pool2d(s1, 1).flatten(1), aux
+        return s1, aux
+
+    def forward_features_with_aux(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
+        maps, aux = self.maps_with_aux(x)
+        return global_pool(maps), aux
+
+    def forward_maps(self, x: torch.Tensor) -> torch.Tensor:
+        """The map `forward_features` pools: the last cell's output, [B, feature_dim, h, w]."""
+        return self.maps_with_aux(x)[0]
 
     def forward_with_aux(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
         features, aux = self.forward_features_with_aux(x)

@@ -16,13 +16,13 @@ from dataclasses import dataclass, field
 from typing import Any, Iterator, Mapping
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from ssnas.errors import UserError
 from ssnas.nas.cell import SearchCell, total
 from ssnas.nas.genotype import Cell, Edge
 from ssnas.nas.mixed import MixedOp
+from ssnas.nas.network import global_pool
 from ssnas.nas.ops import ReLUConvBN, Zero
 from ssnas.nas.space import SpaceConfig
 from ssnas.nas.supernet import Supernet
@@ -198,12 +198,16 @@ class _Macro(nn.Module):
         self.last = nn.Sequential(nn.BatchNorm2d(c), nn.ReLU(inplace=False))
         self.feature_dim = c
 
-    def forward(self, x: torch.Tensor, *cell_args: Any) -> torch.Tensor:
-        """`cell_args` go to every searchable cell (its op weights and DARTS-'s skip weight)."""
+    def forward_maps(self, x: torch.Tensor, *cell_args: Any) -> torch.Tensor:
+        """The map before the global pooling; `cell_args` go to every searchable cell (its op weights and
+        DARTS-'s skip weight)."""
         x = self.stem(x)
         for block in self.blocks:
             x = block(x, *cell_args) if isinstance(block, SearchCell) else block(x)
-        return F.adaptive_avg_pool2d(self.last(x), 1).flatten(1)
+        return self.last(x)
+
+    def forward(self, x: torch.Tensor, *cell_args: Any) -> torch.Tensor:
+        return global_pool(self.forward_maps(x, *cell_args))
 
 
 class NB201Supernet(Supernet):
@@ -222,8 +226,8 @@ class NB201Supernet(Supernet):
     def alphas(self) -> dict[str, nn.Parameter]:
         return {"cell": self.alphas_cell}
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.macro(x, self.op_weights()["cell"], self.aux_skip)
+    def forward_maps(self, x: torch.Tensor) -> torch.Tensor:
+        return self.macro.forward_maps(x, self.op_weights()["cell"], self.aux_skip)
 
     def derive(self) -> NB201Genotype:
         return genotype_from_scores(self.derive_scores())
@@ -253,6 +257,10 @@ class NB201Network(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.classifier(self.macro(x))
+
+    def forward_maps(self, x: torch.Tensor) -> torch.Tensor:
+        """The map `forward_features` pools."""
+        return self.macro.forward_maps(x)
 
 
 def build_supernet(cfg: SpaceConfig, in_channels: int) -> NB201Supernet:

@@ -175,7 +175,12 @@ def test_resnet18_baseline_has_a_cifar_stem():
     assert isinstance(net.net.maxpool, nn.Identity)
     # torchvision's 11,689,512 less the 1000-way classifier (513,000) and the 7x7 stem (9,408), plus a 3x3 stem (1,728)
     assert count_parameters(net) == 11_168_832
-    assert net(torch.randn(2, 3, 16, 16)).shape == (2, 512)
+    x = torch.randn(2, 3, 16, 16)
+    assert net(x).shape == (2, 512)
+    net.eval()
+    maps = net.forward_maps(x)  # CIFAR stem: stride 1, then layer2..4 halve: 16 -> 2
+    assert maps.shape == (2, 512, 2, 2)
+    torch.testing.assert_close(maps.mean((2, 3)), net(x))
     with pytest.raises(UserError, match="DARTS cells only"):
         build_encoder("resnet18", NetworkConfig(drop_path=0.2), 3)
 

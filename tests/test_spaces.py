@@ -17,6 +17,7 @@ from ssnas.nas.genotype import Cell, genotype_ops
 from ssnas.nas.network import NetworkConfig
 from ssnas.nas.space import REQUIRED, SearchSpace, SpaceConfig
 from ssnas.nas.supernet import Supernet
+from ssnas.training.heads import feature_maps
 import ssnas.search_spaces
 from tests.conftest import ROOT, requires_fashion, tiny_search_config
 
@@ -44,6 +45,7 @@ def check_space(name: str, tmp_path) -> None:
     x = torch.randn(2, 3, 16, 16, dtype=torch.float64)
     net = net.double()
     assert net(x).shape == (2, net.feature_dim)
+    check_feature_maps(net, x)
 
     # the speed route computes the textbook supernet's outputs and gradients
     fast = use_fast_kernels(copy.deepcopy(net))
@@ -70,9 +72,21 @@ def check_space(name: str, tmp_path) -> None:
     labelled = arch.build_encoder(genotype, NetworkConfig(**TINY_NETWORK), 3, num_classes=5).eval()
     assert isinstance(labelled.classifier, torch.nn.Linear) and labelled.classifier.out_features == 5
     torch.testing.assert_close(labelled(x), labelled.classifier(labelled.forward_features(x)))
+    check_feature_maps(encoder.double(), x.double())
     resolved = arch.resolved_network(NetworkConfig(), genotype)
     assert (resolved.layers, resolved.init_channels) == tuple(space.NETWORK_DEFAULTS[k] for k in ("layers", "init_channels"))
     assert arch.size_words(genotype, resolved).split(",")[0].endswith(space.LAYERS_UNIT)
+
+
+def check_feature_maps(net: torch.nn.Module, x: torch.Tensor) -> None:
+    """`forward_maps` is the map the features pool: [B, feature_dim, h, w] whose spatial mean is `forward_features`
+    (a network's) or `forward` (a supernet's)."""
+    net.eval()  # BN on running statistics: the two calls see the same normalisation
+    maps = feature_maps(net, x)
+    assert maps.ndim == 4 and maps.shape[:2] == (x.shape[0], net.feature_dim) and maps.shape[-1] >= 1
+    features = net.forward_features(x) if hasattr(net, "forward_features") else net(x)
+    torch.testing.assert_close(maps.mean((2, 3)), features, rtol=1e-10, atol=1e-10)
+    net.train()
 
 
 def check_genotype(space, genotype, tmp_path) -> None:

@@ -375,10 +375,11 @@ class ViewMaker:
         c = x.shape[1]
         if self._mean.shape[1] not in (1, c):
             raise ValueError(f"mean/std have {self._mean.shape[1]} entries but the images have {c} channels")
-        mean, std = self._stats_on(x.device)
+        mean, std = self.stats_on(x.device)
         return ((x - mean) / std).contiguous(memory_format=torch.channels_last)
 
-    def _stats_on(self, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+    def stats_on(self, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+        """(mean, std), each [1, C, 1, 1] on `device`: what views are normalised with."""
         if device not in self._stats:
             self._stats[device] = (self._mean.to(device), self._std.to(device))
         return self._stats[device]

@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from ssnas.errors import UserError
@@ -52,6 +53,12 @@ class NetworkConfig:
             raise UserError(f"--auxiliary-weight {self.auxiliary_weight} must be >= 0")
 
 
+def global_pool(maps: torch.Tensor) -> torch.Tensor:
+    """[B, C, h, w] -> [B, C]: the global average pooling every encoder ends with (DARTS cnn/model.py, NAS-Bench-201,
+    ResNet). An encoder's `forward_maps(x)` is the map before it, so `forward(x) == global_pool(forward_maps(x))`."""
+    return F.adaptive_avg_pool2d(maps, 1).flatten(1)
+
+
 def count_parameters(model: nn.Module, exclude_auxiliary: bool = True) -> int:
     """Trainable parameters; the auxiliary head is left out, as DARTS's `count_parameters_in_MB` does (it
     only exists during supervised training and is thrown away afterwards)."""
@@ -84,7 +91,8 @@ def count_flops(model: nn.Module, input_shape: tuple[int, ...]) -> int:
 class ResNet18Cifar(nn.Module):
     """torchvision's ResNet-18 with the CIFAR stem SimCLR uses (Chen et al. 2020, App. B.9): the 7x7/2 conv
     becomes a 3x3/1 conv and the first max-pool is removed. `forward_features` returns the 512 globally pooled
-    features; `forward` the logits of a linear classifier when num_classes > 0, else the features."""
+    features (`forward_maps`: the 512-channel map of layer4 before that pooling); `forward` the logits of a linear
+    classifier when num_classes > 0, else the features."""
 
     feature_dim = 512
 
@@ -105,6 +113,12 @@ class ResNet18Cifar(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.classifier(self.net(x))
+
+    def forward_maps(self, x: torch.Tensor) -> torch.Tensor:
+        """torchvision's ResNet.forward up to its average pool."""
+        n = self.net
+        x = n.maxpool(n.relu(n.bn1(n.conv1(x))))
+        return n.layer4(n.layer3(n.layer2(n.layer1(x))))
 
 
 def is_backbone(arch: Any) -> bool:

@@ -13,10 +13,13 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ssnas.nas.network import global_pool
+
 
 class Supernet(nn.Module):
     """Base class of every space's supernet. A subclass sets `feature_dim`, `primitives` (the op names, in alpha
-    column order) and `edge_names` (row names, 'j->i'), and implements `alphas` and `derive`."""
+    column order) and `edge_names` (row names, 'j->i'), and implements `alphas`, `derive` and `forward_maps`
+    (the last feature map; `forward` pools it globally)."""
 
     feature_dim: int
     primitives: list[str]
@@ -58,5 +61,12 @@ class Supernet(nn.Module):
                          for e, name in enumerate(self.edge_names)}
         return out
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:  # pragma: no cover - abstract
+    def forward_maps(self, x: torch.Tensor) -> torch.Tensor:  # pragma: no cover - abstract
+        """The last feature map [B, feature_dim, h, w], before the global pooling. Objectives that look at space
+        (ConRec's decoder and attention pooling, a masked-patch predictor) read it through
+        `ssnas.training.heads.feature_maps`."""
         raise NotImplementedError
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Features [B, feature_dim]: `forward_maps` averaged over space."""
+        return global_pool(self.forward_maps(x))

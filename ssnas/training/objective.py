@@ -19,6 +19,7 @@ import torch
 from torch import nn
 
 from ssnas.config import Tunable, apply_overrides
+from ssnas.data.augment import ViewMaker
 from ssnas.errors import UserError
 
 
@@ -56,6 +57,9 @@ class Batch:
     index: torch.Tensor
     strong: list[torch.Tensor] = field(default_factory=list)
     labels: torch.Tensor | None = None  # -1 marks an unlabelled image
+    # (mean, std), each [1, C, 1, 1], that the views were normalised with: a reconstruction loss measures its error
+    # in [0, 1] pixel units with them (None: the views are taken as pixel values)
+    pixel_stats: tuple[torch.Tensor, torch.Tensor] | None = None
 
     @property
     def size(self) -> int:
@@ -73,6 +77,15 @@ SHARED_TUNABLE = {
     "temperature": Tunable("objective.temperature", "float", 0.05, 1.0, log=True,
                            why="contrastive temperature; SimCLR App. B.9 grid {0.1, 0.5, 1.0}, CLSA/MoCo 0.2"),
 }
+
+
+def batch_seed(index: torch.Tensor, step: int) -> int:
+    """A cheap, order-sensitive fingerprint of a batch's instance ids and a step counter: an objective that draws
+    randomness in `forward` (i-Mix's mix, ConRec's corruption, a jigsaw's permutations) seeds a private generator
+    with it, so repeated calls on one batch agree (second-order DARTS) and resumes are exact."""
+    ids = index.detach().to("cpu", torch.long)
+    weights = torch.arange(1, ids.numel() + 1, dtype=torch.long)
+    return (int((ids * weights).sum()) * 1_000_003 + int(step) * 7_919 + 17) % (2**63 - 1)
 
 
 class Objective(nn.Module):
@@ -136,6 +149,16 @@ class Objective(nn.Module):
     def after_step(self, encoder: nn.Module, progress: float) -> None:
         """After each weight step; `progress` runs from 0 to 1 over training (for EMA schedules)."""
 
+    def embed(self, encoder: nn.Module, x: torch.Tensor) -> torch.Tensor:
+        """The L2-normalised embedding [B, D] the loss compares (SimCLR's z = g(f(x))). Optional: continual
+        retraining (ssnas.training.continual, CCL) distils the similarities between these embeddings, and refuses
+        objectives without one (see `has_embed`)."""
+        raise NotImplementedError(f"objective {self.name!r} defines no embed(encoder, x)")
+
+    @classmethod
+    def has_embed(cls) -> bool:
+        return cls.embed is not Objective.embed
+
 
 def parse_options(cls: type[Objective], options: dict[str, Any]) -> Any:
     """Validate an objective's `options` table against its `Options` dataclass."""
@@ -159,7 +182,7 @@ class BatchMaker:
     """Turns image indices into the Batch an objective asks for: its weak and strong views, the instance ids and
     the labels it may see. The search and the retrain loops share it."""
 
-    def __init__(self, objective: Objective, views: Callable[[torch.Tensor, torch.Generator], torch.Tensor]):
+    def __init__(self, objective: Objective, views: ViewMaker):
         self.views = views
         self.spec = objective.view_spec()
         self.strong = objective.strong_view_maker(views)
@@ -173,4 +196,4 @@ class BatchMaker:
         views = [self.views(x, generator) for _ in range(self.spec.weak)]
         strong = [self.strong(x, generator) for _ in range(self.spec.strong)] if self.strong else []
         return Batch(views=views, index=index.to(x.device), strong=strong,
-                     labels=None if labels is None else labels.to(x.device))
+                     labels=None if labels is None else labels.to(x.device), pixel_stats=self.views.stats_on(x.device))

@@ -177,3 +177,121 @@ def test_draw_mix_is_deterministic_and_in_range():
     assert l1.min() >= 0.5 and l1.max() <= 1.0
     assert abs(l1.mean().item() - 0.75) < 0.03  # Beta(1, 1) = U(0, 1), so max(b, 1 - b) ~ U(0.5, 1)
     assert not torch.equal(draw_mix(512, 1.0, seed=6)[1], l1)
+
+
+# ---------------------------------------------------------------------------------------------- ConRec, multi-task
+
+
+def test_pixel_mse_in_pixel_units_and_on_a_mask():
+    from ssnas.training.heads import pixel_mse
+
+    target = torch.zeros(1, 2, 1, 2)
+    pred = torch.tensor([[[[1.0, 2.0]], [[0.0, 4.0]]]])  # normalised units; channel stds 0.5 and 0.25
+    std = torch.tensor([0.5, 0.25]).view(1, 2, 1, 1)
+    # pixel errors: 0.5, 1.0 (channel 0), 0, 1.0 (channel 1) -> squares 0.25, 1, 0, 1 -> mean 2.25 / 4
+    assert pixel_mse(pred, target, std).item() == pytest.approx(2.25 / 4)
+    assert pixel_mse(pred, target).item() == pytest.approx((1 + 4 + 0 + 16) / 4)  # no std: already pixels
+    mask = torch.tensor([[[[True, False]]]])  # first column only, both channels: 0.25 and 0
+    assert pixel_mse(pred, target, std, mask).item() == pytest.approx(0.25 / 2)
+
+
+@pytest.mark.parametrize("norm,weights", [("sigmoid", (0.4, 0.6)), ("softmax", (0.25, 0.75))])
+def test_attention_pooling_weights_sum_to_one_and_pool_by_hand(norm, weights):
+    from ssnas.training.heads import attention_pool
+
+    # two positions with features (1, 2) and (3, -2); scores 0 and ln 3:
+    # sigmoid: 0.5 and 0.75 -> 0.4, 0.6 (ConRec's GAP(m f) / GAP(m)); softmax: 1/4, 3/4
+    maps = torch.tensor([[1.0, 3.0], [2.0, -2.0]]).view(1, 2, 1, 2)
+    scores = torch.tensor([0.0, LN(3)]).view(1, 1, 1, 2)
+    pooled, w = attention_pool(maps, scores, norm)
+    assert w.sum().item() == pytest.approx(1.0) and w.flatten().tolist() == pytest.approx(list(weights))
+    a, b = weights
+    assert pooled.flatten().tolist() == pytest.approx([a * 1 + b * 3, a * 2 + b * -2])
+    torch.manual_seed(0)
+    pooled, w = attention_pool(torch.randn(3, 5, 4, 4), torch.randn(3, 1, 4, 4), norm)
+    assert torch.allclose(w.sum(1), torch.ones(3)) and (w > 0).all() and pooled.shape == (3, 5)
+
+
+def test_attention_pool_module_with_equal_scores_is_the_global_average():
+    from ssnas.training.heads import AttentionPool
+
+    pool = AttentionPool(8, dropout=0.0).eval()
+    with torch.no_grad():
+        pool.scorer[-1].weight.zero_()  # every position scores the bias alone: equal weights
+    maps = torch.randn(2, 8, 3, 5)
+    torch.testing.assert_close(pool(maps), maps.mean((2, 3)))
+
+
+def test_decoder_reaches_the_exact_view_size_from_any_map():
+    from ssnas.training.heads import MapDecoder, decoder_sizes
+
+    assert decoder_sizes((8, 8), (32, 32), 2) == [(16, 16), (32, 32)]
+    assert decoder_sizes((1, 1), (8, 8), 3) == [(2, 2), (4, 4), (8, 8)]
+    decoder = MapDecoder(16, 3, blocks=3)
+    for hw in ((1, 1), (2, 2), (4, 4), (7, 7), (8, 8), (40, 40)):
+        for size in ((32, 32), (28, 28), (16, 16)):
+            assert decoder(torch.randn(2, 16, *hw), size).shape == (2, 3, *size)
+
+
+def test_jigsaw_tiles_follow_a_known_permutation():
+    from ssnas.objectives.multitask import jigsaw_permutations, jigsaw_tiles
+
+    # a 4x4 image whose 2x2 tiles hold their raster index: tile t is filled with t
+    tile_of = torch.tensor([[0, 0, 1, 1], [0, 0, 1, 1], [2, 2, 3, 3], [2, 2, 3, 3]], dtype=torch.float32)
+    x = tile_of.view(1, 1, 4, 4).repeat(2, 1, 1, 1)
+    orders = jigsaw_permutations(4, 24)
+    label = torch.tensor([0, 17])  # the identity, and order 17 of the lexicographic list
+    assert orders[17].tolist() == [2, 3, 1, 0]
+    tiles = jigsaw_tiles(x, 2, orders[label]).view(2, 4, 1, 2, 2)
+    assert tiles[0, :, 0, 0, 0].tolist() == [0, 1, 2, 3]
+    assert tiles[1, :, 0, 0, 0].tolist() == [2, 3, 1, 0]  # slot i holds tile orders[17][i]
+    assert (tiles == tiles[..., :1, :1]).all()  # whole tiles moved, none cut
+
+
+def test_jigsaw_permutation_sets():
+    from ssnas.objectives.multitask import jigsaw_permutations
+
+    every = jigsaw_permutations(4, 24)
+    assert len({tuple(p) for p in every.tolist()}) == 24
+    # greedy maximal minimum Hamming distance from the identity, lexicographic ties: a Latin square for 4 of 4!
+    assert jigsaw_permutations(4, 4).tolist() == [[0, 1, 2, 3], [1, 0, 3, 2], [2, 3, 0, 1], [3, 2, 1, 0]]
+    nine = jigsaw_permutations(9, 30)
+    assert torch.equal(nine, jigsaw_permutations(9, 30))  # deterministic
+    dist = (nine[:, None, :] != nine[None, :, :]).sum(-1) + 10 * torch.eye(30, dtype=torch.long)
+    assert dist.min().item() >= 7  # 30 of 9! orders all differ in at least 7 of 9 slots
+
+
+def test_patch_mask_masks_the_asked_share():
+    from ssnas.objectives.multitask import patch_mask
+
+    mask = patch_mask(3, (32, 32), 4, 0.3, torch.Generator().manual_seed(0))
+    assert mask.shape == (3, 1, 32, 32)
+    assert mask.float().mean((1, 2, 3)).tolist() == pytest.approx([5 / 16] * 3)  # round(0.3 * 16) = 5 of 16 patches
+    cells = mask[:, 0, ::8, ::8]  # one pixel per 8x8 patch
+    assert torch.equal(mask[:, 0], cells.repeat_interleave(8, 1).repeat_interleave(8, 2))
+
+
+def test_conrec_corruptions():
+    from ssnas.objectives.conrec import corrupt, in_painting, local_pixel_shuffling, out_painting_keep
+
+    g = torch.Generator().manual_seed(3)
+    x = torch.arange(3 * 32 * 32, dtype=torch.float32).view(3, 32, 32)
+    ones = [local_pixel_shuffling(x, g, count=1, prob=1.0) for _ in range(10)]
+    assert all(torch.equal(o.flatten().sort().values, x.flatten().sort().values) for o in ones)  # one block: moved
+    assert any(not torch.equal(o, x) for o in ones)
+    shuffled = local_pixel_shuffling(x, g)  # up to 15 blocks, each read from the original (they may overlap)
+    assert set(shuffled.flatten().tolist()) <= set(x.flatten().tolist()) and not torch.equal(shuffled, x)
+    assert torch.equal(shuffled[0] + 1024, shuffled[1])  # channels move together
+    masks, active = in_painting(64, 32, 32, g)
+    assert masks.shape == (64, 5, 32, 32) and active[:, 0].float().mean() > 0.8  # the first block with p = 0.95
+    sides = masks.any(-1).sum(-1)[active]  # rows covered by each block: 14-20% of 32 -> 4 or 5
+    assert set(sides.tolist()) <= {4, 5} and not masks[~active].any()
+    keep = out_painting_keep(64, 32, 32, g)
+    assert keep.float().mean(dim=(1, 2)).min() >= (20 / 32) ** 2 - 1e-6  # the first window (>= 20 px) always
+    assert (~keep).any(dim=(1, 2)).all()  # and something is always painted over
+    views = torch.randn(16, 3, 32, 32)
+    a = corrupt(views, torch.Generator().manual_seed(1))
+    b = corrupt(views, torch.Generator().manual_seed(1))
+    assert torch.equal(a, b) and not torch.equal(a, views)
+    changed = (a != views).flatten(1).any(1)
+    assert changed.float().mean() > 0.8  # almost every image is corrupted somewhere

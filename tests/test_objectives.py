@@ -22,7 +22,8 @@ TINY = {"clsa": {"objective.queue_size": 32}, "suncet": {"objective.labels_fract
 # The named parts each objective logs besides "loss"; an objective added later needs at least one part.
 PARTS = {"simclr": {"nt_xent"}, "clsa": {"contrastive", "ddm"}, "byol": {"byol", "tau"},
          "suncet": {"nt_xent", "suncet", "labelled"}, "imix": {"imix", "lam_mean"},
-         "supervised": {"cross_entropy", "accuracy"}}
+         "supervised": {"cross_entropy", "accuracy"}, "conrec": {"nt_xent", "reconstruction"},
+         "multitask": {"nt_xent", "prediction", "jigsaw", "jigsaw_accuracy"}}
 ENGINE_FIELDS = {"kind", "step", "time", "epoch", "loss", "arch_loss", "lr", "images_per_s"}
 
 

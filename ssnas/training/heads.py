@@ -37,6 +37,14 @@ def check_has_maps(encoder: nn.Module, objective: str) -> None:
                         f"no forward_maps(x); give it one (docs/spaces.md) or choose another objective")
 
 
+def input_channels(encoder: nn.Module) -> int:
+    """The image channels an encoder reads: its first convolution's input channels (what a decoder must output)."""
+    for m in encoder.modules():
+        if isinstance(m, nn.Conv2d):
+            return m.in_channels
+    raise UserError(f"cannot tell how many image channels {type(encoder).__name__} reads: it has no Conv2d")
+
+
 def seeded_dropout(x: torch.Tensor, p: float, generator: torch.Generator) -> torch.Tensor:
     """Inverted dropout whose mask comes from `generator` (a CPU generator), so a forward pass can be repeated
     exactly (second-order DARTS evaluates the loss several times on one batch)."""

@@ -27,6 +27,7 @@ from ssnas.nas.network import NetworkConfig, describe
 from ssnas.runs import checkpoint
 from ssnas.runs.log import RunLog
 from ssnas.runs.settings import RunConfig, config_differences, epoch_seed, epoch_steps, resolve_device, seed_everything
+from ssnas.training.continual import ContinualConfig
 from ssnas.training.knn import KnnConfig, knn_top1
 from ssnas.training.objective import Batch, BatchMaker, ObjectiveConfig
 from ssnas.training.optim import make_optimizer, mixed_precision, set_lr, warmup_cosine
@@ -77,6 +78,7 @@ class RetrainConfig:
     objective: ObjectiveConfig = field(default_factory=ObjectiveConfig)
     optim: RetrainOptimConfig = field(default_factory=RetrainOptimConfig)
     knn: KnnMonitorConfig = field(default_factory=KnnMonitorConfig)
+    continual: ContinualConfig = field(default_factory=ContinualConfig)
     run: RunConfig = field(default_factory=lambda: RunConfig(out="runs/retrain"))
 
 
@@ -108,6 +110,7 @@ def validate(cfg: RetrainConfig) -> Any:
         raise UserError("--auxiliary is a classifier and needs labels; it belongs to supervised training "
                         "(`ssnas eval RUN --protocol supervised`), not to contrastive pretraining")
     cfg.augment.validate()
+    cfg.continual.validate()
     if is_backbone(arch) and cfg.network.drop_path:
         raise UserError("--drop-path applies to DARTS cells only; set it to 0 for --arch resnet18")
     return arch
@@ -138,11 +141,17 @@ class Pretrainer:
                    labels: torch.Tensor | None) -> Batch:
         return self.batches(images, index, generator, None if labels is None else labels[index])
 
-    def step(self, batch: Batch, lr: float, progress: float) -> dict[str, torch.Tensor]:
+    def step(self, batch: Batch, lr: float, progress: float,
+             extra: Callable[[Batch], dict[str, torch.Tensor]] | None = None) -> dict[str, torch.Tensor]:
+        """One weight step on the objective's loss, plus `extra(batch)["loss"]` when given (continual retraining's
+        distillation terms); the extra's other entries are logged beside the objective's."""
         set_lr(self.optimizer, lr)
         self.optimizer.zero_grad(set_to_none=True)
         with self.autocast():
             out = self.objective(self.encoder, batch)
+            if extra is not None:
+                more = extra(batch)
+                out = {**out, **{k: v for k, v in more.items() if k != "loss"}, "loss": out["loss"] + more["loss"]}
         self.scaler.scale(out["loss"]).backward()
         self.scaler.step(self.optimizer)
         self.scaler.update()
@@ -169,6 +178,37 @@ class RetrainResult:
     params: int = 0
     flops: int = 0
     history: list[dict[str, Any]] = field(default_factory=list)
+
+
+@dataclass
+class RunFiles:
+    """What a pretraining run records about itself: its size, its genotype and the data's normalisation."""
+
+    size: dict[str, int]
+    arch_json: dict[str, Any] | None
+    data_info: dict[str, Any]
+
+
+def write_run_files(cfg: RetrainConfig, out: Path, arch: Any, trainer: Pretrainer, train: ImageSet,
+                    mean: list[float], std: list[float]) -> RunFiles:
+    """config.json, genotype.json (a genotype's) and network.json (sizes, parameters, FLOPs) into `out`; prints the
+    size. Returns what the checkpoints carry for `ssnas eval` ("arch", "data")."""
+    view_size = cfg.augment.size or train.image_size
+    size = describe(trainer.encoder, (train.channels, view_size, view_size))
+    out.mkdir(parents=True, exist_ok=True)
+    checkpoint.write_json(out / "config.json", to_dict(cfg))
+    arch_json = None if isinstance(arch, str) else arch.to_json()
+    if arch_json is not None:
+        checkpoint.write_json(out / "genotype.json", arch_json)
+    checkpoint.write_json(out / "network.json", {
+        "arch": cfg.arch, "genotype": arch_json, **size, "feature_dim": trainer.encoder.feature_dim,
+        "input_shape": [train.channels, view_size, view_size], "layers": cfg.network.layers,
+        "init_channels": cfg.network.init_channels, "lr": trainer.lr, "weight_decay": cfg.optim.resolved()[1]})
+    print(f"{cfg.arch}: {size['params'] / 1e6:.3f}M parameters, {size['flops'] / 2e6:.1f}M mult-adds per "
+          f"{view_size}x{view_size} image")
+    data_info = {"channels": train.channels, "image_size": train.image_size, "view_size": view_size,
+                 "mean": mean, "std": std, "classes": train.classes, "dataset": cfg.data.dataset}
+    return RunFiles(size, arch_json, data_info)
 
 
 def prepare_out(cfg: RetrainConfig, out: Path) -> dict[str, Any] | None:
@@ -215,6 +255,9 @@ def run_retrain(cfg: RetrainConfig, train: ImageSet | None = None, test: ImageSe
     """Pretrain (or resume) a network; `train`/`test` may be given directly (tests), else they are loaded.
     `on_epoch(epoch, stats)` runs after each epoch's checkpoint (tuning reports and prunes there)."""
     arch = validate(cfg)
+    if cfg.continual.steps:
+        raise UserError("--continual-steps runs the continual loop: `ssnas retrain` starts it, or call "
+                        "ssnas.continual.run_continual; run_retrain trains on all the data at once")
     out = Path(cfg.run.out)
     resume_state = prepare_out(cfg, out)
     device = resolve_device(cfg.run.device)
@@ -229,25 +272,12 @@ def run_retrain(cfg: RetrainConfig, train: ImageSet | None = None, test: ImageSe
 
     trainer = Pretrainer(cfg, arch, train.channels, mean, std, device,
                          num_classes=len(train.classes) if labels is not None else 0)
-    view_size = cfg.augment.size or train.image_size
-    size = describe(trainer.encoder, (train.channels, view_size, view_size))
     start_epoch, history = 0, []
     if resume_state is not None:
         trainer.load_state_dict(resume_state)
         start_epoch, history = resume_state["epoch"] + 1, resume_state["history"]
-    out.mkdir(parents=True, exist_ok=True)
-    checkpoint.write_json(out / "config.json", to_dict(cfg))
-    arch_json = None if isinstance(arch, str) else arch.to_json()
-    if arch_json is not None:
-        checkpoint.write_json(out / "genotype.json", arch_json)
-    checkpoint.write_json(out / "network.json", {
-        "arch": cfg.arch, "genotype": arch_json, **size, "feature_dim": trainer.encoder.feature_dim,
-        "input_shape": [train.channels, view_size, view_size], "layers": cfg.network.layers,
-        "init_channels": cfg.network.init_channels, "lr": trainer.lr, "weight_decay": o.resolved()[1]})
-    print(f"{cfg.arch}: {size['params'] / 1e6:.3f}M parameters, {size['flops'] / 2e6:.1f}M mult-adds per "
-          f"{view_size}x{view_size} image")
-    data_info = {"channels": train.channels, "image_size": train.image_size, "view_size": view_size,
-                 "mean": mean, "std": std, "classes": train.classes, "dataset": cfg.data.dataset}
+    run = write_run_files(cfg, out, arch, trainer, train, mean, std)
+    size, arch_json, data_info = run.size, run.arch_json, run.data_info
     log = RunLog(out, resume_epoch=start_epoch, resume_step=start_epoch * steps, tensorboard=cfg.run.tensorboard)
     images = train.images.to(device)
     labels_dev = None if labels is None else labels.to(device)
@@ -255,7 +285,7 @@ def run_retrain(cfg: RetrainConfig, train: ImageSet | None = None, test: ImageSe
     try:
         last = o.epochs if not cfg.run.stop_after else min(o.epochs, start_epoch + cfg.run.stop_after)
         for epoch in range(start_epoch, last):
-            stats = _run_epoch(trainer, images, labels_dev, epoch, steps, log, out)
+            stats = run_epoch(trainer, images, labels_dev, epoch, steps, log, out)
             if knn_sets and ((epoch + 1) % cfg.knn.every == 0 or epoch + 1 == o.epochs):
                 knn_top1 = knn_monitor(trainer, *knn_sets)
                 stats["knn_top1"] = knn_top1
@@ -272,32 +302,40 @@ def run_retrain(cfg: RetrainConfig, train: ImageSet | None = None, test: ImageSe
     return RetrainResult(out, last - start_epoch, last == o.epochs, knn_top1, size["params"], size["flops"], history)
 
 
-def _run_epoch(trainer: Pretrainer, images: torch.Tensor, labels: torch.Tensor | None, epoch: int, steps: int,
-               log: RunLog, out: Path) -> dict[str, float]:
+def run_epoch(trainer: Pretrainer, images: torch.Tensor, labels: torch.Tensor | None, epoch: int, steps: int,
+              log: RunLog, out: Path, *, pool: torch.Tensor | None = None, schedule_epoch: int | None = None,
+              extra: Callable[[Batch], dict[str, torch.Tensor]] | None = None, desc: str = "") -> dict[str, float]:
+    """One epoch of `steps` steps. `epoch` seeds its randomness and numbers its log rows; `schedule_epoch` (default
+    `epoch`) is where it stands in the warm-up + cosine schedule of `optim.epochs` epochs, which continual
+    retraining restarts at every step; `pool` restricts the batches to those dataset indices (default: all);
+    `extra` adds terms to the loss (`Pretrainer.step`)."""
     from tqdm.auto import tqdm
 
     cfg = trainer.cfg
     o = cfg.optim
     b = o.batch_size
+    schedule_epoch = epoch if schedule_epoch is None else schedule_epoch
     # every random draw of an epoch comes from seeds of (run, epoch): a resumed run repeats it exactly
-    order = torch.randperm(len(images), generator=torch.Generator().manual_seed(epoch_seed(cfg.run.seed, epoch, 0)))
+    draw = torch.Generator().manual_seed(epoch_seed(cfg.run.seed, epoch, 0))
+    order = torch.randperm(len(images), generator=draw) if pool is None else pool[torch.randperm(len(pool), generator=draw)]
     augment = torch.Generator(device=trainer.device).manual_seed(epoch_seed(cfg.run.seed, epoch, 1))
     torch.manual_seed(epoch_seed(cfg.run.seed, epoch, 2))  # drop-path masks and anything else global
     if hasattr(trainer.encoder, "drop_path_prob"):
-        trainer.encoder.drop_path_prob = cfg.network.drop_path * epoch / o.epochs  # DARTS: linear ramp
+        trainer.encoder.drop_path_prob = cfg.network.drop_path * schedule_epoch / o.epochs  # DARTS: linear ramp
     trainer.encoder.train()
     trainer.objective.train()
     total_steps, warmup_steps = o.epochs * steps, o.warmup_epochs * steps
     total, seen, started = 0.0, 0, time.perf_counter()
-    bar = tqdm(range(steps), desc=f"epoch {epoch + 1}/{o.epochs}", disable=not cfg.run.progress, leave=False,
+    bar = tqdm(range(steps), desc=desc or f"epoch {epoch + 1}/{o.epochs}", disable=not cfg.run.progress, leave=False,
                dynamic_ncols=True)
     for step in bar:
         t0 = time.perf_counter()
         global_step = epoch * steps + step
+        schedule_step = schedule_epoch * steps + step
         index = order[step * b:(step + 1) * b].to(trainer.device)
         batch = trainer.make_batch(images, index, augment, labels)
-        lr = warmup_cosine(global_step, total_steps, warmup_steps, trainer.lr)
-        parts = trainer.step(batch, lr, (global_step + 1) / total_steps)
+        lr = warmup_cosine(schedule_step, total_steps, warmup_steps, trainer.lr)
+        parts = trainer.step(batch, lr, (schedule_step + 1) / total_steps, extra)
         loss = float(parts["loss"].detach())
         if not math.isfinite(loss):
             raise UserError(f"the loss became {loss} at epoch {epoch + 1}, step {step + 1}; lower --lr (or raise "

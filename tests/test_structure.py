@@ -27,13 +27,13 @@ LAYERS = [
     ["ssnas.arch"],  # an architecture (and its network) from what the user types
     ["ssnas.model"],  # the network as a library object: create_model, preprocessing, pretrained weights
     ["ssnas.export"],
-    ["ssnas.search", "ssnas.retrain", "ssnas.evaluate"],  # the loops: the CLI's verbs
+    ["ssnas.search", "ssnas.retrain", "ssnas.evaluate", "ssnas.continual"],  # the loops: the CLI's verbs
     ["ssnas.bench", "ssnas.tune"],  # loops that run other loops
     ["ssnas.nni_bridge"],  # the loops inside NNI
     ["ssnas.commands"],  # argparse
     ["ssnas.cli", "ssnas.__main__", "ssnas"],
 ]
-LOOPS = ("ssnas.search", "ssnas.retrain", "ssnas.evaluate", "ssnas.bench", "ssnas.tune")
+LOOPS = ("ssnas.search", "ssnas.retrain", "ssnas.evaluate", "ssnas.continual", "ssnas.bench", "ssnas.tune")
 PLUGINS = ("ssnas.search_spaces", "ssnas.objectives")
 ARGPARSE_HOMES = ("ssnas.commands", "ssnas.cli")
 

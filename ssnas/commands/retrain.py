@@ -4,13 +4,24 @@ from __future__ import annotations
 import argparse
 
 from ssnas.commands.flags import add_config_args, config_from_args
+from ssnas.continual import run_continual
 from ssnas.retrain import RetrainConfig, run_retrain
 
 ORDER = 20
 
 
 def run(ns: argparse.Namespace) -> int:
-    result = run_retrain(config_from_args(ns, RetrainConfig))
+    cfg = config_from_args(ns, RetrainConfig)
+    if cfg.continual.steps:
+        result = run_continual(cfg)
+        knn, linear = result.record["knn"], result.record["linear"]
+        print(f"continual ({cfg.continual.method}, {cfg.continual.steps} steps): kNN average accuracy "
+              f"{100 * knn['average_accuracy'][-1]:.2f}%, forgetting {100 * knn['forgetting'][-1]:.2f}; linear "
+              f"average accuracy {100 * linear['average_accuracy'][-1]:.2f}%, forgetting "
+              f"{100 * linear['forgetting'][-1]:.2f}; every step in {result.out / 'continual.json'}")
+        print(f"final network: {result.out / 'checkpoint.pt'}; evaluate with: ssnas eval {result.out} --protocol linear")
+        return 0
+    result = run_retrain(cfg)
     if not result.finished:
         print(f"stopped after {result.epochs_run} epoch(s) as asked; continue with: ssnas retrain --resume "
               f"--config {result.out / 'config.json'}")
@@ -27,6 +38,8 @@ def register(sub: argparse._SubParsersAction) -> None:
                                    "resnet18) and pretrains it with --objective. Unset --layers/--init-channels are "
                                    "the space's own network: DARTS 20 cells of 36 channels, NAS-Bench-201 5 cells per "
                                    "stage of 16. Writes checkpoint.pt (every epoch), config.json, network.json "
-                                   "(sizes, parameters, FLOPs), metrics.jsonl and TensorBoard events into --out.")
+                                   "(sizes, parameters, FLOPs), metrics.jsonl and TensorBoard events into --out. "
+                                   "--continual-steps K learns the data in K steps instead (continual.json: kNN "
+                                   "and linear accuracy after each step, average accuracy, forgetting).")
     add_config_args(p, RetrainConfig)
     p.set_defaults(func=run)

@@ -73,9 +73,11 @@ def validate(cfg: RetrainConfig) -> Any:
     return arch
 
 
-def run_continual(cfg: RetrainConfig, train: ImageSet | None = None, test: ImageSet | None = None) -> ContinualResult:
+def run_continual(cfg: RetrainConfig, train: ImageSet | None = None, test: ImageSet | None = None, *,
+                  on_epoch: Callable[[int, dict[str, Any]], None] | None = None) -> ContinualResult:
     """Pretrain in `cfg.continual.steps` steps (or jointly, method joint), evaluating after each; `train`/`test`
-    may be given directly (tests), else they are loaded."""
+    may be given directly (tests, and tuning, which scores on its validation split), else they are loaded.
+    `on_epoch(epoch, stats)` runs after each epoch's checkpoint (tuning reports and prunes there)."""
     arch = validate(cfg)
     c, o = cfg.continual, cfg.optim
     out = Path(cfg.run.out)
@@ -101,7 +103,7 @@ def run_continual(cfg: RetrainConfig, train: ImageSet | None = None, test: Image
     run = write_run_files(cfg, out, arch, trainer, train, mean, std)
     images = train.images.to(device)
     labels_dev = None if objective_labels is None else objective_labels.to(device)
-    state = _Stream(cfg, trainer, images, labels_dev, train, test, stream, out, run)
+    state = _Stream(cfg, trainer, images, labels_dev, train, test, stream, out, run, on_epoch)
     log = RunLog(out, tensorboard=cfg.run.tensorboard)
     try:
         phases = [Step(torch.cat([s.index for s in stream]).sort().values, tuple(range(num_classes)))] \
@@ -119,8 +121,9 @@ class _Stream:
     """The state that lives across steps: exemplars, the CCL terms, the accuracy matrices."""
 
     def __init__(self, cfg: RetrainConfig, trainer: Pretrainer, images: torch.Tensor, labels: torch.Tensor | None,
-                 train: ImageSet, test: ImageSet, stream: list[Step], out: Path, run: Any):
-        self.cfg, self.trainer, self.images, self.labels = cfg, trainer, images, labels
+                 train: ImageSet, test: ImageSet, stream: list[Step], out: Path, run: Any,
+                 on_epoch: Callable[[int, dict[str, Any]], None] | None = None):
+        self.cfg, self.trainer, self.images, self.labels, self.on_epoch = cfg, trainer, images, labels, on_epoch
         self.train, self.test, self.stream, self.out, self.run = train, test, stream, out, run
         self.exemplars = torch.zeros(0, dtype=torch.long)
         self.terms: ContinualTerms | None = None
@@ -170,6 +173,8 @@ class _Stream:
             log.log("epoch", (epoch + 1) * steps, epoch=epoch, continual_step=k + 1, **stats)
             self.epochs_done += 1
             self.save(epoch)
+            if self.on_epoch is not None:
+                self.on_epoch(epoch, dict(stats))
         new_exemplars = self.select(k, step) if c.keeps_exemplars else torch.zeros(0, dtype=torch.long)
         self.exemplars = torch.cat([self.exemplars, new_exemplars])
         scores = self.evaluate(k)

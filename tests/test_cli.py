@@ -92,3 +92,4 @@ def test_python_dash_m_ssnas_is_the_cli():
     out = subprocess.run([sys.executable, "-m", "ssnas", "list"], capture_output=True, text=True, cwd=ROOT, check=True,
                          timeout=300).stdout
     assert "spaces:" in out and "darts" in out and "objectives:" in out
+    assert "conrec" in out and "multitask" in out and "continual retraining" in out and "ccl, replay, finetune" in out

@@ -1,9 +1,12 @@
+import tomllib
+
 import pytest
 
 from ssnas.commands.flags import parse_set
 from ssnas.config import apply_overrides, flatten, from_dict, resolve, to_dict
 from ssnas.errors import UserError
 from ssnas.search import SearchConfig
+from tests.conftest import ROOT
 
 
 def test_overrides_are_typed():
@@ -59,3 +62,14 @@ def test_set_parses_toml_scalars():
 
 def test_flatten_keeps_option_tables_whole():
     assert flatten({"objective": {"name": "x", "options": {"k": 1}}}) == {"objective.name": "x", "objective.options": {"k": 1}}
+
+
+@pytest.mark.parametrize("path", sorted((ROOT / "experiments").glob("*.toml")), ids=lambda p: p.name)
+def test_every_experiment_config_resolves_and_validates(path):
+    """Each shipped config is a search or a retrain config whose settings pass the checks that run before any data."""
+    from ssnas import retrain, search
+
+    if "arch" in tomllib.loads(path.read_text()):
+        retrain.validate(resolve(retrain.RetrainConfig, str(path), {}))
+    else:
+        search.validate(resolve(SearchConfig, str(path), {}))

@@ -10,6 +10,7 @@ import pytest
 import torch
 from optuna.trial import TrialState
 
+from ssnas import registry
 from ssnas.cli import main
 from ssnas.config import apply_overrides, resolve, to_dict
 from ssnas.errors import UserError
@@ -48,7 +49,11 @@ def _states(study):
 def test_space_follows_the_objective_and_reads_the_same_everywhere():
     simclr, clsa = [p.key for p in space_for("simclr")], [p.key for p in space_for("clsa")]
     assert "objective.aug_times" not in simclr and "objective.magnitude" not in simclr
-    assert set(clsa) == {p.key for p in every_tunable()} and set(simclr) < set(clsa)
+    assert set(clsa) < {p.key for p in every_tunable()} and set(simclr) < set(clsa)
+    every = {p.key for name in registry.available_objectives() for p in space_for(name, continual=True)}
+    assert every == {p.key for p in every_tunable()}  # the union of the objectives' spaces and continual's
+    assert "continual.distill_weight" not in simclr and "continual.distill_weight" in [
+        p.key for p in space_for("simclr", continual=True)]
     params = space_for("clsa")
     assert list(distributions(params)) == clsa == list(nni_search_space(params))
     temperature = next(p for p in params if p.key == "objective.temperature")
@@ -69,9 +74,14 @@ def test_space_follows_the_objective_and_reads_the_same_everywhere():
 def test_show_space_prints_every_key(capsys):
     assert main(["tune", "--show-space", "--objective", "clsa"]) == 0
     out = capsys.readouterr().out
-    assert all(p.key in out for p in every_tunable()) and "not for" not in out
+    assert all(p.key in out for p in every_tunable())
+    assert "objective.magnitude (" not in out and "objective.reconstruction_weight (not for clsa)" in out
+    assert "continual.distill_weight (with --continual-steps only)" in out
     assert main(["tune", "--show-space"]) == 0
     assert "objective.magnitude (not for simclr)" in capsys.readouterr().out
+    assert main(["tune", "--show-space", "--target", "genotype", "--continual-steps", "5"]) == 0
+    out = capsys.readouterr().out
+    assert "continual.distill_weight (" not in out and "continual.extra_queue_weight" in out
 
 
 def test_pruner_kinds():
@@ -219,3 +229,20 @@ def test_cli_tunes_a_genotype_and_refuses_flags_of_the_other_target(tmp_path, ca
     assert "--nodes applies to --target supernet" in capsys.readouterr().err
     assert main(["tune", "--pruner", "threshold", "--out", str(out)]) == 2
     assert "--prune-below" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+@requires_fashion
+def test_cli_tunes_a_continual_retraining(tmp_path, capsys):
+    """--target genotype with --continual-steps: each trial is a continual run, its knobs are in the space."""
+    out = tmp_path / "c"
+    argv = ["tune", "--target", "genotype", "--arch", "DARTS_V2", "--trials", "1", "--study", "c", "--out", str(out),
+            "--optimizer", "sgd", "--warmup-epochs", "0", "--continual-steps", "2", "--exemplars", "2",
+            "--linear-epochs", "2", *TINY_CLI]
+    assert main(argv) == 0
+    trial = out / "c" / "trial-0000"
+    record = json.loads((trial / "continual.json").read_text())
+    assert record["method"] == "ccl" and len(record["per_step"]) == 2
+    assert len((trial / "knn.jsonl").read_text().splitlines()) == 2  # scored after each epoch of both steps
+    best = resolve(RetrainConfig, str(out / "c" / "best_config.toml"), {})
+    assert best.continual.steps == 2 and 0.01 <= best.continual.distill_weight <= 1.0

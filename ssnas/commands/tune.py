@@ -14,7 +14,7 @@ from ssnas.commands.flags import add_flags, add_launch_args, flag_name, flag_ove
 from ssnas.config import apply_overrides, flatten, leaf_fields, load_file
 from ssnas.errors import UserError
 from ssnas.nni_bridge.launch import Launch, stop, tune_experiment
-from ssnas.tune.session import TARGETS, TRIAL_DEFAULTS, TuneConfig, config_class, run_tune
+from ssnas.tune.session import TARGETS, TRIAL_DEFAULTS, TuneConfig, config_class, is_continual, run_tune
 from ssnas.tune.space import describe
 
 ORDER = 30
@@ -84,7 +84,7 @@ def run(ns: argparse.Namespace) -> int:
         return 0
     base = trained_config(ns, tune.target)
     if ns.show_space:
-        print(describe(base.objective.name))
+        print(describe(base.objective.name, continual=is_continual(tune.target, base)))
         return 0
     if ns.nni:
         status, _ = tune_experiment(tune, base, Launch(ns.host, ns.port, ns.keep_ui))

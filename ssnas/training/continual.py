@@ -41,10 +41,20 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ssnas.config import Tunable
 from ssnas.errors import UserError
 from ssnas.training.momentum import KeyQueue, ema_update_, momentum_copy
 from ssnas.training.objective import Batch, Objective
 
+# What `ssnas tune --target genotype --continual-steps K` may search besides the augmentation and the objective.
+TUNABLE = (
+    Tunable("continual.distill_weight", "float", 0.01, 1.0, log=True,
+            why="CCL weighs the similarity distillation 0.1 (builder.py); a decade either way"),
+    Tunable("continual.extra_queue_weight", "float", 0.01, 1.0, log=True,
+            why="CCL weighs the extra-queue term 0.1 (builder.py); a decade either way"),
+    Tunable("continual.distill_teacher_temperature", "float", 0.01, 0.2, log=True,
+            why="CCL's teacher temperature 0.04, sharper than the student's 0.07 (builder.py)"),
+)
 SPLITS = ("class", "data")
 METHODS = ("ccl", "replay", "finetune", "joint")
 SELECTIONS = ("min_var", "random")

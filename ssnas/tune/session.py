@@ -20,6 +20,7 @@ from typing import Any, Callable
 import torch
 
 from ssnas.arch import build_encoder, build_supernet
+from ssnas.continual import run_continual, validate as validate_continual
 from ssnas.config import Tunable, apply_overrides, to_dict
 from ssnas.data.augment import ViewMaker
 from ssnas.data.datasets import ImageSet, balanced_subset_indices, load_dataset
@@ -106,7 +107,7 @@ def validate(tune: TuneConfig, base: Any) -> tuple[Tunable, ...]:
         raise UserError("--knn-k must be >= 1 and --knn-temperature > 0")
     if not tune.study.strip() or any(c in tune.study for c in "/\\"):
         raise UserError(f"--study must be a plain name (it names a folder too), got {tune.study!r}")
-    params = space_for(base.objective.name)
+    params = space_for(base.objective.name, continual=is_continual(tune.target, base))
     _validate_trained(tune.target, base)
     for end in ("low", "high"):  # both ends of every range must give a valid run
         probe = copy.deepcopy(base)
@@ -115,7 +116,14 @@ def validate(tune: TuneConfig, base: Any) -> tuple[Tunable, ...]:
     return params
 
 
+def is_continual(target: str, cfg: Any) -> bool:
+    """A study whose trials are continual retrainings (--target genotype with --continual-steps)."""
+    return target == "genotype" and cfg.continual.steps > 0
+
+
 def _validate_trained(target: str, cfg: Any) -> Any:
+    if is_continual(target, cfg):
+        return validate_continual(cfg)
     if target == "genotype":
         return validate_retrain(cfg)
 
@@ -246,7 +254,7 @@ class KnnScorer:
         self.plain = ViewMaker(cfg.augment, mean, std).plain
         with torch.random.fork_rng(devices=[]):  # building a network must not move the trial's random stream
             if target == "genotype":
-                self.net = build_encoder(validate_retrain(copy.deepcopy(cfg)), cfg.network, data.train.channels)
+                self.net = build_encoder(_validate_trained(target, copy.deepcopy(cfg)), cfg.network, data.train.channels)
             else:
                 self.net = build_supernet(cfg.space, cfg.supernet, data.train.channels)
         self.net.to(self.device, memory_format=torch.channels_last)  # as trained: NHWC runs faster on CPU
@@ -302,6 +310,9 @@ class TrialRunner:
 
     def _train(self, cfg: Any, on_epoch: Any) -> dict[str, Any] | None:
         """Train with the trial's config; returns the genotype a supernet trial found."""
+        if is_continual(self.tune.target, cfg):  # each step is scored on the validation split too
+            run_continual(cfg, self.data.train, self.data.val, on_epoch=on_epoch)
+            return None
         if self.tune.target == "genotype":
             run_retrain(cfg, self.data.train, on_epoch=on_epoch)
             return None

@@ -16,20 +16,23 @@ from typing import Any, Iterable
 from ssnas import registry
 from ssnas.config import Tunable
 from ssnas.data.augment import TUNABLE as AUGMENT_TUNABLE
+from ssnas.training.continual import TUNABLE as CONTINUAL_TUNABLE
 from ssnas.training.objective import ObjectiveConfig
 
 
-def space_for(objective: str) -> tuple[Tunable, ...]:
-    """The parameters a study over `objective` tunes."""
-    return AUGMENT_TUNABLE + registry.objective(objective).tunables()
+def space_for(objective: str, continual: bool = False) -> tuple[Tunable, ...]:
+    """The parameters a study over `objective` tunes; `continual`: a continual retraining's too
+    (ssnas.training.continual, with --continual-steps)."""
+    return AUGMENT_TUNABLE + registry.objective(objective).tunables() + (CONTINUAL_TUNABLE if continual else ())
 
 
 def every_tunable() -> tuple[Tunable, ...]:
-    """The union over every registered objective, augmentation first (what --show-space lists)."""
+    """The union over every registered objective, augmentation first, continual retraining's last (what
+    --show-space lists)."""
     out = list(AUGMENT_TUNABLE)
     for name in registry.available_objectives():
         out += [p for p in registry.objective(name).tunables() if p not in out]
-    return tuple(out)
+    return tuple(out) + CONTINUAL_TUNABLE
 
 
 def is_option(p: Tunable) -> bool:
@@ -56,14 +59,16 @@ def suggest(trial: Any, params: Iterable[Tunable]) -> dict[str, Any]:
     return out
 
 
-def describe(objective: str) -> str:
-    """The table `ssnas tune --show-space` prints: every declared parameter, marked where `objective` lacks it."""
+def describe(objective: str, continual: bool = False) -> str:
+    """The table `ssnas tune --show-space` prints: every declared parameter, marked where `objective` (or a study
+    without --continual-steps) lacks it."""
     cls = registry.objective(objective)
-    mine = set(space_for(objective))
+    mine = set(space_for(objective, continual))
     rows = [("key", "kind", "range", "scale", "source")]
     for p in every_tunable():
         low, high = p.end("low"), p.end("high")
-        key = p.key if p in mine else f"{p.key} (not for {cls.name})"
+        missing = "with --continual-steps only" if p in CONTINUAL_TUNABLE else f"not for {cls.name}"
+        key = p.key if p in mine else f"{p.key} ({missing})"
         rows.append((key, p.kind, f"[{low}, {high}]", "log" if p.log else "linear", p.why))
     widths = [max(len(r[i]) for r in rows) for i in range(4)]
     lines = [f"search space of `ssnas tune --objective {cls.name}` (declared by the augmentation and the objective):"]

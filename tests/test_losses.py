@@ -255,6 +255,12 @@ def test_jigsaw_permutation_sets():
     assert len({tuple(p) for p in every.tolist()}) == 24
     # greedy maximal minimum Hamming distance from the identity, lexicographic ties: a Latin square for 4 of 4!
     assert jigsaw_permutations(4, 4).tolist() == [[0, 1, 2, 3], [1, 0, 3, 2], [2, 3, 0, 1], [3, 2, 1, 0]]
+
+
+@pytest.mark.slow  # enumerates all 9! orders
+def test_jigsaw_permutations_of_a_3x3_grid_are_far_apart():
+    from ssnas.objectives.multitask import jigsaw_permutations
+
     nine = jigsaw_permutations(9, 30)
     assert torch.equal(nine, jigsaw_permutations(9, 30))  # deterministic
     dist = (nine[:, None, :] != nine[None, :, :]).sum(-1) + 10 * torch.eye(30, dtype=torch.long)

@@ -1,15 +1,26 @@
 """Name -> module for the two things users plug in: search spaces and objectives.
 
-A space is a module `search_spaces/<name>.py` (installed as `ssnas.search_spaces.<name>`) that fulfils
-`ssnas.nas.space.SearchSpace`; an objective is a module `objectives/<name>.py` (`ssnas.objectives.<name>`)
-defining one `ssnas.training.objective.Objective` subclass. Dropping in a file is the whole registration. This
-is the only place that maps names to those modules: the loops ask here, and never import a space or an objective.
+Two ways in, both without editing ssnas:
+- built in: a module `search_spaces/<name>.py` (installed as `ssnas.search_spaces.<name>`) or `objectives/<name>.py`
+  (`ssnas.objectives.<name>`); dropping in a file is the whole registration;
+- from another installed package: a Python entry point in the group `ssnas.search_spaces` or `ssnas.objectives`,
+  `name = "package.module"` (the module, as a built-in file would be; an objective may also name its class,
+  `"package.module:Class"`). tests/plugin_example/ is such a package.
+
+A space fulfils `ssnas.nas.space.SearchSpace`; an objective module defines one `ssnas.training.objective.Objective`
+subclass. This is the only place that maps names to those modules: the loops ask here, and never import a space or
+an objective. A built-in name wins over a plugin's of the same name (`ssnas list` says so). Entry points are read
+once per process; `refresh()` reads them again (for a package installed while the process runs).
 """
 from __future__ import annotations
 
 import importlib
+import importlib.metadata
 import pkgutil
+from dataclasses import dataclass
+from functools import lru_cache
 from types import ModuleType
+from typing import Any
 
 from ssnas import objectives, search_spaces
 from ssnas.errors import UserError
@@ -18,44 +29,111 @@ from ssnas.training.objective import Objective
 
 # the space of a genotype JSON without a "space" field (every genotype ssnas writes has one)
 DEFAULT_SPACE = "darts"
+GROUPS = {"space": "ssnas.search_spaces", "objective": "ssnas.objectives"}
 
 
-def _available(package: ModuleType) -> list[str]:
-    return sorted(m.name for m in pkgutil.iter_modules(package.__path__) if not m.name.startswith("_"))
+@dataclass(frozen=True)
+class Plugin:
+    """An entry point that registers a space or an objective from another package."""
 
+    name: str  # normalised
+    value: str  # "package.module" or "package.module:attr"
+    distribution: str  # "name version" of the package that declares it
 
-def available_spaces() -> list[str]:
-    return _available(search_spaces)
-
-
-def available_objectives() -> list[str]:
-    return _available(objectives)
+    def load(self, kind: str) -> Any:
+        try:
+            return importlib.metadata.EntryPoint(self.name, self.value, GROUPS[kind]).load()
+        except Exception as e:  # a broken plugin is the plugin's problem; say whose, on one line
+            raise UserError(f"cannot load the {kind} {self.name!r} that {self.distribution} registers as "
+                            f"{self.value}: {type(e).__name__}: {e}; fix or uninstall that package") from None
 
 
 def _normalise(name: str) -> str:
     return name.strip().lower().replace("-", "_")
 
 
-def space(name: str) -> ModuleType:
+def _builtin(package: ModuleType) -> list[str]:
+    return sorted(m.name for m in pkgutil.iter_modules(package.__path__) if not m.name.startswith("_"))
+
+
+@lru_cache(maxsize=None)
+def _plugins(kind: str) -> dict[str, Plugin]:
+    found: dict[str, Plugin] = {}
+    for ep in importlib.metadata.entry_points(group=GROUPS[kind]):
+        dist = getattr(ep, "dist", None)
+        where = f"{dist.name} {dist.version}" if dist is not None else "an installed package"
+        found.setdefault(_normalise(ep.name), Plugin(_normalise(ep.name), ep.value, where))
+    return found
+
+
+def refresh() -> None:
+    """Read the entry points again (they are read once per process)."""
+    _plugins.cache_clear()
+
+
+def plugins(kind: str) -> dict[str, Plugin]:
+    """The `kind` ("space" or "objective") plugins other packages register, by name (shadowed ones included)."""
+    return dict(_plugins(kind))
+
+
+def available_spaces() -> list[str]:
+    return sorted({*_builtin(search_spaces), *_plugins("space")})
+
+
+def available_objectives() -> list[str]:
+    return sorted({*_builtin(objectives), *_plugins("objective")})
+
+
+def source(kind: str, name: str) -> str:
+    """Where `name` comes from: 'built in (ssnas.search_spaces.darts)' or 'plugin: pkg 1.0 (pkg.module)'; a
+    plugin hidden by a built-in of the same name says so."""
+    key = _normalise(name)
+    package = search_spaces if kind == "space" else objectives
+    plugin = _plugins(kind).get(key)
+    if key in _builtin(package):
+        hidden = f"; {plugin.distribution}'s {plugin.value} of the same name is ignored" if plugin else ""
+        return f"built in ({package.__name__}.{key}){hidden}"
+    if plugin is None:
+        raise UserError(f"unknown {kind} {name!r}")
+    return f"plugin: {plugin.distribution} ({plugin.value})"
+
+
+def space(name: str) -> Any:
     """The space module `name`; a UserError names a missing contract member (see ssnas.nas.space.SearchSpace)."""
     key = _normalise(name)
-    if key not in available_spaces():
+    if key in _builtin(search_spaces):
+        module, where = importlib.import_module(f"{search_spaces.__name__}.{key}"), f"search_spaces/{key}.py"
+    elif key in _plugins("space"):
+        plugin = _plugins("space")[key]
+        module, where = plugin.load("space"), f"{plugin.value} (from {plugin.distribution})"
+    else:
         raise UserError(f"unknown space {name!r}; available: {', '.join(available_spaces())}")
-    module = importlib.import_module(f"{search_spaces.__name__}.{key}")
     missing = [member for member in REQUIRED if not hasattr(module, member)]
     if missing:
-        raise UserError(f"search_spaces/{key}.py does not fulfil the space contract: it lacks {', '.join(missing)} "
+        raise UserError(f"{where} does not fulfil the space contract: it lacks {', '.join(missing)} "
                         f"(see docs/spaces.md)")
+    if _normalise(module.NAME) != key:
+        raise UserError(f"{where} names itself {module.NAME!r} but is registered as {key!r}; make NAME match")
     return module
 
 
 def objective(name: str) -> type[Objective]:
     key = _normalise(name)
-    if key not in available_objectives():
+    if key in _builtin(objectives):
+        loaded, where = importlib.import_module(f"{objectives.__name__}.{key}"), f"objectives/{key}.py"
+    elif key in _plugins("objective"):
+        plugin = _plugins("objective")[key]
+        loaded, where = plugin.load("objective"), f"{plugin.value} (from {plugin.distribution})"
+    else:
         raise UserError(f"unknown objective {name!r}; available: {', '.join(available_objectives())}")
-    module = importlib.import_module(f"{objectives.__name__}.{key}")
-    found = [v for v in vars(module).values()
-             if isinstance(v, type) and issubclass(v, Objective) and v is not Objective and v.__module__ == module.__name__]
+    if isinstance(loaded, ModuleType):
+        found = [v for v in vars(loaded).values() if isinstance(v, type) and issubclass(v, Objective)
+                 and v is not Objective and v.__module__ == loaded.__name__]
+    else:
+        found = [loaded] if isinstance(loaded, type) and issubclass(loaded, Objective) else []
     if len(found) != 1:
-        raise UserError(f"objectives/{key}.py must define exactly one Objective subclass, found {len(found)}")
+        raise UserError(f"{where} must define exactly one Objective subclass, found {len(found)}")
+    if found[0].name and _normalise(found[0].name) != key:
+        raise UserError(f"{where}: {found[0].__name__}.name is {found[0].name!r} but it is registered as {key!r}; "
+                        f"make them match")
     return found[0]

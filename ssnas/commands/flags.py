@@ -72,7 +72,8 @@ def config_from_args(ns: argparse.Namespace, cls: type) -> Any:
 def add_launch_args(parser: argparse.ArgumentParser, what: str) -> Any:
     """--nni, --host, --port, --keep-ui: how a command runs as an NNI experiment (launch options, not settings
     of the run: they are not in its config, so `--resume` never compares them)."""
-    group = parser.add_argument_group("NNI web UI (pip install 'ssnas[nni]')")
+    group = parser.add_argument_group("NNI web UI (needs ssnas's nni extra: pip install '.[nni]' in the ssnas "
+                                      "checkout, or pip install 'ssnas[nni] @ file:///path/to/ssnas')")
     group.add_argument("--nni", action="store_true",
                        help=f"run {what} as an NNI experiment (local training service), watched in NNI's web UI")
     group.add_argument("--host", default="127.0.0.1",

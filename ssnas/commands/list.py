@@ -1,4 +1,4 @@
-"""`ssnas list`: what can be plugged in."""
+"""`ssnas list`: what can be plugged in, and where each piece comes from (built in, or a package's entry point)."""
 from __future__ import annotations
 
 import argparse
@@ -10,8 +10,11 @@ ORDER = 90
 
 
 def run(ns: argparse.Namespace) -> int:
-    print("spaces:     " + ", ".join(registry.available_spaces()))
-    print("objectives: " + ", ".join(registry.available_objectives()))
+    for kind, names in (("space", registry.available_spaces()), ("objective", registry.available_objectives())):
+        print(f"{kind}s:")
+        width = max(map(len, names))
+        for name in names:
+            print(f"  {name:<{width}}  {registry.source(kind, name)}")
     continual = [n for n in registry.available_objectives() if registry.objective(n).has_embed()]
     print("continual retraining (ssnas retrain --continual-steps K --continual-method M): " + ", ".join(METHODS)
           + "; ccl distils the embeddings of " + ", ".join(continual))
@@ -23,4 +26,7 @@ def run(ns: argparse.Namespace) -> int:
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    sub.add_parser("list", help="list search spaces, objectives and published genotypes").set_defaults(func=run)
+    sub.add_parser("list", help="list search spaces, objectives (built in or from plugins) and published genotypes",
+                   description="Spaces and objectives come built in or from installed packages that declare entry "
+                               "points in the groups ssnas.search_spaces and ssnas.objectives (docs/spaces.md, "
+                               "docs/objectives.md).").set_defaults(func=run)

@@ -13,6 +13,7 @@ must be a loopback address or all interfaces (0.0.0.0).
 from __future__ import annotations
 
 import contextlib
+import importlib.metadata
 import json
 import logging
 import os
@@ -141,11 +142,24 @@ def stop(launch: Launch, wait_s: float = 60) -> None:
 
 # ---- starting and watching an experiment ----------------------------------------------------------------------
 
+def nni_install_hint() -> str:
+    """The command that installs ssnas's `nni` extra into this environment, from the installed metadata (ssnas is
+    not on PyPI, so `pip install 'ssnas[nni]'` would look for it there)."""
+    try:
+        wanted = [r.split(";")[0].strip() for r in importlib.metadata.requires("ssnas") or []
+                  if "extra ==" in r and "nni" in r.split("extra ==")[1]]
+    except importlib.metadata.PackageNotFoundError:
+        wanted = []
+    if not wanted:
+        return "pip install '.[nni]' in the ssnas checkout"
+    return "pip install " + " ".join(f"'{r.replace(' ', '')}'" for r in wanted)
+
+
 def _nni() -> Any:
     try:
         import nni.experiment
     except ImportError:
-        raise UserError("--nni needs NNI 3.0: pip install 'ssnas[nni]'") from None
+        raise UserError(f"--nni needs NNI 3.0: {nni_install_hint()}") from None
     return nni.experiment
 
 

@@ -45,7 +45,7 @@ def _bench_data(cfg, bench_subset: int) -> tuple[Any, torch.device, Any, torch.T
     cfg = dataclasses.replace(cfg, data=dataclasses.replace(cfg.data, subset=cfg.data.subset or bench_subset))
     device = resolve_device(cfg.run.device)
     seed_everything(cfg.run.seed)
-    train = load_dataset(cfg.data, "train", seed=cfg.run.seed)
+    train = load_dataset(cfg.data, "train", seed=cfg.run.seed).in_memory()  # benches time the step, not decoding
     policy = registry.objective(cfg.objective.name).labels
     return cfg, device, train, visible_labels(train, policy, cfg.objective.labels_fraction, cfg.run.seed)
 
@@ -84,7 +84,8 @@ def bench_search(cfg, steps: int = 10, warmup: int = 3, bench_subset: int = 2048
                 order[torch.arange((2 * i + 1) * b, (2 * i + 2) * b) % len(order)])
 
     s_per_step = _seconds_per_step(
-        lambda idx: searcher.train_step(images, labels, idx[0], idx[1], generator, progress=0.0),
+        lambda idx: searcher.train_step(images[idx[0].to(device)], images[idx[1].to(device)], idx[0], idx[1], labels,
+                                        generator, progress=0.0),
         steps, warmup, device, prepare=halves)
     return {"impl": "ssnas", "bench": "search", "objective": cfg.objective.name, "space": cfg.space,
             "order": cfg.optim.order, "layers": cfg.supernet.layers, "init_channels": cfg.supernet.init_channels,
@@ -132,7 +133,7 @@ def bench_retrain(cfg, steps: int = 10, warmup: int = 3, bench_subset: int = 204
 
     def seconds_per_step() -> float:  # the views are made inside the timed step, as in `ssnas retrain`
         return _seconds_per_step(
-            lambda index: trainer.step(trainer.make_batch(images, index, generator, labels_dev), trainer.lr, 0.5),
+            lambda index: trainer.step(trainer.make_batch(images[index], index, generator, labels_dev), trainer.lr, 0.5),
             steps, warmup, device, prepare=lambda i: order[torch.arange(i * b, (i + 1) * b) % len(order)].to(device))
 
     if device.type == "cuda":

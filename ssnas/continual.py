@@ -101,6 +101,9 @@ def run_continual(cfg: RetrainConfig, train: ImageSet | None = None, test: Image
     trainer = Pretrainer(cfg, arch, train.channels, mean, std, device,
                          num_classes=num_classes if objective_labels is not None else 0)
     run = write_run_files(cfg, out, arch, trainer, train, mean, std)
+    if train.streamed:
+        raise UserError(f"continual retraining keeps its images in memory, and {cfg.data.dataset} is streamed from "
+                        f"disk (--stream); pass --stream off if its decoded images fit")
     images = train.images.to(device)
     labels_dev = None if objective_labels is None else objective_labels.to(device)
     state = _Stream(cfg, trainer, images, labels_dev, train, test, stream, out, run, on_epoch)

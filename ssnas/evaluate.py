@@ -34,6 +34,7 @@ from ssnas.model import load_encoder_weights
 from ssnas.config import to_dict
 from ssnas.data.augment import AugmentConfig, ViewMaker
 from ssnas.data.datasets import DataConfig, ImageSet, balanced_subset_indices, load_dataset
+from ssnas.data.stream import batches, on_device
 from ssnas.errors import UserError
 from ssnas.nas.network import NetworkConfig, describe
 from ssnas.runs import checkpoint
@@ -277,7 +278,7 @@ def _train_classifier(model: nn.Module, train: ImageSet, views: Callable, epochs
     params = [p for p in model.parameters() if p.requires_grad]
     opt = make_opt(params)
     autocast, scaler = mixed_precision(device, cfg.amp)
-    images, labels = train.images.to(device), train.labels.to(device)
+    images, labels = on_device(train.images, device), train.labels.to(device)
     batch = min(batch_size, len(train))
     steps = max(1, len(train) // batch)
     model.train()
@@ -291,12 +292,13 @@ def _train_classifier(model: nn.Module, train: ImageSet, views: Callable, epochs
         if per_epoch_lr:  # DARTS steps its cosine schedule once per epoch
             set_lr(opt, warmup_cosine(epoch, epochs, 0, lr))
         totals = [0.0, 0.0]
+        pixels = batches(images, [order[step * batch:(step + 1) * batch] for step in range(steps)], device)
         bar = tqdm(range(steps), desc=f"{desc} {epoch + 1}/{epochs}", disable=not cfg.progress, leave=False)
         for step in bar:
             if not per_epoch_lr:
                 set_lr(opt, warmup_cosine(epoch * steps + step, epochs * steps, 0, lr))
             index = order[step * batch:(step + 1) * batch].to(device)
-            x, y = views(images[index], augment), labels[index]
+            x, y = views(next(pixels), augment), labels[index]
             with autocast():
                 logits, aux = model.forward_with_aux(x) if aux_weight else (model(x), None)
                 loss = F.cross_entropy(logits, y)

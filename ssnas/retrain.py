@@ -22,6 +22,7 @@ from ssnas.arch import build_encoder, is_backbone, load_genotype, resolved_netwo
 from ssnas.config import to_dict
 from ssnas.data.augment import AugmentConfig, ViewMaker
 from ssnas.data.datasets import DataConfig, ImageSet, balanced_subset_indices, load_dataset, visible_labels
+from ssnas.data.stream import FolderImages, batches, on_device
 from ssnas.errors import UserError
 from ssnas.nas.network import NetworkConfig, describe
 from ssnas.runs import checkpoint
@@ -137,9 +138,10 @@ class Pretrainer:
         self.autocast, self.scaler = mixed_precision(device, cfg.optim.amp)
         self.batches = BatchMaker(self.objective, ViewMaker(cfg.augment, mean, std))
 
-    def make_batch(self, images: torch.Tensor, index: torch.Tensor, generator: torch.Generator,
+    def make_batch(self, x: torch.Tensor, index: torch.Tensor, generator: torch.Generator,
                    labels: torch.Tensor | None) -> Batch:
-        return self.batches(images, index, generator, None if labels is None else labels[index])
+        """The Batch of `x`, the uint8 images at `index` (`labels`: the whole set's, or None)."""
+        return self.batches.from_pixels(x, index, generator, None if labels is None else labels[index])
 
     def step(self, batch: Batch, lr: float, progress: float,
              extra: Callable[[Batch], dict[str, torch.Tensor]] | None = None) -> dict[str, torch.Tensor]:
@@ -279,7 +281,7 @@ def run_retrain(cfg: RetrainConfig, train: ImageSet | None = None, test: ImageSe
     run = write_run_files(cfg, out, arch, trainer, train, mean, std)
     size, arch_json, data_info = run.size, run.arch_json, run.data_info
     log = RunLog(out, resume_epoch=start_epoch, resume_step=start_epoch * steps, tensorboard=cfg.run.tensorboard)
-    images = train.images.to(device)
+    images = on_device(train.images, device)  # in memory: moved once; streamed: decoded batch by batch
     labels_dev = None if labels is None else labels.to(device)
     knn_top1 = next((h["knn_top1"] for h in reversed(history) if "knn_top1" in h), None)
     try:
@@ -302,9 +304,10 @@ def run_retrain(cfg: RetrainConfig, train: ImageSet | None = None, test: ImageSe
     return RetrainResult(out, last - start_epoch, last == o.epochs, knn_top1, size["params"], size["flops"], history)
 
 
-def run_epoch(trainer: Pretrainer, images: torch.Tensor, labels: torch.Tensor | None, epoch: int, steps: int,
-              log: RunLog, out: Path, *, pool: torch.Tensor | None = None, schedule_epoch: int | None = None,
-              extra: Callable[[Batch], dict[str, torch.Tensor]] | None = None, desc: str = "") -> dict[str, float]:
+def run_epoch(trainer: Pretrainer, images: torch.Tensor | FolderImages, labels: torch.Tensor | None, epoch: int,
+              steps: int, log: RunLog, out: Path, *, pool: torch.Tensor | None = None,
+              schedule_epoch: int | None = None, extra: Callable[[Batch], dict[str, torch.Tensor]] | None = None,
+              desc: str = "") -> dict[str, float]:
     """One epoch of `steps` steps. `epoch` seeds its randomness and numbers its log rows; `schedule_epoch` (default
     `epoch`) is where it stands in the warm-up + cosine schedule of `optim.epochs` epochs, which continual
     retraining restarts at every step; `pool` restricts the batches to those dataset indices (default: all);
@@ -318,6 +321,7 @@ def run_epoch(trainer: Pretrainer, images: torch.Tensor, labels: torch.Tensor | 
     # every random draw of an epoch comes from seeds of (run, epoch): a resumed run repeats it exactly
     draw = torch.Generator().manual_seed(epoch_seed(cfg.run.seed, epoch, 0))
     order = torch.randperm(len(images), generator=draw) if pool is None else pool[torch.randperm(len(pool), generator=draw)]
+    pixels = batches(images, [order[step * b:(step + 1) * b] for step in range(steps)], trainer.device)
     augment = torch.Generator(device=trainer.device).manual_seed(epoch_seed(cfg.run.seed, epoch, 1))
     torch.manual_seed(epoch_seed(cfg.run.seed, epoch, 2))  # drop-path masks and anything else global
     if hasattr(trainer.encoder, "drop_path_prob"):
@@ -333,7 +337,7 @@ def run_epoch(trainer: Pretrainer, images: torch.Tensor, labels: torch.Tensor | 
         global_step = epoch * steps + step
         schedule_step = schedule_epoch * steps + step
         index = order[step * b:(step + 1) * b].to(trainer.device)
-        batch = trainer.make_batch(images, index, augment, labels)
+        batch = trainer.make_batch(next(pixels), index, augment, labels)
         lr = warmup_cosine(schedule_step, total_steps, warmup_steps, trainer.lr)
         parts = trainer.step(batch, lr, (schedule_step + 1) / total_steps, extra)
         loss = float(parts["loss"].detach())

@@ -19,6 +19,7 @@ from ssnas import arch, registry
 from ssnas.config import to_dict
 from ssnas.data.augment import AugmentConfig, ViewMaker
 from ssnas.data.datasets import DataConfig, ImageSet, bilevel_split, load_dataset, visible_labels
+from ssnas.data.stream import FolderImages, batches, on_device
 from ssnas.errors import UserError
 from ssnas.export.graph import log_search_pictures  # matplotlib only when pictures are drawn
 from ssnas.nas.anticollapse import aux_skip_weight, beta_decay_penalty
@@ -146,13 +147,14 @@ class Searcher:
         self.objective.after_step(self.supernet, progress)
         return out
 
-    def train_step(self, images: torch.Tensor, labels: torch.Tensor | None, w_index: torch.Tensor,
-                   a_index: torch.Tensor, generator: torch.Generator, progress: float
+    def train_step(self, x_w: torch.Tensor, x_a: torch.Tensor, w_index: torch.Tensor, a_index: torch.Tensor,
+                   labels: torch.Tensor | None, generator: torch.Generator, progress: float
                    ) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
-        """Views for both batches, the architecture step, then the weight step (Algorithm 1 of DARTS)."""
+        """Views for both batches (`x_w`, `x_a`: the uint8 images at `w_index`, `a_index`), the architecture step,
+        then the weight step (Algorithm 1 of DARTS)."""
         self.supernet.aux_skip = aux_skip_weight(self.cfg.optim.aux_skip, progress)  # DARTS- (ssnas.nas.anticollapse)
-        batch_w = self.make_batch(images, w_index, generator, None if labels is None else labels[w_index])
-        batch_a = self.make_batch(images, a_index, generator, None if labels is None else labels[a_index])
+        batch_w = self.batches.from_pixels(x_w, w_index, generator, None if labels is None else labels[w_index])
+        batch_a = self.batches.from_pixels(x_a, a_index, generator, None if labels is None else labels[a_index])
         arch_loss = self.arch_step(batch_w, batch_a, progress)
         return self.weight_step(batch_w, progress), arch_loss
 
@@ -232,7 +234,7 @@ def run_search(cfg: SearchConfig, train: ImageSet | None = None, *,
     out.mkdir(parents=True, exist_ok=True)
     checkpoint.write_json(out / "config.json", to_dict(cfg))
     log = RunLog(out, resume_epoch=start_epoch, resume_step=start_epoch * steps, tensorboard=cfg.run.tensorboard)
-    images = train.images.to(device)
+    images = on_device(train.images, device)  # in memory: moved once; streamed: decoded batch by batch
     try:
         last = o.epochs if not cfg.run.stop_after else min(o.epochs, start_epoch + cfg.run.stop_after)
         for epoch in range(start_epoch, last):
@@ -256,8 +258,9 @@ def run_search(cfg: SearchConfig, train: ImageSet | None = None, *,
     return SearchResult(genotype, out, last - start_epoch, finished=last == o.epochs)
 
 
-def _run_epoch(searcher: Searcher, images: torch.Tensor, labels: torch.Tensor | None, idx_w: torch.Tensor,
-               idx_a: torch.Tensor, epoch: int, steps: int, log: RunLog, out: Path) -> dict[str, float]:
+def _run_epoch(searcher: Searcher, images: torch.Tensor | FolderImages, labels: torch.Tensor | None,
+               idx_w: torch.Tensor, idx_a: torch.Tensor, epoch: int, steps: int, log: RunLog, out: Path
+               ) -> dict[str, float]:
     from tqdm.auto import tqdm
 
     cfg = searcher.cfg
@@ -265,6 +268,10 @@ def _run_epoch(searcher: Searcher, images: torch.Tensor, labels: torch.Tensor | 
     order = torch.Generator().manual_seed(epoch_seed(cfg.run.seed, epoch, 0))
     perm_w = idx_w[torch.randperm(len(idx_w), generator=order)]
     perm_a = idx_a[torch.randperm(len(idx_a), generator=order)]
+    w_batches = [perm_w[step * b:(step + 1) * b] for step in range(steps)]
+    # the arch half may be smaller: it wraps around
+    a_batches = [perm_a[torch.arange(step * b, (step + 1) * b) % len(perm_a)] for step in range(steps)]
+    pixels = batches(images, [i for pair in zip(w_batches, a_batches) for i in pair], searcher.device)
     augment = torch.Generator(device=searcher.device).manual_seed(epoch_seed(cfg.run.seed, epoch, 1))
     searcher.supernet.train()
     searcher.objective.train()
@@ -273,10 +280,10 @@ def _run_epoch(searcher: Searcher, images: torch.Tensor, labels: torch.Tensor | 
                leave=False, dynamic_ncols=True)
     for step in bar:
         t0 = time.perf_counter()
-        w_index = perm_w[step * b:(step + 1) * b]
-        a_index = perm_a[torch.arange(step * b, (step + 1) * b) % len(perm_a)]  # the arch half may be smaller
+        w_index, a_index = w_batches[step], a_batches[step]
+        x_w, x_a = next(pixels), next(pixels)
         progress = (epoch * steps + step + 1) / (cfg.optim.epochs * steps)
-        parts, arch_loss = searcher.train_step(images, labels, w_index, a_index, augment, progress)
+        parts, arch_loss = searcher.train_step(x_w, x_a, w_index, a_index, labels, augment, progress)
         loss = _check_finite(parts["loss"].detach(), epoch, step, out)
         images_per_s = b / (time.perf_counter() - t0)
         total, seen = total + loss, seen + 1

@@ -1,7 +1,8 @@
 """Datasets: every source (Fashion-MNIST, CIFAR, a folder of images, an .npz file) becomes an ImageSet.
 
-An ImageSet holds all images in memory as one uint8 tensor [N, H, W, C]; the datasets here are small enough,
-and it keeps augmentation and batching on the GPU free of per-image Python work. Labels live beside the
+An ImageSet holds all images in memory as one uint8 tensor [N, H, W, C], which keeps augmentation and batching
+on the GPU free of per-image Python work; an image folder too large for that is streamed instead (its images a
+`ssnas.data.stream.FolderImages`, decoded batch by batch by worker processes; `--stream`). Labels live beside the
 images and can be dropped (``unlabeled()``) so that the label-free search provably never sees them.
 
 Where each source is looked for:
@@ -28,7 +29,6 @@ import socket
 import tempfile
 import threading
 import urllib.parse
-import warnings
 import zipfile
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -39,6 +39,8 @@ from typing import Any
 import numpy as np
 import torch
 
+from ssnas.data.decode import decode_files
+from ssnas.data.stream import STREAM_MODES, FolderImages, batches, chunks, use_streaming
 from ssnas.errors import UserError
 
 FASHION_MNIST_CLASSES = [
@@ -82,24 +84,34 @@ class DataConfig:
         "help": "share of the training images for the weight step; the rest drive the architecture step"})
     image_size: int = field(default=0, metadata={
         "help": "image folders only: resize every image to this square size (0 = 32)"})
+    stream: str = field(default="auto", metadata={
+        "help": "image folders: decode the images batch by batch in worker processes instead of holding them all "
+                "in memory: auto (when the decoded images would take more than --stream-above-gb or a quarter of "
+                "the RAM), on, off; same batches either way"})
+    stream_above_gb: float = field(default=8.0, metadata={
+        "help": "--stream auto streams image folders whose decoded images would take more than this (GiB)"})
+    workers: int = field(default=0, metadata={
+        "help": "processes that decode streamed images (0 = one per CPU, at most 8)"})
 
 
 class ImageSet:
     """Images in memory as a uint8 tensor [N, H, W, C] (C = 1 or 3), labels kept apart."""
 
-    def __init__(self, images: torch.Tensor, labels: torch.Tensor | None, classes: list[str], name: str,
-                 *, no_labels_hint: str = "") -> None:
-        images = torch.as_tensor(images)
-        if images.dtype != torch.uint8 or images.dim() != 4 or images.shape[3] not in (1, 3):
-            raise ValueError(f"images must be uint8 [N, H, W, C] with C 1 or 3, got {images.dtype} "
-                             f"{list(images.shape)}")
-        if images.shape[1] != images.shape[2]:
-            raise ValueError(f"images must be square, got {images.shape[1]}x{images.shape[2]}")
+    def __init__(self, images: torch.Tensor | FolderImages, labels: torch.Tensor | None, classes: list[str],
+                 name: str, *, no_labels_hint: str = "") -> None:
+        if not isinstance(images, FolderImages):
+            images = torch.as_tensor(images)
+            if images.dtype != torch.uint8 or images.dim() != 4 or images.shape[3] not in (1, 3):
+                raise ValueError(f"images must be uint8 [N, H, W, C] with C 1 or 3, got {images.dtype} "
+                                 f"{list(images.shape)}")
+            if images.shape[1] != images.shape[2]:
+                raise ValueError(f"images must be square, got {images.shape[1]}x{images.shape[2]}")
+            images = images.contiguous()
         if labels is not None:
             labels = torch.as_tensor(labels).to(torch.int64).contiguous()
             if labels.shape != (images.shape[0],):
                 raise ValueError(f"labels must have shape [{images.shape[0]}], got {list(labels.shape)}")
-        self.images = images.contiguous()
+        self.images = images
         self._labels = labels
         self.classes = list(classes)
         self.name = name
@@ -134,12 +146,24 @@ class ImageSet:
         return (f"ImageSet('{self.name}', {len(self)} x {self.image_size}x{self.image_size}x{self.channels}, "
                 f"{labels})")
 
+    @property
+    def streamed(self) -> bool:
+        """Whether the images are decoded on the fly (an image folder larger than the memory budget)."""
+        return isinstance(self.images, FolderImages)
+
+    def in_memory(self) -> ImageSet:
+        """This set with its images decoded into one tensor (itself when they already are)."""
+        if not self.streamed:
+            return self
+        decoded = torch.cat(list(batches(self.images, chunks(len(self), 1024), torch.device("cpu"))))
+        return ImageSet(decoded, self._labels, self.classes, self.name, no_labels_hint=self._no_labels_hint)
+
     def subset(self, index: torch.Tensor) -> ImageSet:
-        """The images at ``index`` (indices or a bool mask), labelled iff this set is."""
+        """The images at ``index`` (indices or a bool mask), labelled iff this set is; a streamed set stays streamed."""
         index = torch.as_tensor(index)
         labels = None if self._labels is None else self._labels[index]
-        return ImageSet(self.images[index], labels, self.classes, self.name,
-                        no_labels_hint=self._no_labels_hint)
+        images = self.images.select(index) if self.streamed else self.images[index]
+        return ImageSet(images, labels, self.classes, self.name, no_labels_hint=self._no_labels_hint)
 
     def unlabeled(self) -> ImageSet:
         """The same images (memory shared, not copied) with no labels: what label-free search receives."""
@@ -152,15 +176,15 @@ class ImageSet:
         if len(self) == 0:
             raise UserError(f"dataset '{self.name}' is empty; cannot compute its mean and std")
         stride = -(-len(self) // _MEAN_STD_SAMPLE)
-        sample = self.images[::stride]
+        sample = torch.arange(0, len(self), stride)
         total = torch.zeros(self.channels, dtype=torch.float64)
         squares = torch.zeros(self.channels, dtype=torch.float64)
-        # chunks keep the float copy small; float64 sums keep 10M-pixel totals exact enough
-        for chunk in sample.split(1000):
+        # chunks keep the float copy small; float64 sums of integers are exact (and so equal on both paths)
+        for chunk in batches(self.images, [sample[i] for i in chunks(len(sample), 1000)], torch.device("cpu")):
             pixels = chunk.reshape(-1, self.channels).to(torch.float64)
             total += pixels.sum(0)
             squares += pixels.square().sum(0)
-        count = sample.shape[0] * self.image_size * self.image_size
+        count = len(sample) * self.image_size * self.image_size
         mean = total / count
         std = (squares / count - mean.square()).clamp_min(0).sqrt()
         return (mean / 255).tolist(), (std / 255).tolist()
@@ -226,21 +250,31 @@ def _load_split(cfg: DataConfig, split: str) -> ImageSet:
     """Pick the loader from ``cfg.dataset``: a known name first, then an .npz path, then a folder."""
     kind = _ALIASES.get(cfg.dataset.strip().lower())
     root = resolve_data_root(cfg.data_root)
+    if cfg.stream not in STREAM_MODES:
+        raise UserError(f"--stream must be one of {', '.join(STREAM_MODES)}, got {cfg.stream!r}")
     if kind == "fashion-mnist":
         _check_fixed_size(cfg, 28, "Fashion-MNIST")
+        _check_in_memory(cfg, "Fashion-MNIST's idx files")
         return _load_fashion_mnist(root, split)
     if kind in _CIFAR:
         _check_fixed_size(cfg, 32, _CIFAR[kind][0])
-        return _load_cifar(root, split, kind)
+        return _load_cifar(root, split, kind, cfg)
     path = Path(cfg.dataset).expanduser()
     if path.suffix.lower() == ".npz":
         if not path.is_file():
             raise UserError(f"no .npz file at {path}; pass --dataset an existing file")
+        _check_in_memory(cfg, "an .npz file")
         return _load_npz(path, split, cfg)
     if path.is_dir():
         return _load_folder_dataset(path, split, cfg, root)
     raise UserError(f"unknown dataset '{cfg.dataset}'; use fashion-mnist, cifar10, cifar100, a folder of images, "
                     f"or an .npz file")
+
+
+def _check_in_memory(cfg: DataConfig, what: str) -> None:
+    if cfg.stream == "on":
+        raise UserError(f"--stream on applies to image folders; {what} is read into memory whole, so use --stream "
+                        f"auto or off")
 
 
 def _check_fixed_size(cfg: DataConfig, native: int, display: str) -> None:
@@ -362,15 +396,16 @@ def _download_fashion_mnist(root: Path, split: str) -> ImageSet:
 # -------------------------------------------------------------------------------------------------- CIFAR
 
 
-def _load_cifar(root: Path, split: str, kind: str) -> ImageSet:
+def _load_cifar(root: Path, split: str, kind: str, cfg: DataConfig) -> ImageSet:
     display, n_classes, _ = _CIFAR[kind]
     tree = root / kind / split
     if tree.is_dir():
-        data = _load_image_folder(tree, DEFAULT_FOLDER_IMAGE_SIZE, root, kind)
+        data = _load_image_folder(tree, DEFAULT_FOLDER_IMAGE_SIZE, root, kind, cfg)
         if len(data.classes) != n_classes:
             raise UserError(f"{tree} has {len(data.classes)} class folders, but {display} has {n_classes}; "
                             f"fix the tree or point --data-root elsewhere")
         return data
+    _check_in_memory(cfg, f"torchvision's {display} batches")
     return _torchvision_cifar(root, split, kind)
 
 
@@ -464,8 +499,8 @@ def _load_folder_dataset(folder: Path, split: str, cfg: DataConfig, root: Path) 
     train_dir, test_dir = folder / "train", folder / "test"
     base = train_dir if train_dir.is_dir() else folder
     if split == "test" and test_dir.is_dir() and base == train_dir:
-        return _load_image_folder(test_dir, size, root, cfg.dataset)
-    data = _load_image_folder(base, size, root, cfg.dataset)
+        return _load_image_folder(test_dir, size, root, cfg.dataset, cfg)
+    data = _load_image_folder(base, size, root, cfg.dataset, cfg)
     if split == "train":
         return data
     return ImageSet(data.images, None, data.classes, cfg.dataset, no_labels_hint=(
@@ -473,17 +508,20 @@ def _load_folder_dataset(folder: Path, split: str, cfg: DataConfig, root: Path) 
         f"held-out images in {folder}/test/ and training images in {folder}/train/"))
 
 
-def _load_image_folder(folder: Path, size: int, root: Path, name: str) -> ImageSet:
-    """Every image under ``folder`` at ``size`` x ``size`` RGB, from the cache when the files are unchanged."""
+def _load_image_folder(folder: Path, size: int, root: Path, name: str, cfg: DataConfig) -> ImageSet:
+    """Every image under ``folder`` at ``size`` x ``size`` RGB: streamed (`--stream`), else in memory, from the
+    cache when the files are unchanged."""
     files, labels, classes = _scan_folder(folder)
+    label_tensor = None if labels is None else torch.tensor(labels, dtype=torch.int64)
+    if use_streaming(cfg.stream, len(files), size, cfg.stream_above_gb):
+        return ImageSet(FolderImages(files, size, cfg.workers), label_tensor, classes, name)
     fingerprint = _fingerprint(folder, files)
     cache_name = _cache_name(folder, size)
     read_dirs, write_dirs = _cache_dirs(root)
     images = _read_cache(read_dirs, cache_name, fingerprint, (len(files), size, size, 3))
     if images is None:
-        images = _decode_images(files, size)
+        images = decode_files(files, size)
         _write_cache(write_dirs, cache_name, fingerprint, images)
-    label_tensor = None if labels is None else torch.tensor(labels, dtype=torch.int64)
     return ImageSet(torch.from_numpy(images), label_tensor, classes, name)
 
 
@@ -524,70 +562,6 @@ def _images_below(folder: Path) -> list[str]:
 
 def _is_image(name: str) -> bool:
     return name.lower().endswith(IMAGE_EXTENSIONS)
-
-
-def _decode_images(files: list[str], size: int) -> np.ndarray:
-    """Decode ``files`` into one uint8 array [N, size, size, 3]."""
-    out = np.empty((len(files), size, size, 3), dtype=np.uint8)
-    decode = _torchvision_decoder()
-    threads = torch.get_num_threads()
-    # one image at a time is too little work to share: with torch's thread pool on, decoding a 32x32 JPEG
-    # was 8x slower on a busy 2-core machine
-    torch.set_num_threads(1)
-    try:
-        with warnings.catch_warnings():
-            # torchvision 0.29 deprecates its decoders, but they are ~4x faster than PIL on small JPEGs
-            warnings.simplefilter("ignore", DeprecationWarning)
-            for i, path in enumerate(files):
-                out[i] = _decode_one(path, size, decode)
-    finally:
-        torch.set_num_threads(threads)
-    return out
-
-
-def _torchvision_decoder() -> Callable[[str], np.ndarray | None] | None:
-    """A fast JPEG/PNG decoder returning [H, W, 3] uint8, or None where torchvision no longer has one."""
-    try:
-        from torchvision.io import ImageReadMode, decode_image
-    except ImportError:
-        return None
-
-    def decode(path: str) -> np.ndarray | None:
-        if not path.lower().endswith((".jpg", ".jpeg", ".png")):
-            return None
-        try:
-            with open(path, "rb") as f:
-                raw = torch.frombuffer(bytearray(f.read()), dtype=torch.uint8)
-            image = decode_image(raw, mode=ImageReadMode.RGB)
-        except (RuntimeError, ValueError, OSError):
-            return None  # PIL gets a second try and gives the readable error
-        if image.dtype != torch.uint8 or image.dim() != 3:
-            return None  # 16-bit PNGs and the like: let PIL convert
-        return image.permute(1, 2, 0).numpy()
-
-    return decode
-
-
-def _decode_one(path: str, size: int, decode: Callable[[str], np.ndarray | None] | None) -> np.ndarray:
-    from PIL import Image
-
-    array = decode(path) if decode is not None else None
-    if array is not None and array.shape[:2] == (size, size):
-        return array
-    try:
-        image = Image.fromarray(np.ascontiguousarray(array)) if array is not None else _open_with_pil(path)
-    except (OSError, ValueError, Image.DecompressionBombError) as error:
-        raise UserError(f"cannot read image {path}: {error}; remove or replace the file") from error
-    if image.size != (size, size):
-        image = image.resize((size, size), Image.Resampling.BICUBIC)
-    return np.asarray(image)
-
-
-def _open_with_pil(path: str) -> Any:
-    from PIL import Image
-
-    with Image.open(path) as image:
-        return image.convert("RGB")
 
 
 # --------------------------------------------------------------------------------------------------- cache

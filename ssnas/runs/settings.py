@@ -57,9 +57,10 @@ def epoch_steps(images: int, batch_size: int, cap: int, what: str) -> int:
     return min(steps, cap) if cap else steps
 
 
-# Keys that may differ between a run and its resumption (they do not change the maths).
+# Keys that may differ between a run and its resumption (they do not change the maths; the data keys choose how
+# images are read, and both paths give the same batches: tests/test_stream.py).
 RESUMABLE_DIFFERENCES = ("run.resume", "run.stop_after", "run.progress", "run.log_every", "run.device", "run.out",
-                         "run.tensorboard")
+                         "run.tensorboard", "data.stream", "data.stream_above_gb", "data.workers")
 
 
 def config_differences(saved: dict[str, Any], current: dict[str, Any], prefix: str = "") -> list[str]:

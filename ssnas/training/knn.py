@@ -13,6 +13,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ssnas.data.datasets import ImageSet
+from ssnas.data.stream import FolderImages, batches, chunks
 
 
 @dataclass
@@ -23,17 +24,18 @@ class KnnConfig:
 
 
 @torch.no_grad()
-def extract_features(encoder: nn.Module, images: torch.Tensor, plain: Callable[[torch.Tensor], torch.Tensor],
-                     device: torch.device, batch_size: int = 512) -> torch.Tensor:
-    """Features [N, D] (float32, on `device`) of uint8 images [N, H, W, C], in eval mode, no augmentation."""
+def extract_features(encoder: nn.Module, images: torch.Tensor | FolderImages,
+                     plain: Callable[[torch.Tensor], torch.Tensor], device: torch.device,
+                     batch_size: int = 512) -> torch.Tensor:
+    """Features [N, D] (float32, on `device`) of uint8 images [N, H, W, C] (in memory or streamed), in eval mode,
+    no augmentation."""
     was_training = encoder.training
     encoder.eval()
     try:
-        chunks = [encoder(plain(images[i:i + batch_size].to(device))).float()
-                  for i in range(0, len(images), batch_size)]
+        features = [encoder(plain(x)).float() for x in batches(images, chunks(len(images), batch_size), device)]
     finally:
         encoder.train(was_training)
-    return torch.cat(chunks)
+    return torch.cat(features)
 
 
 @torch.no_grad()

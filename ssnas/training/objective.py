@@ -192,7 +192,11 @@ class BatchMaker:
     def __call__(self, images: torch.Tensor, index: torch.Tensor, generator: torch.Generator,
                  labels: torch.Tensor | None = None) -> Batch:
         """`images` uint8 NHWC on the training device; `labels`, if any, are those of `index` already."""
-        x = images[index.to(images.device)]
+        return self.from_pixels(images[index.to(images.device)], index, generator, labels)
+
+    def from_pixels(self, x: torch.Tensor, index: torch.Tensor, generator: torch.Generator,
+                    labels: torch.Tensor | None = None) -> Batch:
+        """The Batch of the images `x` (uint8 NHWC on the training device, already gathered: `images[index]`)."""
         views = [self.views(x, generator) for _ in range(self.spec.weak)]
         strong = [self.strong(x, generator) for _ in range(self.spec.strong)] if self.strong else []
         return Batch(views=views, index=index.to(x.device), strong=strong,

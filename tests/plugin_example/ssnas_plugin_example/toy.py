@@ -5,13 +5,13 @@ from dataclasses import dataclass, field
 from typing import Any, Mapping
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from ssnas.errors import UserError
 from ssnas.nas.cell import SearchCell, total
 from ssnas.nas.genotype import Cell, Edge
 from ssnas.nas.mixed import MixedOp
+from ssnas.nas.network import global_pool
 from ssnas.nas.ops import ReLUConvBN, Zero
 from ssnas.nas.space import SpaceConfig
 from ssnas.nas.supernet import Supernet
@@ -115,11 +115,14 @@ class ToyNetwork(nn.Module):
         self.cells = nn.ModuleList(make_cell(channels) for _ in range(layers))
         self.feature_dim = channels
 
-    def forward(self, x: torch.Tensor, *cell_args: Any) -> torch.Tensor:
+    def forward_maps(self, x: torch.Tensor, *cell_args: Any) -> torch.Tensor:
         x = self.stem(x)
         for cell in self.cells:
             x = cell(x, *cell_args)
-        return F.adaptive_avg_pool2d(x, 1).flatten(1)
+        return x
+
+    def forward(self, x: torch.Tensor, *cell_args: Any) -> torch.Tensor:
+        return global_pool(self.forward_maps(x, *cell_args))
 
 
 class ToyEvalNetwork(ToyNetwork):
@@ -147,8 +150,8 @@ class ToySupernet(Supernet):
     def alphas(self) -> dict[str, nn.Parameter]:
         return {"cell": self.alphas_cell}
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.net(x, self.op_weights()["cell"])
+    def forward_maps(self, x: torch.Tensor) -> torch.Tensor:  # the base class's forward pools it
+        return self.net.forward_maps(x, self.op_weights()["cell"])
 
     def derive(self) -> ToyGenotype:
         return genotype_from_scores(self.derive_scores())

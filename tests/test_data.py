@@ -110,13 +110,13 @@ def test_cifar10_test_split_decodes_once_then_hits_the_cache(user_cache: Path, m
     import ssnas.data.datasets as data_module
 
     decoded: list[int] = []
-    real_decode = data_module._decode_images
+    real_decode = data_module.decode_files
 
     def counting_decode(files, size):
         decoded.append(len(files))
         return real_decode(files, size)
 
-    monkeypatch.setattr(data_module, "_decode_images", counting_decode)
+    monkeypatch.setattr(data_module, "decode_files", counting_decode)
     root = _cifar_root()
     cfg = DataConfig(dataset="cifar10", data_root=str(root))
     data = load_dataset(cfg, "test")

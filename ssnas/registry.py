@@ -98,16 +98,24 @@ def source(kind: str, name: str) -> str:
     return f"plugin: {plugin.distribution} ({plugin.value})"
 
 
+def _load(kind: str, name: str) -> tuple[Any, str]:
+    """(the module or object registered as `name`, where it comes from, for messages): built in first."""
+    key = _normalise(name)
+    package = search_spaces if kind == "space" else objectives
+    if key in _builtin(package):
+        folder = "search_spaces" if kind == "space" else "objectives"
+        return importlib.import_module(f"{package.__name__}.{key}"), f"{folder}/{key}.py"
+    plugin = _plugins(kind).get(key)
+    if plugin is None:
+        names = available_spaces() if kind == "space" else available_objectives()
+        raise UserError(f"unknown {kind} {name!r}; available: {', '.join(names)}")
+    return plugin.load(kind), f"{plugin.value} (from {plugin.distribution})"
+
+
 def space(name: str) -> Any:
     """The space module `name`; a UserError names a missing contract member (see ssnas.nas.space.SearchSpace)."""
     key = _normalise(name)
-    if key in _builtin(search_spaces):
-        module, where = importlib.import_module(f"{search_spaces.__name__}.{key}"), f"search_spaces/{key}.py"
-    elif key in _plugins("space"):
-        plugin = _plugins("space")[key]
-        module, where = plugin.load("space"), f"{plugin.value} (from {plugin.distribution})"
-    else:
-        raise UserError(f"unknown space {name!r}; available: {', '.join(available_spaces())}")
+    module, where = _load("space", name)
     missing = [member for member in REQUIRED if not hasattr(module, member)]
     if missing:
         raise UserError(f"{where} does not fulfil the space contract: it lacks {', '.join(missing)} "
@@ -119,13 +127,7 @@ def space(name: str) -> Any:
 
 def objective(name: str) -> type[Objective]:
     key = _normalise(name)
-    if key in _builtin(objectives):
-        loaded, where = importlib.import_module(f"{objectives.__name__}.{key}"), f"objectives/{key}.py"
-    elif key in _plugins("objective"):
-        plugin = _plugins("objective")[key]
-        loaded, where = plugin.load("objective"), f"{plugin.value} (from {plugin.distribution})"
-    else:
-        raise UserError(f"unknown objective {name!r}; available: {', '.join(available_objectives())}")
+    loaded, where = _load("objective", name)
     if isinstance(loaded, ModuleType):
         found = [v for v in vars(loaded).values() if isinstance(v, type) and issubclass(v, Objective)
                  and v is not Objective and v.__module__ == loaded.__name__]

@@ -16,13 +16,12 @@ views come from the shared weak pipeline.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ssnas.errors import UserError
 from ssnas.training.momentum import byol_tau, ema_update_, momentum_copy
 from ssnas.training.objective import Batch, Objective, projection_head
 
@@ -36,19 +35,15 @@ def byol_loss(prediction: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
 
 @dataclass
 class BYOLOptions:
-    tau_base: float = 0.996  # BYOL Sec. 3.3: base target decay rate
-    predictor_hidden_dim: int = 0  # 0 = the projector's hidden width (the paper uses 4096 for both)
+    tau_base: float = field(default=0.996, metadata={"range": "[0, 1]"})  # BYOL Sec. 3.3: base target decay rate
+    # 0 = the projector's hidden width (the paper uses 4096 for both)
+    predictor_hidden_dim: int = field(default=0, metadata={"range": "[0, 65536]"})
 
 
 class BYOL(Objective):
     name = "byol"
     Options = BYOLOptions
     uses = frozenset({"proj_dim", "proj_hidden_dim"})  # no negatives, so no temperature
-
-    @classmethod
-    def check_options(cls, opts: BYOLOptions) -> None:
-        if not 0.0 <= opts.tau_base <= 1.0:
-            raise UserError(f"byol option tau_base must be in [0, 1], got {opts.tau_base}")
 
     def __init__(self, cfg, feature_dim: int, num_classes: int = 0):
         super().__init__(cfg, feature_dim, num_classes)

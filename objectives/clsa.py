@@ -30,7 +30,6 @@ from torch import nn
 
 from ssnas.config import Tunable
 from ssnas.data.strong_augment import FIXMATCH_POOL, StrongAugment, StrongViewMaker, validate_strong
-from ssnas.errors import UserError
 from ssnas.training.momentum import KeyQueue, ema_update_, momentum_copy
 from ssnas.training.objective import Batch, Objective, ViewSpec, projection_head
 
@@ -54,13 +53,13 @@ def ddm_loss(weak_logits: torch.Tensor, strong_logits: torch.Tensor) -> torch.Te
 class CLSAOptions:
     """Defaults: CLSA's ops/argparser.py (ImageNet, ResNet-50); see experiments/darts_cifar10_clsa.toml for CIFAR."""
 
-    queue_size: int = 65536  # moco_k: negatives in the bank
-    momentum: float = 0.999  # moco_m: key encoder EMA
-    ddm_weight: float = 1.0  # --alpha: beta, the weight of DDM
-    ddm_temperature: float = 0.2  # --clsa_t: T2
-    aug_times: int = 5  # --aug_times: strong ops drawn per image
-    magnitude: int = 10  # RandAugment(n, m=10): levels 1..m-1
-    strong_views: int = 1  # single-crop CLSA: one strong view per image
+    queue_size: int = field(default=65536, metadata={"range": "[1, 1048576]"})  # moco_k: negatives in the bank
+    momentum: float = field(default=0.999, metadata={"range": "[0, 1]"})  # moco_m: key encoder EMA
+    ddm_weight: float = field(default=1.0, metadata={"range": "[0, 1000]"})  # --alpha: beta, the weight of DDM
+    ddm_temperature: float = field(default=0.2, metadata={"range": "(0, 100]"})  # --clsa_t: T2
+    aug_times: int = field(default=5, metadata={"range": "[0, 64]"})  # --aug_times: strong ops drawn per image
+    magnitude: int = field(default=10, metadata={"range": "[2, 10]"})  # RandAugment(n, m=10): levels 1..m-1
+    strong_views: int = field(default=1, metadata={"range": "[0, 16]"})  # single-crop CLSA: one strong view per image
     strong_ops: list[str] = field(default_factory=lambda: list(FIXMATCH_POOL))
 
 
@@ -76,10 +75,7 @@ class CLSA(Objective):
 
     @classmethod
     def check_options(cls, o: CLSAOptions) -> None:
-        validate_strong(o.strong_ops, o.aug_times, o.magnitude)
-        if o.queue_size < 1 or not 0.0 <= o.momentum <= 1.0 or o.ddm_temperature <= 0 or o.strong_views < 0:
-            raise UserError("clsa options: queue_size >= 1, momentum in [0, 1], ddm_temperature > 0 and "
-                            f"strong_views >= 0 are required; got {o}")
+        validate_strong(o.strong_ops, o.aug_times, o.magnitude)  # the ops by name (the numbers have ranges)
 
     def __init__(self, cfg, feature_dim: int, num_classes: int = 0):
         super().__init__(cfg, feature_dim, num_classes)

@@ -29,7 +29,7 @@ batch's ids and a step counter, so repeated forwards on one batch agree (second-
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 import torch.nn.functional as F
@@ -150,13 +150,16 @@ class ConRecOptions:
     """Defaults: the reference README's ConRec command (`--lambda-rec=100.0 --lambda-con=1.0 --encoder-reduction
     ga_attention --aug-impl conrec`) and models/conrec.py."""
 
-    reconstruction_weight: float = 100.0  # --lambda-rec 100 (MSE in [0, 1] pixel units)
-    contrastive_weight: float = 1.0  # --lambda-con 1
+    reconstruction_weight: float = field(default=100.0, metadata={"range": "[0, 1e6]"})  # --lambda-rec 100 (MSE in [0, 1] pixel units)
+    contrastive_weight: float = field(default=1.0, metadata={"range": "[0, 1e6]"})  # --lambda-con 1
     corruption: bool = True  # --aug-impl conrec: corrupt the input, reconstruct the clean view (simclr: off)
-    pooling: str = "attention"  # --encoder-reduction ga_attention ("mean": ga_pooling, SimCLR's global average)
-    attention_norm: str = "sigmoid"  # reference: sigmoid mask, divided by its sum; "softmax" is the other way to sum to 1
-    attention_dropout: float = 0.5  # attention_ga_pooling(dropout=True): Dropout(0.5) before the scorer
-    decoder_blocks: int = 3  # the U-Net of depth 4 up-samples 3 times
+    # --encoder-reduction ga_attention ("mean": ga_pooling, SimCLR's global average)
+    pooling: str = field(default="attention", metadata={"choices": POOLINGS})
+    # reference: sigmoid mask, divided by its sum; "softmax" is the other way to sum to 1
+    attention_norm: str = field(default="sigmoid", metadata={"choices": ATTENTION_NORMS})
+    # attention_ga_pooling(dropout=True): Dropout(0.5) before the scorer
+    attention_dropout: float = field(default=0.5, metadata={"range": "[0, 1)"})
+    decoder_blocks: int = field(default=3, metadata={"range": "[1, 8]"})  # the U-Net of depth 4 up-samples 3 times
 
 
 class ConRec(Objective):
@@ -170,15 +173,10 @@ class ConRec(Objective):
 
     @classmethod
     def check_options(cls, o: ConRecOptions) -> None:
-        if o.reconstruction_weight < 0 or o.contrastive_weight < 0 or not (o.reconstruction_weight or o.contrastive_weight):
-            raise UserError(f"conrec options: reconstruction_weight and contrastive_weight must be >= 0 and not both 0; "
+        """Beyond each option's declared range: the two weights must not both be 0."""
+        if not (o.reconstruction_weight or o.contrastive_weight):
+            raise UserError(f"conrec options: reconstruction_weight and contrastive_weight must not both be 0; "
                             f"got {o.reconstruction_weight} and {o.contrastive_weight}")
-        if o.pooling not in POOLINGS or o.attention_norm not in ATTENTION_NORMS:
-            raise UserError(f"conrec options: pooling must be one of {', '.join(POOLINGS)} and attention_norm one of "
-                            f"{', '.join(ATTENTION_NORMS)}; got {o.pooling!r} and {o.attention_norm!r}")
-        if not 0.0 <= o.attention_dropout < 1.0 or o.decoder_blocks < 1:
-            raise UserError(f"conrec options: attention_dropout must be in [0, 1) and decoder_blocks >= 1; got "
-                            f"{o.attention_dropout} and {o.decoder_blocks}")
 
     def __init__(self, cfg, feature_dim: int, num_classes: int = 0):
         super().__init__(cfg, feature_dim, num_classes)

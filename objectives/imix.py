@@ -21,14 +21,13 @@ calling `forward` twice on one batch (second-order DARTS does) gives the same lo
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ssnas.errors import UserError
 from ssnas.training.objective import Batch, Objective, batch_seed, projection_head
 
 
@@ -53,18 +52,14 @@ def draw_mix(n: int, alpha: float, seed: int) -> tuple[torch.Tensor, torch.Tenso
 
 @dataclass
 class IMixOptions:
-    alpha: float = 1.0  # Beta(alpha, alpha) of the mixing coefficient; i-Mix's default (main_pretext.py --alpha)
+    # Beta(alpha, alpha) of the mixing coefficient; i-Mix's default (main_pretext.py --alpha)
+    alpha: float = field(default=1.0, metadata={"range": "(0, 1000]"})
 
 
 class IMix(Objective):
     name = "imix"
     Options = IMixOptions
     uses = frozenset({"temperature", "proj_dim", "proj_hidden_dim"})
-
-    @classmethod
-    def check_options(cls, opts: IMixOptions) -> None:
-        if opts.alpha <= 0:
-            raise UserError(f"imix option alpha must be positive, got {opts.alpha}")
 
     def __init__(self, cfg, feature_dim: int, num_classes: int = 0):
         super().__init__(cfg, feature_dim, num_classes)

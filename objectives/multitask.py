@@ -33,7 +33,7 @@ from __future__ import annotations
 
 import itertools
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import lru_cache
 
 import numpy as np
@@ -97,14 +97,17 @@ def patch_mask(b: int, size: tuple[int, int], grid: int, ratio: float, generator
 
 @dataclass
 class MultiTaskOptions:
-    contrastive_weight: float = 1.0  # MS^2L procedure.py: the three losses are summed unweighted
-    prediction_weight: float = 1.0
-    jigsaw_weight: float = 1.0
-    mask_ratio: float = 0.3  # MS^2L config.py mask_ratio = 0.3
-    mask_grid: int = 4  # patches of the prediction task: a 4x4 grid (8x8 pixels on CIFAR's 32x32 views)
-    jigsaw_grid: int = 2  # tiles: a 2x2 grid
-    jigsaw_permutations: int = 24  # all 4! orders, as MS^2L uses all 3! orders of its segments
-    decoder_blocks: int = 3  # MapDecoder stages (the same decoder as ConRec's)
+    # MS^2L procedure.py: the three losses are summed unweighted
+    contrastive_weight: float = field(default=1.0, metadata={"range": "[0, 1e6]"})
+    prediction_weight: float = field(default=1.0, metadata={"range": "[0, 1e6]"})
+    jigsaw_weight: float = field(default=1.0, metadata={"range": "[0, 1e6]"})
+    mask_ratio: float = field(default=0.3, metadata={"range": "(0, 1)"})  # MS^2L config.py mask_ratio = 0.3
+    # patches of the prediction task: a 4x4 grid (8x8 pixels on CIFAR's 32x32 views)
+    mask_grid: int = field(default=4, metadata={"range": "[2, 64]"})
+    jigsaw_grid: int = field(default=2, metadata={"choices": (2, 3)})  # tiles: a 2x2 grid (3: 3x3)
+    # all 4! orders, as MS^2L uses all 3! orders of its segments (at most 1000 are drawn for a 3x3 grid)
+    jigsaw_permutations: int = field(default=24, metadata={"range": "[2, 1000]"})
+    decoder_blocks: int = field(default=3, metadata={"range": "[1, 8]"})  # MapDecoder stages (the same decoder as ConRec's)
 
 
 class MultiTask(Objective):
@@ -121,20 +124,14 @@ class MultiTask(Objective):
 
     @classmethod
     def check_options(cls, o: MultiTaskOptions) -> None:
+        """Beyond each option's declared range: not every weight 0, and no more orders than the tiles have."""
         weights = (o.contrastive_weight, o.prediction_weight, o.jigsaw_weight)
-        if min(weights) < 0 or not any(weights):
-            raise UserError(f"multitask options: the task weights must be >= 0 and not all 0; got {weights}")
-        if not 0.0 < o.mask_ratio < 1.0 or o.mask_grid < 2:
-            raise UserError(f"multitask options: mask_ratio must be in (0, 1) and mask_grid >= 2; got {o.mask_ratio} "
-                            f"and {o.mask_grid}")
-        if o.jigsaw_grid not in (2, 3):
-            raise UserError(f"multitask option jigsaw_grid must be 2 or 3 (4 or 9 tiles), got {o.jigsaw_grid}")
+        if not any(weights):
+            raise UserError(f"multitask options: the task weights must not all be 0; got {weights}")
         most = min(math.factorial(o.jigsaw_grid ** 2), 1000)
-        if not 2 <= o.jigsaw_permutations <= most:
+        if o.jigsaw_permutations > most:
             raise UserError(f"multitask option jigsaw_permutations must be in [2, {most}] for a {o.jigsaw_grid}x"
                             f"{o.jigsaw_grid} grid, got {o.jigsaw_permutations}")
-        if o.decoder_blocks < 1:
-            raise UserError(f"multitask option decoder_blocks must be >= 1, got {o.decoder_blocks}")
 
     def __init__(self, cfg, feature_dim: int, num_classes: int = 0):
         super().__init__(cfg, feature_dim, num_classes)

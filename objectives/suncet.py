@@ -15,7 +15,7 @@ positive. A batch with no labelled image contributes 0 (the logged `labelled` co
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 import torch.nn.functional as F
@@ -47,7 +47,7 @@ def suncet_loss(z: torch.Tensor, labels: torch.Tensor, temperature: float) -> to
 
 @dataclass
 class SuNCEtOptions:
-    suncet_weight: float = 1.0  # src/train.py adds the two losses unweighted
+    suncet_weight: float = field(default=1.0, metadata={"range": "[0, 1000]"})  # src/train.py adds the two losses unweighted
 
 
 class SuNCEt(Objective):

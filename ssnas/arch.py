@@ -25,8 +25,10 @@ from typing import Any, Callable, Mapping
 from torch import nn
 
 from ssnas import registry
+from ssnas.config import load_file
 from ssnas.errors import UserError
 from ssnas.kernels import use_fast_kernels
+from ssnas.files import MAX_GENOTYPE_BYTES, loads_json, read_bounded
 from ssnas.nas.network import BACKBONES, SIZES, NetworkConfig, ResNet18Cifar, SpaceDefault
 from ssnas.nas.space import SpaceConfig
 from ssnas.nas.supernet import Supernet
@@ -116,6 +118,9 @@ def from_data(data: Any, source: str, space: str | None = None) -> Any:
     if not isinstance(data, dict):
         raise UserError(f"{source}: expected a JSON object holding a genotype, got {type(data).__name__}")
     name = data.get("space") or space or registry.DEFAULT_SPACE
+    if not isinstance(name, str):
+        raise UserError(f"{source}: field 'space' must name a space ({', '.join(registry.available_spaces())}), "
+                        f"got {json.dumps(name)[:40]}")
     _same_space(name, space, source)
     return registry.space(name).genotype_from_json(data, source)
 
@@ -141,12 +146,9 @@ def _python_file(spec: str) -> tuple[Path, str | None] | None:
 
 def _read_file(path: Path, space: str | None) -> Any:
     """A genotype file: JSON (ours, or an NNI dict), or a space's string as text."""
+    text = read_bounded(path, MAX_GENOTYPE_BYTES, "genotype file")
     try:
-        text = path.read_text()
-    except (OSError, UnicodeDecodeError) as e:
-        raise UserError(f"cannot read {path}: {getattr(e, 'strerror', None) or e}") from None
-    try:
-        data = json.loads(text)
+        data = loads_json(text, str(path))
     except json.JSONDecodeError as e:
         genotype = from_text(text, str(path), space)
         if genotype is not None:
@@ -172,11 +174,7 @@ def load_genotype(spec: str, space: str | None = None) -> Any:
         file, name = python
         if not file.is_file():
             raise UserError(f"no file at {file}; pass an existing genotypes .py file")
-        try:
-            text = file.read_text()
-        except (OSError, UnicodeDecodeError) as e:
-            raise UserError(f"cannot read {file}: {getattr(e, 'strerror', None) or e}") from None
-        genotype = from_python(text, str(file), name or None)
+        genotype = from_python(read_bounded(file, MAX_GENOTYPE_BYTES, "genotypes file"), str(file), name or None)
         _same_space(genotype.space, space, str(file))
         return genotype
     path = Path(spec).expanduser()
@@ -283,10 +281,7 @@ def load_run(folder: Path, arch_override: str = "") -> RunInfo:
     folder = Path(folder)
     config = None
     if (folder / "config.json").is_file():
-        try:
-            config = json.loads((folder / "config.json").read_text())
-        except json.JSONDecodeError:
-            raise UserError(f"{folder / 'config.json'} is not valid JSON; rerun the run or remove the file") from None
+        config = load_file(folder / "config.json")
     state = None
     if (folder / "checkpoint.pt").is_file():
         state = checkpoint.load(folder / "checkpoint.pt")

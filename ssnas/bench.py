@@ -21,7 +21,8 @@ from ssnas.data.datasets import load_dataset, visible_labels
 from ssnas.kernels import use_fast_kernels
 from ssnas.retrain import Pretrainer, validate
 from ssnas.runs.settings import resolve_device, seed_everything
-from ssnas.search import Searcher
+from ssnas.errors import UserError
+from ssnas.search import Searcher, validate as validate_search
 
 
 def peak_memory_mb(device: torch.device) -> float:
@@ -38,6 +39,13 @@ def _sync(device: torch.device) -> None:
 def _environment(device: torch.device) -> dict[str, Any]:
     return {"device": str(device), "torch": torch.__version__, "threads": torch.get_num_threads(),
             "cpu_count": os.cpu_count(), "machine": platform.machine()}
+
+
+def check_counts(steps: int, warmup: int, bench_subset: int) -> None:
+    """The bench's own numbers (its config is checked by the loop's `validate`)."""
+    for name, value, low in (("--steps", steps, 1), ("--warmup", warmup, 0), ("--bench-subset", bench_subset, 1)):
+        if not low <= value <= 1_000_000:
+            raise UserError(f"{name} must be in [{low}, 1000000], got {value}")
 
 
 def _bench_data(cfg, bench_subset: int) -> tuple[Any, torch.device, Any, torch.Tensor | None]:
@@ -68,6 +76,8 @@ def _seconds_per_step(step: Callable[[Any], Any], steps: int, warmup: int, devic
 
 def bench_search(cfg, steps: int = 10, warmup: int = 3, bench_subset: int = 2048) -> dict[str, Any]:
     """Time `Searcher.train_step` (views + arch step + weight step) on real images."""
+    check_counts(steps, warmup, bench_subset)
+    validate_search(cfg)
     cfg, device, train, labels = _bench_data(cfg, bench_subset)
     labelled = labels is not None
     mean, std = train.mean_std()
@@ -100,6 +110,8 @@ def bench_search(cfg, steps: int = 10, warmup: int = 3, bench_subset: int = 2048
 
 def bench_augment(cfg, steps: int = 10, warmup: int = 3, bench_subset: int = 2048) -> dict[str, Any]:
     """Batched per-sample views against the per-image torchvision pipeline, on the same real images."""
+    check_counts(steps, warmup, bench_subset)
+    validate_search(cfg)
     cfg, device, train, _ = _bench_data(cfg, bench_subset)
     mean, std = train.mean_std()
     b = cfg.optim.batch_size
@@ -119,6 +131,7 @@ def bench_retrain(cfg, steps: int = 10, warmup: int = 3, bench_subset: int = 204
     """Time `Pretrainer.step` (views, forward, backward, optimiser, `after_step`) of `ssnas retrain`; with
     `compare`, also the same steps with the textbook kernels (`use_fast_kernels(encoder, False)`), the naive
     version, in the same process."""
+    check_counts(steps, warmup, bench_subset)
     arch = validate(cfg)
     cfg, device, train, labels = _bench_data(cfg, bench_subset)
     mean, std = train.mean_std()

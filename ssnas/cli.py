@@ -1,23 +1,39 @@
 """`ssnas` command line. `main(argv)` returns the exit code, so tests call it in-process.
 
 Subcommands live in `ssnas/commands/`, one module each (every module there with a `register` is a verb;
-`flags.py` makes flags from the config dataclasses). User mistakes (UserError) print one line and exit
-2; nothing here imports nni, optuna or tensorboard at module level, so `ssnas --help` stays quick.
+`flags.py` makes flags from the config dataclasses). User mistakes (UserError, argparse's usage errors) and
+what the machine refuses (a full disk, a read-only folder) print one line and exit 2; nothing here imports
+nni, optuna or tensorboard at module level, so `ssnas --help` stays quick.
 """
 from __future__ import annotations
 
 import argparse
+import errno
+import functools
 import importlib
 import pkgutil
 import sys
-from typing import Sequence
+from typing import NoReturn, Sequence
 
 from ssnas import __version__, commands
 from ssnas.errors import UserError
 
+# OSErrors that describe the machine rather than a bug: printed on one line, exit code 2.
+ENVIRONMENT_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM,
+                                errno.ENAMETOOLONG, errno.EMFILE, errno.ENFILE, errno.EIO, errno.EISDIR,
+                                errno.ENOTDIR, errno.ELOOP, errno.EFBIG, errno.EEXIST})
 
+
+class Parser(argparse.ArgumentParser):
+    """argparse, with its usage errors as ssnas's other errors: one line, exit code 2 (`main` prints them)."""
+
+    def error(self, message: str) -> NoReturn:
+        raise UserError(f"{self.prog}: {message}; see {self.prog} --help")
+
+
+@functools.cache  # parsing never changes a parser; building one costs ~20 ms
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="ssnas", description="Self-supervised DARTS-style architecture search.")
+    parser = Parser(prog="ssnas", description="Self-supervised DARTS-style architecture search.")
     parser.add_argument("--version", action="version", version=f"ssnas {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     modules = [importlib.import_module(f"ssnas.commands.{m.name}") for m in pkgutil.iter_modules(commands.__path__)]
@@ -26,12 +42,25 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _one_line(text: str, limit: int = 500) -> str:
+    text = " ".join(str(text).split())
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    ns = build_parser().parse_args(argv)
     try:
+        ns = build_parser().parse_args(argv)
         return ns.func(ns)
     except UserError as e:
-        print(f"ssnas: error: {e}", file=sys.stderr)
+        print(f"ssnas: error: {_one_line(e)}", file=sys.stderr)
+        return 2
+    except OSError as e:  # the machine, not the code: a full disk, a folder we may not write, a missing device
+        if e.errno not in ENVIRONMENT_ERRNOS:
+            raise
+        where = f" ({e.filename})" if e.filename else ""
+        hint = ("; free some space, then continue with --resume (the last checkpoint written is kept)"
+                if e.errno in (errno.ENOSPC, errno.EDQUOT) else "")
+        print(f"ssnas: error: {_one_line((e.strerror or str(e)) + where)}{hint}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("ssnas: interrupted; the last finished epoch is checkpointed, continue with --resume", file=sys.stderr)

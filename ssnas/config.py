@@ -4,11 +4,25 @@ One function, `apply_overrides`, turns `{"optim.lr": "0.1"}` into typed values a
 CLI, `--config FILE.toml`, Optuna trials and NNI parameters all go through it, so a setting has one name
 everywhere (e.g. `objective.temperature`). The command-line flags made from these dataclasses live with the CLI
 (ssnas.commands.flags).
+
+Every field declares what it accepts next to its help, in its metadata, and one validator (`check_tree`) walks a
+whole config before any data is loaded:
+
+- `"range": "[1, 64]"`: numbers (every item, for a list or tuple); `(` and `)` mark open ends, `inf` no bound;
+- `"choices": (...)`: the values allowed;
+- every float must be finite (NaN and infinity are never a setting), a fixed-length tuple has its length;
+- a config class may define `check(self)` for rules across its fields: it runs once its fields passed;
+- `"resume_safe": True`: `--resume` may change the field (ssnas.runs.settings.config_differences).
+
+Errors name the key, its flag, the value and what is allowed, on one line (`UserError`, exit code 2).
 """
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
+import math
+import re
 import tomllib
 import types
 import typing
@@ -17,6 +31,7 @@ from pathlib import Path
 from typing import Any, Mapping
 
 from ssnas.errors import UserError
+from ssnas.files import MAX_CONFIG_BYTES, read_bounded
 
 # Dataclass fields whose value is a free-form table (objective-specific options): unknown keys go there.
 OPEN_TABLE = "options"
@@ -72,12 +87,13 @@ def _coerce(value: Any, tp: Any, key: str) -> Any:
             return value.lower() in ("1", "true", "yes", "on")
         raise UserError(f"config key '{key}' must be true or false, got {value!r}")
     if tp in (int, float, str):
-        if tp is not str and isinstance(value, bool):
-            raise UserError(f"config key '{key}' must be a {tp.__name__}, got {value!r}")
+        what = {int: "an integer", float: "a number", str: "a string"}[tp]
+        if (tp is not str and isinstance(value, bool)) or isinstance(value, (list, tuple, dict)):
+            raise UserError(f"config key '{key}' must be {what}, got {_shown(value)}")
         try:
             converted = tp(value)
-        except (TypeError, ValueError):
-            raise UserError(f"config key '{key}' must be a {tp.__name__}, got {value!r}") from None
+        except (TypeError, ValueError, OverflowError):  # OverflowError: int(inf)
+            raise UserError(f"config key '{key}' must be {what}, got {_shown(value)}") from None
         if tp is int and isinstance(value, float) and value != converted:
             raise UserError(f"config key '{key}' must be a whole number, got {value!r}")
         return converted
@@ -93,6 +109,12 @@ def _coerce(value: Any, tp: Any, key: str) -> Any:
             raise UserError(f"config key '{key}' must be a table, got {value!r}")
         return dict(value)
     return value
+
+
+def _shown(value: Any, limit: int = 60) -> str:
+    """A value for a one-line message, cut to `limit` characters."""
+    text = " ".join(repr(value).split())
+    return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
 def _set(cfg: Any, path: list[str], value: Any, full_key: str) -> None:
@@ -113,17 +135,18 @@ def _set(cfg: Any, path: list[str], value: Any, full_key: str) -> None:
         return
     if _is_dataclass_type(tp):
         if not isinstance(value, Mapping):
-            raise UserError(f"config key '{full_key}' is a section; give it a table, not {value!r}")
+            raise UserError(f"config key '{full_key}' is a section; give it a table, not {_shown(value)}")
         for k, v in value.items():
             _set(getattr(cfg, name), [k], v, f"{full_key}.{k}")
         return
     setattr(cfg, name, _coerce(value, tp, full_key))
 
 
-def apply_overrides(cfg: Any, overrides: Mapping[str, Any]) -> Any:
-    """Set dotted keys (``"optim.lr"``) in place, with type checks; returns cfg for chaining."""
+def apply_overrides(cfg: Any, overrides: Mapping[str, Any], prefix: str = "") -> Any:
+    """Set dotted keys (``"optim.lr"``) in place, with type checks; returns cfg for chaining. `prefix` is where
+    cfg sits in a larger config (``"objective."`` for an objective's options), for the messages."""
     for key, value in overrides.items():
-        _set(cfg, key.split("."), value, key)
+        _set(cfg, key.split("."), value, prefix + key)
     return cfg
 
 
@@ -145,15 +168,18 @@ def load_file(path: str | Path) -> dict[str, Any]:
     if not path.is_file():
         raise UserError(f"config file {path} does not exist; pass --config with a TOML file such as "
                         f"experiments/darts_cifar10_simclr.toml, or a run's config.json")
-    if path.suffix == ".json":
-        try:
-            return json.loads(path.read_text())
-        except json.JSONDecodeError as e:
-            raise UserError(f"config file {path} is not valid JSON: {e}") from None
+    text = read_bounded(path, MAX_CONFIG_BYTES, "config file")
     try:
-        return tomllib.loads(path.read_text())
+        data = json.loads(text) if path.suffix == ".json" else tomllib.loads(text)
+    except json.JSONDecodeError as e:
+        raise UserError(f"config file {path} is not valid JSON: {e}") from None
     except tomllib.TOMLDecodeError as e:
         raise UserError(f"config file {path} is not valid TOML: {e}") from None
+    except RecursionError:
+        raise UserError(f"config file {path} nests its tables or lists too deeply to be a config") from None
+    if not isinstance(data, dict):
+        raise UserError(f"config file {path} must hold a table of settings, got {type(data).__name__}")
+    return data
 
 
 def save_json(cfg: Any, path: Path) -> None:
@@ -184,3 +210,113 @@ def resolve(cls: type, config_file: str | None, overrides: Mapping[str, Any]) ->
     if config_file:
         apply_overrides(cfg, flatten(load_file(config_file)))
     return apply_overrides(cfg, overrides)
+
+
+# ---- declared rules -------------------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class Range:
+    """An interval written as in maths: "[0, 1)", "(0, inf)"."""
+
+    low: float
+    high: float
+    low_open: bool
+    high_open: bool
+    text: str
+
+    def __contains__(self, value: float) -> bool:
+        above = value > self.low if self.low_open else value >= self.low
+        below = value < self.high if self.high_open else value <= self.high
+        return above and below
+
+
+_RANGE = re.compile(r"^\s*([\[(])\s*([-+]?(?:inf|[0-9.e+-]+))\s*,\s*([-+]?(?:inf|[0-9.e+-]+))\s*([\])])\s*$")
+
+
+@functools.lru_cache(maxsize=None)
+def parse_range(text: str) -> Range:
+    match = _RANGE.match(text)
+    if not match:
+        raise ValueError(f"bad range {text!r}; write it like '[0, 1)' or '(0, inf)'")
+    opening, low, high, closing = match.groups()
+    return Range(float(low), float(high), opening == "(", closing == ")", text)
+
+
+def flag_name(key: str, f: dataclasses.Field) -> str:
+    """The command-line flag of a config field (its metadata's "flag", else --<name>)."""
+    return f.metadata.get("flag") or "--" + key.rsplit(".", 1)[-1].replace("_", "-")
+
+
+def _label(key: str, f: dataclasses.Field, flags: bool) -> str:
+    if not flags or f.metadata.get("cli") is False:
+        return f"{key} (--set {key}=...)"
+    return f"{key} ({flag_name(key, f)})"
+
+
+def _check_item(value: Any, tp: Any, label: str, meta: Mapping[str, Any]) -> None:
+    if tp is bool:
+        if not isinstance(value, bool):
+            raise UserError(f"{label} must be true or false, got {_shown(value)}")
+        return
+    if tp in (int, float):
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or (tp is int and not isinstance(value, int)):
+            raise UserError(f"{label} must be {'an integer' if tp is int else 'a number'}, got {_shown(value)}")
+        if not math.isfinite(value):
+            rule = f" in {meta['range']}" if "range" in meta else ""
+            raise UserError(f"{label} must be a finite number{rule}, got {value}")
+        if "range" in meta and value not in parse_range(meta["range"]):
+            raise UserError(f"{label} must be in {meta['range']}, got {_shown(value)}")
+    elif tp is str and not isinstance(value, str):
+        raise UserError(f"{label} must be a string, got {_shown(value)}")
+    if "choices" in meta and value not in meta["choices"]:
+        raise UserError(f"{label} must be one of {', '.join(map(str, meta['choices']))}, got {_shown(value)}")
+
+
+def check_value(key: str, f: dataclasses.Field, tp: Any, value: Any, flags: bool = True) -> None:
+    """One field against its type and its declared rules (module docstring)."""
+    label = _label(key, f, flags)
+    origin = typing.get_origin(tp)
+    if origin in (typing.Union, types.UnionType):
+        if value is None:
+            return
+        tp = next(a for a in typing.get_args(tp) if a is not type(None))
+        origin = typing.get_origin(tp)
+    if origin in (tuple, list):
+        args = [a for a in typing.get_args(tp) if a is not Ellipsis]
+        if not isinstance(value, (tuple, list)):
+            raise UserError(f"{label} must be a list, got {_shown(value)}")
+        fixed = origin is tuple and Ellipsis not in typing.get_args(tp) and len(args) > 1
+        if fixed and len(value) != len(args):
+            raise UserError(f"{label} must hold {len(args)} values, got {len(value)}: {_shown(value)}")
+        for item, item_tp in zip(value, args if fixed else [args[0] if args else str] * len(value)):
+            _check_item(item, item_tp, label, f.metadata)
+        return
+    if origin is dict or tp is dict:
+        if not isinstance(value, dict):
+            raise UserError(f"{label} must be a table, got {_shown(value)}")
+        return
+    _check_item(value, tp, label, f.metadata)
+
+
+def check_tree(cfg: Any, prefix: str = "", flags: bool = True) -> Any:
+    """Check every field of a config tree against its type and declared rules, then each section's own `check()`
+    (rules across fields), children first; returns cfg. Free-form option tables are left to their owner (an
+    objective checks its options: ssnas.training.objective.Objective.check)."""
+    hints = _field_types(type(cfg))
+    for f in dataclasses.fields(cfg):
+        tp, value, key = hints[f.name], getattr(cfg, f.name), f"{prefix}{f.name}"
+        if _is_dataclass_type(tp):
+            if not isinstance(value, tp):
+                raise UserError(f"config key '{key}' is a section; give it a table, not {_shown(value)}")
+            check_tree(value, key + ".", flags)
+        elif f.name != OPEN_TABLE:
+            check_value(key, f, tp, value, flags)
+    check = getattr(cfg, "check", None)
+    if callable(check):
+        check()
+    return cfg
+
+
+def resume_safe_keys(cls: type) -> frozenset[str]:
+    """Dotted keys whose fields declare `resume_safe`: a resumed run may change them."""
+    return frozenset(key for key, f, _ in leaf_fields(cls) if f.metadata.get("resume_safe"))

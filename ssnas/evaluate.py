@@ -31,7 +31,7 @@ from torch import nn
 
 from ssnas.arch import RunInfo, build_encoder, is_backbone, load_run, resolved_network
 from ssnas.model import load_encoder_weights
-from ssnas.config import to_dict
+from ssnas.config import check_tree, to_dict
 from ssnas.data.augment import AugmentConfig, ViewMaker
 from ssnas.data.datasets import DataConfig, ImageSet, balanced_subset_indices, load_dataset
 from ssnas.data.stream import batches, on_device
@@ -52,23 +52,24 @@ PROTOCOLS = ("linear", "knn", "finetune", "supervised")
 class LinearConfig:
     """Defaults: google-research/simclr README, CIFAR-10 linear head."""
 
-    epochs: int = field(default=100, metadata={"flag": "--linear-epochs", "help": "epochs of the linear probe (SimCLR README: 100)"})
-    batch_size: int = field(default=512, metadata={"flag": "--linear-batch-size", "help": "probe batch size (SimCLR README: 512)"})
-    lr: float = field(default=0.1, metadata={"flag": "--linear-lr", "help": "probe learning rate per 256 images, scaled linearly with the batch (SimCLR: 0.1)"})
-    momentum: float = field(default=0.9, metadata={"flag": "--linear-momentum", "help": "probe SGD momentum"})
-    weight_decay: float = field(default=0.0, metadata={"flag": "--linear-weight-decay", "help": "probe weight decay (SimCLR README: 0)"})
+    epochs: int = field(default=100, metadata={"flag": "--linear-epochs", "range": "[1, 100000]", "help": "epochs of the linear probe (SimCLR README: 100)"})
+    batch_size: int = field(default=512, metadata={"flag": "--linear-batch-size", "range": "[1, 65536]", "help": "probe batch size (SimCLR README: 512)"})
+    lr: float = field(default=0.1, metadata={"flag": "--linear-lr", "range": "(0, inf)", "help": "probe learning rate per 256 images, scaled linearly with the batch (SimCLR: 0.1)"})
+    momentum: float = field(default=0.9, metadata={"flag": "--linear-momentum", "range": "[0, 1)", "help": "probe SGD momentum"})
+    weight_decay: float = field(default=0.0, metadata={"flag": "--linear-weight-decay", "range": "[0, 1]", "help": "probe weight decay (SimCLR README: 0)"})
 
 
 @dataclass
 class FinetuneConfig:
     """Defaults: SimCLR App. B.5 (semi-supervised fine-tuning)."""
 
-    labels_fraction: float = field(default=0.1, metadata={"help": "class-balanced share of training labels to fine-tune on (SimCLR: 0.01 and 0.1)"})
-    epochs: int | None = field(default=None, metadata={"flag": "--finetune-epochs", "help": "fine-tuning epochs; default: SimCLR's 60 for <= 1%% of the labels, else 30"})
-    batch_size: int = field(default=256, metadata={"flag": "--finetune-batch-size", "help": "fine-tuning batch size"})
-    lr: float = field(default=0.05, metadata={"flag": "--finetune-lr", "help": "Nesterov SGD lr per 256 images (SimCLR App. B.5: 0.05)"})
-    momentum: float = field(default=0.9, metadata={"flag": "--finetune-momentum", "help": "fine-tuning momentum"})
-    weight_decay: float = field(default=0.0, metadata={"flag": "--finetune-weight-decay", "help": "fine-tuning weight decay (SimCLR: none)"})
+    labels_fraction: float = field(default=0.1, metadata={
+        "help": "class-balanced share of training labels to fine-tune on (SimCLR: 0.01 and 0.1)", "range": "(0, 1]"})
+    epochs: int | None = field(default=None, metadata={"flag": "--finetune-epochs", "range": "[1, 100000]", "help": "fine-tuning epochs; default: SimCLR's 60 for <= 1%% of the labels, else 30"})
+    batch_size: int = field(default=256, metadata={"flag": "--finetune-batch-size", "range": "[1, 65536]", "help": "fine-tuning batch size"})
+    lr: float = field(default=0.05, metadata={"flag": "--finetune-lr", "range": "(0, inf)", "help": "Nesterov SGD lr per 256 images (SimCLR App. B.5: 0.05)"})
+    momentum: float = field(default=0.9, metadata={"flag": "--finetune-momentum", "range": "[0, 1)", "help": "fine-tuning momentum"})
+    weight_decay: float = field(default=0.0, metadata={"flag": "--finetune-weight-decay", "range": "[0, 1]", "help": "fine-tuning weight decay (SimCLR: none)"})
 
     def resolved_epochs(self) -> int:
         return self.epochs if self.epochs is not None else (60 if self.labels_fraction <= 0.01 else 30)
@@ -78,37 +79,43 @@ class FinetuneConfig:
 class SupervisedConfig:
     """Defaults: DARTS's CIFAR-10 evaluation (Liu et al. 2019, App. A.2.1; cnn/train.py)."""
 
-    epochs: int = field(default=600, metadata={"flag": "--supervised-epochs", "help": "training epochs (DARTS: 600)"})
-    batch_size: int = field(default=96, metadata={"flag": "--supervised-batch-size", "help": "batch size (DARTS: 96)"})
-    lr: float = field(default=0.025, metadata={"flag": "--supervised-lr", "help": "SGD learning rate, cosine-annealed to 0 (DARTS: 0.025)"})
-    momentum: float = field(default=0.9, metadata={"flag": "--supervised-momentum", "help": "SGD momentum (DARTS: 0.9)"})
-    weight_decay: float = field(default=3e-4, metadata={"flag": "--supervised-weight-decay", "help": "weight decay (DARTS: 3e-4)"})
-    grad_clip: float = field(default=5.0, metadata={"flag": "--supervised-grad-clip", "help": "gradient-norm clip (DARTS: 5)"})
-    cutout: int = field(default=16, metadata={"help": "cutout side in pixels, 0 = off (DARTS: 16)"})
+    epochs: int = field(default=600, metadata={"flag": "--supervised-epochs", "range": "[1, 100000]", "help": "training epochs (DARTS: 600)"})
+    batch_size: int = field(default=96, metadata={"flag": "--supervised-batch-size", "range": "[1, 65536]", "help": "batch size (DARTS: 96)"})
+    lr: float = field(default=0.025, metadata={"flag": "--supervised-lr", "range": "(0, inf)", "help": "SGD learning rate, cosine-annealed to 0 (DARTS: 0.025)"})
+    momentum: float = field(default=0.9, metadata={"flag": "--supervised-momentum", "range": "[0, 1)", "help": "SGD momentum (DARTS: 0.9)"})
+    weight_decay: float = field(default=3e-4, metadata={"flag": "--supervised-weight-decay", "range": "[0, 1]", "help": "weight decay (DARTS: 3e-4)"})
+    grad_clip: float = field(default=5.0, metadata={"flag": "--supervised-grad-clip", "range": "[0, inf)", "help": "gradient-norm clip (DARTS: 5)"})
+    cutout: int = field(default=16, metadata={"help": "cutout side in pixels, 0 = off (DARTS: 16)", "range": "[0, 1024]"})
     auxiliary: bool = field(default=True, metadata={"help": "auxiliary head at 2/3 depth (DARTS: on; DARTS cells only)"})
-    auxiliary_weight: float = field(default=0.4, metadata={"help": "weight of the auxiliary loss (DARTS: 0.4)"})
-    drop_path: float = field(default=0.2, metadata={"help": "final drop-path probability, ramped linearly (DARTS: 0.2; DARTS cells only)"})
+    auxiliary_weight: float = field(default=0.4, metadata={"help": "weight of the auxiliary loss (DARTS: 0.4)",
+                                                            "range": "[0, 100]"})
+    drop_path: float = field(default=0.2, metadata={
+        "help": "final drop-path probability, ramped linearly (DARTS: 0.2; DARTS cells only)", "range": "[0, 1)"})
 
 
 @dataclass
 class EvalConfig:
-    protocol: str = field(default="linear", metadata={"help": "linear, knn, finetune or supervised"})
+    protocol: str = field(default="linear", metadata={"help": "linear, knn, finetune or supervised",
+                                                      "choices": PROTOCOLS})
     arch: str = field(default="", metadata={"help": "architecture for --random-init or supervised runs of a folder that "
                                                     "holds no retrain run (default: the run's)"})
     random_init: bool = field(default=False, metadata={
         "help": "evaluate the architecture with fresh random weights (seeded as the retrain was): the baseline "
                 "that pretraining must beat"})
     layers: int | None = field(default=None, metadata={
-        "help": "cells (default: the retrain run's, else the space's: DARTS 20, NAS-Bench-201 5 per stage)"})
+        "help": "cells (default: the retrain run's, else the space's: DARTS 20, NAS-Bench-201 5 per stage)",
+        "range": "[1, 200]"})
     init_channels: int | None = field(default=None, metadata={
-        "help": "initial channels (default: the run's, else the space's: DARTS 36, NAS-Bench-201 16)"})
-    test_subset: int = field(default=0, metadata={"help": "use only this many test images, class-balanced (0 = all)"})
+        "help": "initial channels (default: the run's, else the space's: DARTS 36, NAS-Bench-201 16)",
+        "range": "[1, 1024]"})
+    test_subset: int = field(default=0, metadata={"help": "use only this many test images, class-balanced (0 = all)",
+                                                  "range": "[0, 1e9]"})
     data: DataConfig = field(default_factory=DataConfig)
     knn: KnnConfig = field(default_factory=KnnConfig)
     linear: LinearConfig = field(default_factory=LinearConfig)
     finetune: FinetuneConfig = field(default_factory=FinetuneConfig)
     supervised: SupervisedConfig = field(default_factory=SupervisedConfig)
-    seed: int = field(default=0, metadata={"help": "random seed of the evaluation"})
+    seed: int = field(default=0, metadata={"help": "random seed of the evaluation", "range": "[0, 4294967295]"})
     device: str = field(default="auto", metadata={"help": "auto (CUDA when available, else CPU), cpu, cuda, cuda:1, ..."})
     amp: bool = field(default=True, metadata={"help": "mixed precision when training on CUDA"})
     progress: bool = field(default=True, metadata={"help": "show a progress bar"})
@@ -126,19 +133,8 @@ def protocol_tag(cfg: EvalConfig) -> str:
 
 
 def validate(cfg: EvalConfig) -> None:
-    if cfg.protocol not in PROTOCOLS:
-        raise UserError(f"unknown protocol {cfg.protocol!r}; use one of {', '.join(PROTOCOLS)}")
-    if not 0 < cfg.finetune.labels_fraction <= 1:
-        raise UserError(f"--labels-fraction must be in (0, 1], got {cfg.finetune.labels_fraction}")
-    if cfg.knn.k < 1 or cfg.knn.temperature <= 0:
-        raise UserError(f"--knn-k must be >= 1 and --knn-temperature > 0, got {cfg.knn.k} and {cfg.knn.temperature}")
-    for name, value in (("--linear-epochs", cfg.linear.epochs), ("--supervised-epochs", cfg.supervised.epochs),
-                        ("--linear-batch-size", cfg.linear.batch_size), ("--finetune-batch-size", cfg.finetune.batch_size),
-                        ("--supervised-batch-size", cfg.supervised.batch_size)):
-        if value < 1:
-            raise UserError(f"{name} must be at least 1, got {value}")
-    if cfg.test_subset < 0:
-        raise UserError(f"--test-subset must be >= 0, got {cfg.test_subset}")
+    """Every setting against its declared range (ssnas.config.check_tree), before any data is loaded."""
+    check_tree(cfg)
 
 
 # ---- features and the two frozen-feature protocols ----------------------------------------------------------

@@ -13,16 +13,27 @@ from ssnas.errors import UserError
 
 # cnn/genotypes.py's field order, for positional `Genotype(...)` calls in files that do not define the namedtuple
 _FIELDS = ("normal", "normal_concat", "reduce", "reduce_concat")
+# the longest list a `range(...)` may make: a concat list names a cell's nodes (DARTS: 4)
+MAX_RANGE = 1024
 
 
 def _literal(node: ast.AST, where: str) -> Any:
-    """A literal, or `range(a, b)` as DARTS writes concat lists; never executes anything."""
+    """A literal, or `range(a, b)` as DARTS writes concat lists; never executes anything, and a range is measured
+    before it is made."""
     if isinstance(node, ast.Call) and isinstance(node.func, ast.Name) and node.func.id in ("range", "list"):
         args = [_literal(a, where) for a in node.args]
-        return list(range(*args)) if node.func.id == "range" else list(*args)
+        try:
+            if node.func.id == "list":
+                return list(*args)
+            span = range(*args)
+        except (TypeError, ValueError, OverflowError) as e:
+            raise UserError(f"{where}: {node.func.id}(...) of {args!r} is not valid ({e})") from None
+        if len(span) > MAX_RANGE:
+            raise UserError(f"{where}: {span!r} would list {len(span):,} nodes; a cell has a handful")
+        return list(span)
     try:
         return ast.literal_eval(node)
-    except ValueError:
+    except (ValueError, TypeError, SyntaxError, RecursionError, MemoryError):
         raise UserError(f"{where} must be a literal (lists of ('op', input) pairs, concat lists or range(a, b))") from None
 
 
@@ -49,6 +60,8 @@ def read_python(text: str, source: str = "genotypes.py", name: str | None = None
         tree = ast.parse(text, filename=source)
     except SyntaxError as e:
         raise UserError(f"{source} is not valid Python (line {e.lineno}: {e.msg})") from None
+    except (ValueError, RecursionError, MemoryError) as e:  # NUL bytes; nesting deeper than the parser takes
+        raise UserError(f"{source} is not a genotypes file Python can parse ({type(e).__name__})") from None
     found: dict[str, ast.AST] = {}
     for node in tree.body:
         if (isinstance(node, ast.Assign) and len(node.targets) == 1 and isinstance(node.targets[0], ast.Name)

@@ -19,7 +19,7 @@ import torch
 
 from ssnas import registry
 from ssnas.arch import build_encoder, is_backbone, load_genotype, resolved_network
-from ssnas.config import to_dict
+from ssnas.config import check_tree, to_dict
 from ssnas.data.augment import AugmentConfig, ViewMaker
 from ssnas.data.datasets import DataConfig, ImageSet, balanced_subset_indices, load_dataset, visible_labels
 from ssnas.data.stream import FolderImages, batches, on_device
@@ -42,16 +42,28 @@ RECIPES = {
 
 @dataclass
 class RetrainOptimConfig:
-    optimizer: str = field(default="lars", metadata={"help": "lars (SimCLR) or sgd (momentum SGD)"})
+    optimizer: str = field(default="lars", metadata={"help": "lars (SimCLR) or sgd (momentum SGD)",
+                                                     "choices": tuple(RECIPES)})
     lr: float | None = field(default=None, metadata={
-        "help": "base learning rate per 256 images, scaled by batch/256 (SimCLR); default: lars 1.0, sgd 0.12"})
-    weight_decay: float | None = field(default=None, metadata={"help": "weight decay; default: lars 1e-6, sgd 5e-4"})
-    momentum: float = field(default=0.9, metadata={"help": "momentum (SimCLR: 0.9)"})
-    warmup_epochs: int = field(default=10, metadata={"help": "linear warm-up epochs before the cosine decay (SimCLR: 10)"})
-    epochs: int = field(default=1000, metadata={"help": "pretraining epochs (SimCLR CIFAR-10 recipe: 1000)"})
-    batch_size: int = field(default=512, metadata={"help": "images per step; each gives the objective its views (SimCLR CIFAR-10: 512)"})
-    steps_per_epoch: int = field(default=0, metadata={"help": "cap on steps per epoch; 0 = one pass over the training set"})
+        "help": "base learning rate per 256 images, scaled by batch/256 (SimCLR); default: lars 1.0, sgd 0.12",
+        "range": "(0, inf)", "resume_safe": True})
+    weight_decay: float | None = field(default=None, metadata={"help": "weight decay; default: lars 1e-6, sgd 5e-4",
+                                                               "range": "[0, 1]"})
+    momentum: float = field(default=0.9, metadata={"help": "momentum (SimCLR: 0.9)", "range": "[0, 1)"})
+    warmup_epochs: int = field(default=10, metadata={"help": "linear warm-up epochs before the cosine decay (SimCLR: 10)",
+                                                     "range": "[0, 100000]"})
+    epochs: int = field(default=1000, metadata={"help": "pretraining epochs (SimCLR CIFAR-10 recipe: 1000)",
+                                                "range": "[1, 100000]"})
+    batch_size: int = field(default=512, metadata={
+        "help": "images per step; each gives the objective its views (SimCLR CIFAR-10: 512)", "range": "[2, 65536]"})
+    steps_per_epoch: int = field(default=0, metadata={
+        "help": "cap on steps per epoch; 0 = one pass over the training set", "range": "[0, 1e9]"})
     amp: bool = field(default=True, metadata={"help": "float16 mixed precision on CUDA (ignored on CPU)"})
+
+    def check(self) -> None:
+        if self.warmup_epochs > self.epochs:
+            raise UserError(f"optim.warmup_epochs (--warmup-epochs) must be <= --epochs {self.epochs}, "
+                            f"got {self.warmup_epochs}")
 
     def resolved(self) -> tuple[float, float]:
         recipe = RECIPES[self.optimizer]
@@ -64,8 +76,10 @@ class RetrainOptimConfig:
 class KnnMonitorConfig(KnnConfig):
     every: int = field(default=5, metadata={
         "flag": "--knn-every", "help": "kNN accuracy on the test set every N epochs and after the last; 0 = off "
-                                       "(lightly evaluates every epoch; 5 keeps the cost near 5%%)"})
-    test_subset: int = field(default=0, metadata={"help": "kNN monitor: only this many test images, class-balanced (0 = all)"})
+                                       "(lightly evaluates every epoch; 5 keeps the cost near 5%%)",
+        "range": "[0, 100000]", "resume_safe": True})
+    test_subset: int = field(default=0, metadata={
+        "help": "kNN monitor: only this many test images, class-balanced (0 = all)", "range": "[0, 1e9]"})
 
 
 @dataclass
@@ -88,20 +102,10 @@ def validate(cfg: RetrainConfig) -> Any:
     Network sizes left unset become the genotype's space's own (DARTS 20 cells / C = 36, NAS-Bench-201 5 cells
     per stage / C = 16): `cfg.network` is replaced by the resolved settings, so config.json, network.json and
     `--resume` all see the sizes actually built."""
+    check_tree(cfg)  # every setting against its declared range
     objective = registry.objective(cfg.objective.name)
     objective.check(cfg.objective)  # its options and the shared knobs it reads
-    o = cfg.optim
-    if o.optimizer not in RECIPES:
-        raise UserError(f"--optimizer must be one of {', '.join(RECIPES)}, got {o.optimizer!r}")
-    if o.epochs < 1 or o.batch_size < 2:
-        raise UserError(f"--epochs must be >= 1 and --batch-size >= 2, got {o.epochs} and {o.batch_size}")
-    if not 0 <= o.warmup_epochs <= o.epochs:
-        raise UserError(f"--warmup-epochs {o.warmup_epochs} must lie between 0 and --epochs {o.epochs}")
-    lr, wd = o.resolved()
-    if lr <= 0 or wd < 0:
-        raise UserError(f"--lr must be positive and --weight-decay >= 0, got {o.lr} and {o.weight_decay}")
-    if cfg.knn.every < 0 or cfg.knn.k < 1 or cfg.knn.temperature <= 0:
-        raise UserError("--knn-every must be >= 0, --knn-k >= 1 and --knn-temperature > 0")
+    resolve_device(cfg.run.device)
     arch = cfg.arch.strip().lower() if is_backbone(cfg.arch) else load_genotype(cfg.arch)
     if is_backbone(arch):
         cfg.network.validate()
@@ -110,7 +114,6 @@ def validate(cfg: RetrainConfig) -> Any:
     if cfg.network.auxiliary and objective.labels != "all":
         raise UserError("--auxiliary is a classifier and needs labels; it belongs to supervised training "
                         "(`ssnas eval RUN --protocol supervised`), not to contrastive pretraining")
-    cfg.augment.validate()
     cfg.continual.validate()
     if is_backbone(arch) and cfg.network.drop_path:
         raise UserError("--drop-path applies to DARTS cells only; set it to 0 for --arch resnet18")

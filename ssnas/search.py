@@ -16,7 +16,7 @@ import torch
 from torch import nn
 
 from ssnas import arch, registry
-from ssnas.config import to_dict
+from ssnas.config import check_tree, to_dict
 from ssnas.data.augment import AugmentConfig, ViewMaker
 from ssnas.data.datasets import DataConfig, ImageSet, bilevel_split, load_dataset, visible_labels
 from ssnas.data.stream import FolderImages, batches, on_device
@@ -35,24 +35,34 @@ from ssnas.training.objective import Batch, BatchMaker, ObjectiveConfig
 @dataclass
 class SearchOptimConfig:
     """Defaults: DARTS's CIFAR-10 search (App. A.1.1, cnn/train_search.py)."""
-    epochs: int = field(default=50, metadata={"help": "search epochs (DARTS: 50)"})
-    batch_size: int = field(default=64, metadata={"help": "images per step, for each half (DARTS: 64)"})
-    steps_per_epoch: int = field(default=0, metadata={"help": "cap on steps per epoch; 0 = one pass over the weight half"})
-    lr: float = field(default=0.025, metadata={"help": "SGD learning rate of the weights (DARTS: 0.025)"})
-    lr_min: float = field(default=0.001, metadata={"help": "end of the cosine schedule (DARTS code: 0.001)"})
-    momentum: float = field(default=0.9, metadata={"help": "SGD momentum"})
-    weight_decay: float = field(default=3e-4, metadata={"help": "weight decay of the weights (DARTS: 3e-4)"})
-    grad_clip: float = field(default=5.0, metadata={"help": "gradient-norm clip of the weights (DARTS: 5)"})
-    arch_lr: float = field(default=3e-4, metadata={"help": "Adam learning rate of the alphas (DARTS: 3e-4)"})
-    arch_betas: tuple[float, float] = field(default=(0.5, 0.999), metadata={"help": "Adam betas of the alphas"})
-    arch_weight_decay: float = field(default=1e-3, metadata={"help": "weight decay of the alphas (DARTS: 1e-3)"})
-    order: int = field(default=1, metadata={"help": "1: first-order DARTS; 2: unrolled second order (Sec. 2.3)"})
+    epochs: int = field(default=50, metadata={"help": "search epochs (DARTS: 50)", "range": "[1, 100000]"})
+    batch_size: int = field(default=64, metadata={"help": "images per step, for each half (DARTS: 64)",
+                                                  "range": "[1, 65536]"})
+    steps_per_epoch: int = field(default=0, metadata={
+        "help": "cap on steps per epoch; 0 = one pass over the weight half", "range": "[0, 1e9]"})
+    lr: float = field(default=0.025, metadata={"help": "SGD learning rate of the weights (DARTS: 0.025)",
+                                               "range": "(0, inf)", "resume_safe": True})
+    lr_min: float = field(default=0.001, metadata={"help": "end of the cosine schedule (DARTS code: 0.001)",
+                                                   "range": "[0, inf)", "resume_safe": True})
+    momentum: float = field(default=0.9, metadata={"help": "SGD momentum", "range": "[0, 1)"})
+    weight_decay: float = field(default=3e-4, metadata={"help": "weight decay of the weights (DARTS: 3e-4)",
+                                                        "range": "[0, 1]"})
+    grad_clip: float = field(default=5.0, metadata={"help": "gradient-norm clip of the weights (DARTS: 5); 0 = off",
+                                                    "range": "[0, inf)", "resume_safe": True})
+    arch_lr: float = field(default=3e-4, metadata={"help": "Adam learning rate of the alphas (DARTS: 3e-4)",
+                                                   "range": "(0, inf)", "resume_safe": True})
+    arch_betas: tuple[float, float] = field(default=(0.5, 0.999), metadata={"help": "Adam betas of the alphas",
+                                                                           "range": "[0, 1)"})
+    arch_weight_decay: float = field(default=1e-3, metadata={"help": "weight decay of the alphas (DARTS: 1e-3)",
+                                                             "range": "[0, 1]"})
+    order: int = field(default=1, metadata={"help": "1: first-order DARTS; 2: unrolled second order (Sec. 2.3)",
+                                            "choices": (1, 2)})
     aux_skip: float = field(default=0.0, metadata={
         "help": "anti-collapse, DARTS- (Chu et al. 2021): weight of an auxiliary skip on every stride-1 edge, "
-                "decayed linearly to 0 over the search; 0 = off (changes the search's semantics)"})
+                "decayed linearly to 0 over the search; 0 = off (changes the search's semantics)", "range": "[0, 100]"})
     beta_decay: float = field(default=0.0, metadata={
         "help": "anti-collapse, beta-DARTS (Ye et al. 2022): weight of the logsumexp regulariser on the "
-                "alphas, ramped linearly from 0 to this value; 0 = off"})
+                "alphas, ramped linearly from 0 to this value; 0 = off", "range": "[0, inf)"})
 
 
 @dataclass
@@ -67,14 +77,12 @@ class SearchConfig:
 
 
 def validate(cfg: SearchConfig) -> None:
-    """Cheap checks first, so a typo fails in a second rather than after the data has loaded."""
+    """Cheap checks first, so a typo fails in a second rather than after the data has loaded: every setting against
+    its declared range (ssnas.config.check_tree), the space, the objective's options, the device."""
+    check_tree(cfg)
     registry.space(cfg.space)
     registry.objective(cfg.objective.name).check(cfg.objective)  # its options and the shared knobs it reads
-    if cfg.optim.order not in (1, 2):
-        raise UserError(f"--order must be 1 or 2, got {cfg.optim.order}")
-    if cfg.optim.epochs < 1 or cfg.optim.batch_size < 1:
-        raise UserError("--epochs and --batch-size must be at least 1")
-    cfg.augment.validate()
+    resolve_device(cfg.run.device)
 
 
 class Searcher:

@@ -18,7 +18,7 @@ def test_overrides_are_typed():
 
 @pytest.mark.parametrize("key,value,needle", [
     ("optim.lrr", 1, "unknown config key 'optim.lrr'"),
-    ("supernet.layers", "eight", "must be a int"),
+    ("supernet.layers", "eight", "must be an integer"),
     ("supernet.layers", 2.5, "whole number"),
     ("run.progress", "maybe", "true or false"),
     ("optim", 3, "is a section"),

@@ -135,11 +135,11 @@ def _cfg(out, **overrides):
 
 @pytest.mark.parametrize("overrides,needle", [
     ({"continual.steps": 1}, "0 \\(off\\) or at least 2"),
-    ({"continual.method": "ewc"}, "--continual-method one of ccl, replay, finetune, joint"),
+    ({"continual.method": "ewc"}, "continual.method \\(--continual-method\\) must be one of ccl, replay, finetune, joint"),
     ({"objective.name": "byol"}, "defines no embed"),
     ({"objective.name": "supervised"}, "self-supervised objectives"),
     ({"run.resume": True}, "cannot be resumed"),
-    ({"continual.exemplars": 0}, "--exemplars must be at least 1"),
+    ({"continual.exemplars": 0}, "\\(--exemplars\\) must be at least 1"),
 ])
 def test_bad_continual_settings_fail_before_any_data(tmp_path, overrides, needle):
     from ssnas.continual import run_continual

@@ -48,10 +48,10 @@ def fashion_full(tmp_path_factory: pytest.TempPathFactory) -> ImageSet:
 
 @pytest.fixture()
 def user_cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    """A private $XDG_CACHE_HOME so that tests neither read nor leave caches in the user's home."""
-    cache = tmp_path / "xdg-cache"
-    monkeypatch.setenv("XDG_CACHE_HOME", str(cache))
-    return cache / "ssnas"
+    """A private $SSNAS_CACHE so that tests neither read nor leave caches in the user's home."""
+    cache = tmp_path / "ssnas-cache"
+    monkeypatch.setenv("SSNAS_CACHE", str(cache))
+    return cache
 
 
 def _write_png(path: Path, colour: tuple[int, int, int], size: tuple[int, int] = (40, 30), mode: str = "RGB") -> None:
@@ -130,8 +130,9 @@ def test_cifar10_test_split_decodes_once_then_hits_the_cache(user_cache: Path, m
     mean, _ = data.mean_std()
     assert mean == pytest.approx([0.49, 0.48, 0.45], abs=0.02)
 
-    caches = [*user_cache.glob("*.npz"), *(root / ".ssnas-cache").glob("cifar10-test-*.npz")]
+    caches = list(user_cache.glob("cifar10-test-*.npz"))
     assert caches, "the decoded images were not cached"
+    assert not (root / ".ssnas-cache").exists() or not any((root / ".ssnas-cache").glob("*.tmp"))
     stamps = {p: p.stat().st_mtime_ns for p in caches}
     again = load_dataset(cfg, "test")
     # counted, not timed: a warm load decodes nothing, whatever else the machine is doing
@@ -204,7 +205,14 @@ def test_mean_std_in_unit_range() -> None:
     images[:2] = 255
     images[..., 2] = 51
     mean, std = ImageSet(images, None, [], "toy").mean_std()
-    assert mean == pytest.approx([0.5, 0.5, 0.2]) and std == pytest.approx([0.5, 0.5, 0.0], abs=1e-6)
+    # the blue channel never varies: its std is 1 (normalising leaves it at 0) rather than a division by zero
+    assert mean == pytest.approx([0.5, 0.5, 0.2]) and std == pytest.approx([0.5, 0.5, 1.0], abs=1e-6)
+
+
+def test_images_of_one_flat_colour_are_refused() -> None:
+    """Regression: a dataset of one flat colour ended in ViewMaker's `std must be positive` traceback."""
+    with pytest.raises(UserError, match="one flat colour"):
+        ImageSet(torch.full((6, 4, 4, 3), 77, dtype=torch.uint8), None, [], "flat").mean_std()
 
 
 # ------------------------------------------------------------------------------------------------- .npz
@@ -234,6 +242,8 @@ def test_npz_round_trip(tmp_path: Path) -> None:
     ({"x_train": np.zeros((4, 8, 8, 3), np.uint8), "y_train": np.zeros(3, np.int64)}, "y_train"),
     ({"x_train": np.zeros((4, 8, 6, 3), np.uint8)}, "x_train"),
     ({"y_train": np.zeros(4, np.int64)}, "x_train"),
+    ({"x_train": np.zeros((4, 0, 0, 3), np.uint8)}, "x_train"),  # regression: 0x0 images -> ZeroDivisionError
+    ({"x_train": np.zeros((0, 8, 8, 3), np.uint8)}, "x_train"),
 ])
 def test_malformed_npz_names_the_key(tmp_path: Path, arrays: dict[str, np.ndarray], key: str) -> None:
     path = tmp_path / "bad.npz"
@@ -297,24 +307,88 @@ def test_folder_train_test_layout_and_cache_invalidation(tmp_path: Path, user_ca
     assert len(load_dataset(cfg, "train")) == 6
     test = load_dataset(cfg, "test")
     assert len(test) == 4 and test.labels.tolist() == [0, 0, 1, 1]
-    # a writable data root keeps the cache beside the data, not in the user's cache
-    assert len(list((root / ".ssnas-cache").glob("*.npz"))) == 2 and not user_cache.exists()
+    # the cache lives in the cache directory, never beside the data
+    assert len(list(user_cache.glob("*.npz"))) == 2 and not any(p.name.startswith(".ssnas") for p in root.iterdir())
 
     _write_png(folder / "train" / "dog" / "extra.png", (0, 200, 0))
     grown = load_dataset(cfg, "train")
     assert len(grown) == 7 and grown.labels.tolist() == [0, 0, 0, 1, 1, 1, 1]
 
 
-def test_read_only_data_root_caches_in_user_cache(tmp_path: Path, user_cache: Path) -> None:
+def test_read_only_data_folder_is_never_written(tmp_path: Path, user_cache: Path) -> None:
     root = tmp_path / "readonly"
     _write_png(root / "faces" / "a" / "0.png", (1, 2, 3))
+    _write_png(root / "faces" / "a" / "1.png", (3, 2, 1))
+    before = sorted(str(p) for p in root.rglob("*"))
     root.chmod(0o555)  # marked read-only: even root, who could write, must leave it alone
+    (root / "faces").chmod(0o555)
     try:
         load_dataset(DataConfig(dataset=str(root / "faces"), data_root=str(root)), "train")
-        assert not (root / ".ssnas-cache").exists()
+        assert sorted(str(p) for p in root.rglob("*")) == before
         assert len(list(user_cache.glob("*.npz"))) == 1
     finally:
+        (root / "faces").chmod(0o755)
         root.chmod(0o755)
+
+
+def _count_decodes(monkeypatch) -> list[int]:
+    import ssnas.data.datasets as data_module
+
+    decoded: list[int] = []
+    real_decode = data_module.decode_files
+    monkeypatch.setattr(data_module, "decode_files", lambda files, size: decoded.append(len(files)) or
+                        real_decode(files, size))
+    return decoded
+
+
+def test_rewritten_images_are_decoded_again(tmp_path: Path, user_cache: Path, monkeypatch) -> None:
+    """Regression: all images overwritten with white still loaded the old pixels (the key held only the names)."""
+    decoded = _count_decodes(monkeypatch)
+    folder = tmp_path / "pics"
+    for i in range(3):
+        _write_png(folder / "a" / f"{i}.png", (10, 20, 30 + i), size=(8, 8))
+    cfg = DataConfig(dataset=str(folder), image_size=8)
+    first = load_dataset(cfg, "train")
+    assert load_dataset(cfg, "train").images.equal(first.images) and decoded == [3]  # the cache is used
+    for i in range(3):
+        _write_png(folder / "a" / f"{i}.png", (255, 255, 255), size=(8, 8))  # same names, same sizes
+        os.utime(folder / "a" / f"{i}.png", ns=(1, 10**18 + i))  # a new mtime, whatever the clock's resolution
+    white = load_dataset(cfg, "train")
+    assert decoded == [3, 3] and bool((white.images == 255).all())
+
+
+def test_symlink_loops_and_doubled_folders_are_refused(tmp_path: Path, user_cache: Path) -> None:
+    """Regression: a symlink loop in a class folder turned 80 images into 1,680."""
+    folder = tmp_path / "loop"
+    for c in ("a", "b"):
+        for i in range(2):
+            _write_png(folder / c / f"{i}.png", (i, 0, 0), size=(8, 8))
+    os.symlink(folder / "a", folder / "a" / "again")
+    with pytest.raises(UserError, match="symlink loop"):
+        load_dataset(DataConfig(dataset=str(folder)), "train")
+    os.unlink(folder / "a" / "again")
+    os.symlink(folder / "a", folder / "b" / "more")  # not a loop, but a's images would count twice
+    with pytest.raises(UserError, match="same folder"):
+        load_dataset(DataConfig(dataset=str(folder)), "train")
+    os.unlink(folder / "b" / "more")
+    outside = tmp_path / "outside"
+    _write_png(outside / "0.png", (9, 9, 9), size=(8, 8))
+    os.symlink(outside, folder / "b" / "linked")  # a link out of the tree is followed, once
+    data = load_dataset(DataConfig(dataset=str(folder), image_size=8), "train")
+    assert len(data) == 5 and data.labels.tolist() == [0, 0, 1, 1, 1]
+
+
+def test_cache_directory_follows_ssnas_cache_then_xdg(tmp_path: Path, monkeypatch) -> None:
+    from ssnas.data.cache import cache_dir
+
+    monkeypatch.setenv("SSNAS_CACHE", str(tmp_path / "a"))
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "b"))
+    assert cache_dir() == tmp_path / "a"
+    monkeypatch.delenv("SSNAS_CACHE")
+    assert cache_dir() == tmp_path / "b" / "ssnas"
+    monkeypatch.delenv("XDG_CACHE_HOME")
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    assert cache_dir() == tmp_path / "home" / ".cache" / "ssnas"
 
 
 def test_resolve_data_root_and_help(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:

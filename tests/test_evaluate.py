@@ -168,7 +168,7 @@ def test_eval_cli_reads_the_runs_data_settings(pretrained, capsys):
 
 @pytest.mark.parametrize("argv,needle", [
     (["--protocol", "linear"], "--random-init"),
-    (["--protocol", "mean"], "unknown protocol"),
+    (["--protocol", "mean"], "must be one of linear, knn"),
     (["--protocol", "finetune", "--labels-fraction", "0"], "--labels-fraction"),
 ])
 def test_eval_errors_are_one_line(tmp_path, capsys, argv, needle):

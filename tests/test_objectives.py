@@ -144,9 +144,13 @@ def test_options_and_used_knobs_are_checked_before_any_data(tmp_path):
     cfg = tiny_search_config(tmp_path, **{"objective.name": "clsa", "objective.queue_sise": 32})
     with pytest.raises(UserError, match="has no option 'queue_sise'"):
         validate(cfg)  # the typo fails here, before the dataset is loaded
-    with pytest.raises(UserError, match="--temperature must be positive"):
+    with pytest.raises(UserError, match=r"objective.temperature \(--temperature\) must be in \(0, 100\], got -1.0"):
         validate(tiny_search_config(tmp_path, **{"objective.temperature": -1.0}))
-    validate(tiny_search_config(tmp_path, **{"objective.name": "byol", "objective.temperature": -1.0}))  # unused
+    # a knob the objective does not read is still range-checked: a wrong value is a mistake whoever reads it
+    with pytest.raises(UserError, match="objective.temperature"):
+        validate(tiny_search_config(tmp_path, **{"objective.name": "byol", "objective.temperature": -1.0}))
+    with pytest.raises(UserError, match=r"objective.queue_size \(--set objective.queue_size=...\) must be in"):
+        validate(tiny_search_config(tmp_path, **{"objective.name": "clsa", "objective.queue_size": 0}))
 
 
 def test_the_documented_example_objective_is_one_file(tmp_path, monkeypatch, fashion_train):

@@ -16,7 +16,7 @@ FOLDERS = {"ssnas": ROOT / "ssnas", "ssnas.objectives": ROOT / "objectives", "ss
 
 # Bottom to top: a module may import from its own layer (no cycles, checked separately) or from those below.
 LAYERS = [
-    ["ssnas.errors"],
+    ["ssnas.errors", "ssnas.files"],  # the one exception type; user files read within bounds, ours written atomically
     ["ssnas.config"],
     ["ssnas.python_genotypes"],  # genotypes.py files read with ast (no torch)
     ["ssnas.runs", "ssnas.data"],

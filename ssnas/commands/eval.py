@@ -2,11 +2,11 @@
 from __future__ import annotations
 
 import argparse
-import json
 from pathlib import Path
 
 from ssnas.commands.flags import add_config_args, flag_overrides, parse_set
 from ssnas.config import apply_overrides, flatten, load_file
+from ssnas.errors import UserError
 from ssnas.evaluate import EvalConfig, evaluate
 
 ORDER = 30
@@ -18,9 +18,9 @@ def resolve(ns: argparse.Namespace):
     saved = Path(ns.run_dir) / "config.json"
     if saved.is_file():
         try:
-            data = json.loads(saved.read_text()).get("data")
-        except json.JSONDecodeError:
-            data = None
+            data = load_file(saved).get("data")
+        except UserError:
+            data = None  # load_run says what is wrong with the folder
         if isinstance(data, dict):  # evaluate on the data the run was trained on
             apply_overrides(cfg, flatten({"data": data}))
     if ns.config:

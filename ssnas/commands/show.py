@@ -8,11 +8,14 @@ from __future__ import annotations
 
 import argparse
 import json
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from ssnas import registry
 from ssnas.arch import build_encoder, load_genotype, resolved_network, size_words
+from ssnas.commands.flags import add_flags, flag_overrides
+from ssnas.config import apply_overrides, check_tree
 from ssnas.errors import UserError
 from ssnas.nas.genotype import genotype_ops
 from ssnas.nas.network import NetworkConfig, describe
@@ -118,13 +121,14 @@ def run_lines(folder: Path) -> list[str]:
 
 
 def run(ns: argparse.Namespace) -> int:
+    cfg = check_tree(apply_overrides(ShowConfig(), flag_overrides(ns, ShowConfig)))
     folder = Path(ns.source)
     network = _read_json(folder / "network.json") if folder.is_dir() else None
     if isinstance(network, dict) and network.get("genotype") is None and not (folder / "genotype.json").is_file():
         # a retrain of a fixed backbone (resnet18): no genotype, only the run's records
         print("\n".join([f"source: {ns.source}", f"architecture: {network.get('arch')}", *run_lines(folder)]))
         return 0
-    genotype = load_genotype(ns.source, ns.space or None)
+    genotype = load_genotype(ns.source, cfg.space or None)
     space = registry.space(genotype.space)
     lines = [f"source: {ns.source}", f"space: {genotype.space}"]
     meta = getattr(genotype, "meta", None) or {}
@@ -140,13 +144,29 @@ def run(ns: argparse.Namespace) -> int:
     except UserError as e:
         lines.append(f"NNI: not expressible ({e})")
     is_run = folder.is_dir()
-    if not ns.no_size and not (is_run and (folder / "network.json").is_file()):
-        shape = (ns.in_channels, ns.image_size, ns.image_size)
-        lines.append(size_line(genotype, ns.layers, ns.init_channels, shape))
+    if cfg.size and not (is_run and (folder / "network.json").is_file()):
+        shape = (cfg.in_channels, cfg.image_size, cfg.image_size)
+        lines.append(size_line(genotype, cfg.layers, cfg.init_channels, shape))
     if is_run:
         lines += run_lines(folder)
     print("\n".join(lines))
     return 0
+
+
+@dataclass
+class ShowConfig:
+    """What `ssnas show` builds to count a network's size."""
+
+    space: str = field(default="", metadata={"help": "search space of the genotype (default: the file's own)"})
+    layers: int = field(default=0, metadata={
+        "help": "cells of the network whose size is shown (default: the space's own: DARTS 20, NAS-Bench-201 5 per "
+                "stage)", "range": "[0, 200]"})
+    init_channels: int = field(default=0, metadata={
+        "help": "its initial channels (default: the space's own: DARTS 36, NAS-Bench-201 16)", "range": "[0, 1024]"})
+    in_channels: int = field(default=3, metadata={"help": "image channels", "choices": (1, 3)})
+    image_size: int = field(default=32, metadata={"help": "image side (32: CIFAR)", "range": "[4, 1024]"})
+    size: bool = field(default=True, metadata={
+        "help": "build the network to count its parameters and FLOPs (--no-size skips it)"})
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -155,12 +175,5 @@ def register(sub: argparse._SubParsersAction) -> None:
                                    "genotypes .py file, a published name (DARTS_V1, DARTS_V2), or a NAS-Bench-201 "
                                    "string ('|nor_conv_3x3~0|+...|', quoted for the shell) or a file holding one.")
     p.add_argument("source", help="genotype file, run folder, NNI dict file, published name or NAS-Bench-201 string")
-    p.add_argument("--space", default="", help="search space of the genotype (default: the file's own)")
-    p.add_argument("--layers", type=int, default=0, help="cells of the network whose size is shown (default: the "
-                                                            "space's own: DARTS 20, NAS-Bench-201 5 per stage)")
-    p.add_argument("--init-channels", type=int, default=0, help="its initial channels (default: the space's own: "
-                                                                 "DARTS 36, NAS-Bench-201 16)")
-    p.add_argument("--in-channels", type=int, default=3, help="image channels (default 3)")
-    p.add_argument("--image-size", type=int, default=32, help="image side (default 32, CIFAR)")
-    p.add_argument("--no-size", action="store_true", help="skip building the network to count parameters and FLOPs")
+    add_flags(p, ShowConfig)
     p.set_defaults(func=run)

@@ -11,13 +11,13 @@ from __future__ import annotations
 
 import math
 import time
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field
 from typing import Callable, Sequence
 
 import torch
 import torch.nn.functional as F
 
-from ssnas.config import Tunable
+from ssnas.config import Tunable, check_tree
 from ssnas.errors import UserError
 
 # ITU-R BT.601 luma. torchvision uses 0.2989 for red; the difference is below 1e-4 on [0, 1] images.
@@ -37,69 +37,53 @@ class AugmentConfig:
 
     crop_scale_min: float = field(
         default=0.08,  # SimCLR App. A: random resized crop with area fraction in [0.08, 1]
-        metadata={"help": "smallest crop area, as a fraction of the image (SimCLR: 0.08)"},
+        metadata={"help": "smallest crop area, as a fraction of the image (SimCLR: 0.08)", "range": "(0, 1]"},
     )
     crop_scale_max: float = field(
-        default=1.0, metadata={"help": "largest crop area, as a fraction of the image"}
+        default=1.0, metadata={"help": "largest crop area, as a fraction of the image", "range": "(0, 1]"}
     )
     crop_ratio_min: float = field(
         default=3 / 4,  # Inception / torchvision RandomResizedCrop aspect-ratio range
-        metadata={"help": "smallest crop aspect ratio w/h (drawn log-uniformly)"},
+        metadata={"help": "smallest crop aspect ratio w/h (drawn log-uniformly)", "range": "(0, 100]"},
     )
     crop_ratio_max: float = field(
-        default=4 / 3, metadata={"help": "largest crop aspect ratio w/h (drawn log-uniformly)"}
+        default=4 / 3, metadata={"help": "largest crop aspect ratio w/h (drawn log-uniformly)", "range": "(0, 100]"}
     )
-    flip_p: float = field(default=0.5, metadata={"help": "probability of a horizontal flip"})
+    flip_p: float = field(default=0.5, metadata={"help": "probability of a horizontal flip", "range": "[0, 1]"})
     jitter_strength: float = field(
         default=0.5,  # SimCLR App. B.9: colour distortion strength s = 0.5 for CIFAR-10
-        metadata={"help": "colour distortion strength s: brightness/contrast/saturation 0.8*s, hue 0.2*s"},
+        # the hue shift is 0.2*s, and one beyond half a turn is meaningless (torchvision rejects it)
+        metadata={"help": "colour distortion strength s: brightness/contrast/saturation 0.8*s, hue 0.2*s",
+                  "range": "[0, 2.5]"},
     )
     jitter_p: float = field(
         default=0.8,  # SimCLR App. A: colour jitter applied with p = 0.8
-        metadata={"help": "probability of applying colour jitter to a view"},
+        metadata={"help": "probability of applying colour jitter to a view", "range": "[0, 1]"},
     )
     grayscale_p: float = field(
         default=0.2,  # SimCLR App. A: random grayscale with p = 0.2
-        metadata={"help": "probability of converting a view to grayscale"},
+        metadata={"help": "probability of converting a view to grayscale", "range": "[0, 1]"},
     )
     blur_p: float = field(
         default=0.0,  # SimCLR App. B.9: no Gaussian blur for CIFAR-10
-        metadata={"help": "probability of a Gaussian blur (kernel a tenth of the side, sigma in [0.1, 2])"},
+        metadata={"help": "probability of a Gaussian blur (kernel a tenth of the side, sigma in [0.1, 2])",
+                  "range": "[0, 1]"},
     )
-    size: int = field(default=0, metadata={"flag": "--view-size", "help": "side of the augmented views in pixels; 0 keeps the input size"})
+    size: int = field(default=0, metadata={"flag": "--view-size", "range": "[0, 1024]",
+                                           "help": "side of the augmented views in pixels; 0 keeps the input size"})
+
+    def check(self) -> None:
+        """The rules across fields (each field's own range is declared beside it)."""
+        if self.crop_scale_min > self.crop_scale_max:
+            raise UserError(f"augment.crop_scale_min (--crop-scale-min) must be <= crop_scale_max "
+                            f"({self.crop_scale_max}), got {self.crop_scale_min}")
+        if self.crop_ratio_min > self.crop_ratio_max:
+            raise UserError(f"augment.crop_ratio_min (--crop-ratio-min) must be <= crop_ratio_max "
+                            f"({self.crop_ratio_max}), got {self.crop_ratio_min}")
 
     def validate(self) -> None:
-        """Raise UserError naming the offending field (and its CLI flag) for out-of-range values."""
-        for f in fields(self):
-            value = getattr(self, f.name)
-            wanted = int if f.type in (int, "int") else float
-            if isinstance(value, bool) or not isinstance(value, (int, float)) or (
-                wanted is int and not isinstance(value, int)
-            ):
-                _bad(f.name, value, f"must be a{'n integer' if wanted is int else ' number'}")
-        for name in ("crop_scale_min", "crop_scale_max"):
-            if not 0.0 < getattr(self, name) <= 1.0:
-                _bad(name, getattr(self, name), "must be in (0, 1]")
-        if self.crop_scale_min > self.crop_scale_max:
-            _bad("crop_scale_min", self.crop_scale_min, f"must be <= crop_scale_max ({self.crop_scale_max})")
-        for name in ("crop_ratio_min", "crop_ratio_max"):
-            if not 0.0 < getattr(self, name) < math.inf:
-                _bad(name, getattr(self, name), "must be a positive finite number")
-        if self.crop_ratio_min > self.crop_ratio_max:
-            _bad("crop_ratio_min", self.crop_ratio_min, f"must be <= crop_ratio_max ({self.crop_ratio_max})")
-        for name in ("flip_p", "jitter_p", "grayscale_p", "blur_p"):
-            if not 0.0 <= getattr(self, name) <= 1.0:
-                _bad(name, getattr(self, name), "is a probability and must be in [0, 1]")
-        # The hue shift is 0.2*s and a hue shift beyond half a turn is meaningless (torchvision rejects it).
-        if not 0.0 <= self.jitter_strength <= 2.5:
-            _bad("jitter_strength", self.jitter_strength, "must be in [0, 2.5] (hue shift 0.2*s must stay <= 0.5)")
-        if self.size < 0:
-            _bad("size", self.size, "must be 0 (keep the input size) or a positive number of pixels")
-
-
-def _bad(name: str, value: object, why: str) -> None:
-    flag = "--" + name.replace("_", "-")
-    raise UserError(f"{name} ({flag}) {why}, got {value!r}")
+        """Every field against its declared range, then `check`: a UserError names the field and its flag."""
+        check_tree(self, "augment.")
 
 
 # ----------------------------------------------------------------------------- colour ops

@@ -16,17 +16,15 @@ Where each source is looked for:
   the folder are unlabeled. ``train/`` and ``test/`` subfolders, when present, are the two splits.
 - an ``.npz`` file with x_train, x_test (uint8, NHWC or NHW) and optional y_train, y_test (and classes).
 
-Decoded image folders are cached as uncompressed .npz in ``<root>/.ssnas-cache/`` when the data root is
-writable, else in ``$XDG_CACHE_HOME/ssnas`` (or ``~/.cache/ssnas``).
+Decoded image folders are cached under ``$SSNAS_CACHE`` (else ``$XDG_CACHE_HOME/ssnas``, else ``~/.cache/ssnas``),
+never in the data folder; the key covers every file's name, size and mtime (ssnas.data.cache).
 """
 
 from __future__ import annotations
 
 import gzip
-import hashlib
 import os
 import socket
-import tempfile
 import threading
 import urllib.parse
 import zipfile
@@ -41,6 +39,7 @@ import torch
 
 from ssnas.data.decode import decode_files
 from ssnas.data.stream import STREAM_MODES, FolderImages, batches, chunks, use_streaming
+from ssnas.data import cache
 from ssnas.errors import UserError
 
 FASHION_MNIST_CLASSES = [
@@ -51,12 +50,12 @@ SYSTEM_FASHION_MNIST = Path("/usr/share/datasets/fashion-mnist")
 _FASHION_MNIST_MIRROR = "http://fashion-mnist.s3-website.eu-central-1.amazonaws.com/"
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".ppm", ".bmp", ".pgm", ".tif", ".tiff", ".webp", ".gif")
 DEFAULT_FOLDER_IMAGE_SIZE = 32
+MIN_IMAGE_SIZE = 4  # smaller images vanish in the networks' two stride-2 reductions
 SPLITS = ("train", "test")
 
 _IDX_IMAGES_MAGIC = 2051  # 0x0803: unsigned bytes, 3 dimensions
 _IDX_LABELS_MAGIC = 2049  # 0x0801: unsigned bytes, 1 dimension
 _MEAN_STD_SAMPLE = 10_000
-_CACHE_FORMAT = 1  # bump when the cache layout changes, so old files are ignored
 _NETWORK_PROBE_S = 5.0
 _DOWNLOAD_SOCKET_TIMEOUT_S = 60.0
 _CIFAR = {
@@ -79,19 +78,26 @@ class DataConfig:
     data_root: str = field(default="", metadata={
         "help": "folder holding the datasets (default: $SSNAS_DATA if set, else ./data)"})
     subset: int = field(default=0, metadata={
-        "help": "use only this many training images, class-balanced (0 = all)"})
+        "help": "use only this many training images, class-balanced (0 = all)", "range": "[0, 1e9]"})
     train_portion: float = field(default=0.5, metadata={
-        "help": "share of the training images for the weight step; the rest drive the architecture step"})
+        "help": "share of the training images for the weight step; the rest drive the architecture step",
+        "range": "(0, 1)"})
     image_size: int = field(default=0, metadata={
-        "help": "image folders only: resize every image to this square size (0 = 32)"})
+        "help": "image folders only: resize every image to this square size (0 = 32)", "range": "[0, 1024]"})
     stream: str = field(default="auto", metadata={
         "help": "image folders: decode the images batch by batch in worker processes instead of holding them all "
                 "in memory: auto (when the decoded images would take more than --stream-above-gb or a quarter of "
-                "the RAM), on, off; same batches either way"})
+                "the RAM), on, off; same batches either way", "choices": STREAM_MODES})
     stream_above_gb: float = field(default=8.0, metadata={
-        "help": "--stream auto streams image folders whose decoded images would take more than this (GiB)"})
+        "help": "--stream auto streams image folders whose decoded images would take more than this (GiB)",
+        "range": "(0, 1e6]"})
     workers: int = field(default=0, metadata={
-        "help": "processes that decode streamed images (0 = one per CPU, at most 8)"})
+        "help": "processes that decode streamed images (0 = one per CPU, at most 8)", "range": "[0, 256]"})
+
+    def check(self) -> None:
+        if 0 < self.image_size < MIN_IMAGE_SIZE:
+            raise UserError(f"data.image_size (--image-size) must be 0 (32) or at least {MIN_IMAGE_SIZE}, got "
+                            f"{self.image_size}")
 
 
 class ImageSet:
@@ -172,7 +178,9 @@ class ImageSet:
             "must be handed the labelled set"))
 
     def mean_std(self) -> tuple[list[float], list[float]]:
-        """Per-channel mean and standard deviation in [0, 1] units, from at most 10k evenly spaced images."""
+        """Per-channel mean and standard deviation in [0, 1] units, from at most 10k evenly spaced images. A channel
+        that never varies gets a standard deviation of 1 (normalising leaves it at 0, as scikit-learn's
+        StandardScaler does); images that are all one flat colour are refused."""
         if len(self) == 0:
             raise UserError(f"dataset '{self.name}' is empty; cannot compute its mean and std")
         stride = -(-len(self) // _MEAN_STD_SAMPLE)
@@ -186,8 +194,11 @@ class ImageSet:
             squares += pixels.square().sum(0)
         count = len(sample) * self.image_size * self.image_size
         mean = total / count
-        std = (squares / count - mean.square()).clamp_min(0).sqrt()
-        return (mean / 255).tolist(), (std / 255).tolist()
+        std = (squares / count - mean.square()).clamp_min(0).sqrt() / 255
+        if bool((std == 0).all()):
+            raise UserError(f"the {sample.shape[0]} images sampled from '{self.name}' are all one flat colour; there "
+                            f"is nothing to learn from them, so pass the right dataset")
+        return (mean / 255).tolist(), torch.where(std == 0, torch.ones_like(std), std).tolist()
 
 
 # ----------------------------------------------------------------------------------------------- public API
@@ -266,7 +277,7 @@ def _load_split(cfg: DataConfig, split: str) -> ImageSet:
         _check_in_memory(cfg, "an .npz file")
         return _load_npz(path, split, cfg)
     if path.is_dir():
-        return _load_folder_dataset(path, split, cfg, root)
+        return _load_folder_dataset(path, split, cfg)
     raise UserError(f"unknown dataset '{cfg.dataset}'; use fashion-mnist, cifar10, cifar100, a folder of images, "
                     f"or an .npz file")
 
@@ -400,7 +411,7 @@ def _load_cifar(root: Path, split: str, kind: str, cfg: DataConfig) -> ImageSet:
     display, n_classes, _ = _CIFAR[kind]
     tree = root / kind / split
     if tree.is_dir():
-        data = _load_image_folder(tree, DEFAULT_FOLDER_IMAGE_SIZE, root, kind, cfg)
+        data = _load_image_folder(tree, DEFAULT_FOLDER_IMAGE_SIZE, kind, cfg)
         if len(data.classes) != n_classes:
             raise UserError(f"{tree} has {len(data.classes)} class folders, but {display} has {n_classes}; "
                             f"fix the tree or point --data-root elsewhere")
@@ -492,15 +503,13 @@ def _short(error: BaseException, limit: int = 200) -> str:
 # ------------------------------------------------------------------------------------------------- folders
 
 
-def _load_folder_dataset(folder: Path, split: str, cfg: DataConfig, root: Path) -> ImageSet:
+def _load_folder_dataset(folder: Path, split: str, cfg: DataConfig) -> ImageSet:
     size = cfg.image_size or DEFAULT_FOLDER_IMAGE_SIZE
-    if size < 0:
-        raise UserError(f"--image-size {cfg.image_size} must be positive (or 0 for 32)")
     train_dir, test_dir = folder / "train", folder / "test"
     base = train_dir if train_dir.is_dir() else folder
     if split == "test" and test_dir.is_dir() and base == train_dir:
-        return _load_image_folder(test_dir, size, root, cfg.dataset, cfg)
-    data = _load_image_folder(base, size, root, cfg.dataset, cfg)
+        return _load_image_folder(test_dir, size, cfg.dataset, cfg)
+    data = _load_image_folder(base, size, cfg.dataset, cfg)
     if split == "train":
         return data
     return ImageSet(data.images, None, data.classes, cfg.dataset, no_labels_hint=(
@@ -508,40 +517,44 @@ def _load_folder_dataset(folder: Path, split: str, cfg: DataConfig, root: Path) 
         f"held-out images in {folder}/test/ and training images in {folder}/train/"))
 
 
-def _load_image_folder(folder: Path, size: int, root: Path, name: str, cfg: DataConfig) -> ImageSet:
+def _load_image_folder(folder: Path, size: int, name: str, cfg: DataConfig) -> ImageSet:
     """Every image under ``folder`` at ``size`` x ``size`` RGB: streamed (`--stream`), else in memory, from the
-    cache when the files are unchanged."""
+    cache (ssnas.data.cache) when no file changed."""
     files, labels, classes = _scan_folder(folder)
     label_tensor = None if labels is None else torch.tensor(labels, dtype=torch.int64)
+    paths = [path for path, _, _ in files]
     if use_streaming(cfg.stream, len(files), size, cfg.stream_above_gb):
-        return ImageSet(FolderImages(files, size, cfg.workers), label_tensor, classes, name)
-    fingerprint = _fingerprint(folder, files)
-    cache_name = _cache_name(folder, size)
-    read_dirs, write_dirs = _cache_dirs(root)
-    images = _read_cache(read_dirs, cache_name, fingerprint, (len(files), size, size, 3))
+        return ImageSet(FolderImages(paths, size, cfg.workers), label_tensor, classes, name)
+    key = cache.cache_key(folder, files, size)
+    path = cache.cache_path(folder, key, size)
+    images = cache.read(path, key, (len(files), size, size, 3))
     if images is None:
-        images = decode_files(files, size)
-        _write_cache(write_dirs, cache_name, fingerprint, images)
+        images = decode_files(paths, size)
+        cache.write(path, key, images)
     return ImageSet(torch.from_numpy(images), label_tensor, classes, name)
 
 
-def _scan_folder(folder: Path) -> tuple[list[str], list[int] | None, list[str]]:
-    """Image paths, their labels (None when the images sit directly in ``folder``) and the sorted classes."""
+File = tuple[str, int, int]  # path, size in bytes, mtime in ns: what the cache key covers
+
+
+def _scan_folder(folder: Path) -> tuple[list[File], list[int] | None, list[str]]:
+    """Image files, their labels (None when the images sit directly in ``folder``) and the sorted classes."""
     try:
         entries = [e for e in os.scandir(folder) if not e.name.startswith(".")]
+        subdirs = sorted(e.name for e in entries if e.is_dir())
+        loose = sorted(e.path for e in entries if e.is_file() and _is_image(e.name))
     except OSError as error:
         raise UserError(f"cannot list {folder}: {error.strerror or error}") from error
-    subdirs = sorted(e.name for e in entries if e.is_dir())
-    loose = sorted(e.path for e in entries if e.is_file() and _is_image(e.name))
     if subdirs and loose:
         raise UserError(f"{folder} mixes images with subfolders; put all images in class subfolders "
                         f"(labelled) or all directly in the folder (unlabeled)")
     if loose:
-        return loose, None, []
-    files: list[str] = []
+        return [_file(p) for p in loose], None, []
+    files: list[File] = []
     labels: list[int] = []
+    seen = {_identity(folder): folder}
     for label, name in enumerate(subdirs):
-        found = _images_below(folder / name)
+        found = _images_below(folder / name, seen, (_identity(folder),))
         if not found:
             raise UserError(f"class folder {folder / name} holds no images ({', '.join(IMAGE_EXTENSIONS)})")
         files += found
@@ -552,11 +565,41 @@ def _scan_folder(folder: Path) -> tuple[list[str], list[int] | None, list[str]]:
     return files, labels, subdirs
 
 
-def _images_below(folder: Path) -> list[str]:
-    found = []
-    for parent, dirs, names in os.walk(folder, followlinks=True):
-        dirs[:] = sorted(d for d in dirs if not d.startswith("."))
-        found += [os.path.join(parent, n) for n in sorted(names) if _is_image(n) and not n.startswith(".")]
+def _identity(folder: Path | str) -> tuple[int, int]:
+    """A folder's (device, inode), through symlinks: two paths to one folder have the same identity."""
+    st = os.stat(folder)
+    return st.st_dev, st.st_ino
+
+
+def _file(path: str) -> File:
+    st = os.stat(path)
+    return path, st.st_size, st.st_mtime_ns
+
+
+def _images_below(folder: Path, seen: dict[tuple[int, int], Path], ancestors: tuple[tuple[int, int], ...]
+                  ) -> list[File]:
+    """Every image under ``folder`` in sorted order, symlinked folders followed once: a link back to a folder
+    above it (a loop), or a second path to a folder already read (an image counted twice), is refused."""
+    try:
+        me = _identity(folder)
+        entries = sorted((e for e in os.scandir(folder) if not e.name.startswith(".")), key=lambda e: e.name)
+    except OSError as error:
+        raise UserError(f"cannot list {folder}: {error.strerror or error}") from error
+    if me in ancestors:
+        raise UserError(f"{folder} is a symlink loop: it leads back to {seen[me]}; remove the link")
+    if me in seen:
+        raise UserError(f"{folder} and {seen[me]} are the same folder (through a symlink), so its images would "
+                        f"count twice; remove one of them")
+    seen[me] = folder
+    found: list[File] = []
+    for entry in entries:
+        try:
+            if entry.is_dir():
+                found += _images_below(Path(entry.path), seen, (*ancestors, me))
+            elif entry.is_file() and _is_image(entry.name):
+                found.append(_file(entry.path))
+        except OSError as error:  # a dangling link, a file removed while listing
+            raise UserError(f"cannot read {entry.path}: {error.strerror or error}") from error
     return found
 
 
@@ -564,77 +607,6 @@ def _is_image(name: str) -> bool:
     return name.lower().endswith(IMAGE_EXTENSIONS)
 
 
-# --------------------------------------------------------------------------------------------------- cache
-
-
-def _cache_dirs(root: Path) -> tuple[list[Path], list[Path]]:
-    """(where to look for caches, where to write them, preferred first).
-
-    Beside the data when we may write there, else the user cache; a cache someone put beside read-only
-    data is still read.
-    """
-    user = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "ssnas"
-    shared = root / ".ssnas-cache"
-    if _writable(shared if shared.is_dir() else root):
-        return [shared, user], [shared, user]
-    return [shared, user], [user]
-
-
-def _writable(folder: Path) -> bool:
-    # root passes os.access on folders marked read-only (dr-xr-xr-x); honour the marking anyway
-    try:
-        mode = folder.stat().st_mode
-    except OSError:
-        return False
-    return folder.is_dir() and os.access(folder, os.W_OK) and bool(mode & 0o222)
-
-
-def _cache_name(folder: Path, size: int) -> str:
-    key = f"{folder.resolve()}|{size}|{_CACHE_FORMAT}"
-    digest = hashlib.sha256(key.encode()).hexdigest()[:16]
-    return f"{folder.parent.name}-{folder.name}-{size}px-{digest}.npz"
-
-
-def _fingerprint(folder: Path, files: list[str]) -> str:
-    """File count plus a digest of the relative paths: adding, removing or renaming images invalidates."""
-    skip = len(str(folder)) + 1  # files all start with "<folder>/"; os.path.relpath is 10x slower
-    names = hashlib.sha256("\n".join(f[skip:] for f in files).encode()).hexdigest()[:16]
-    return f"{len(files)}:{names}"
-
-
-def _read_cache(dirs: list[Path], name: str, fingerprint: str, shape: tuple[int, ...]) -> np.ndarray | None:
-    for folder in dirs:
-        path = folder / name
-        if not path.is_file():
-            continue
-        try:
-            with np.load(path, allow_pickle=False) as cached:
-                if str(cached["fingerprint"]) == fingerprint:
-                    images = cached["images"]
-                    if images.shape == shape and images.dtype == np.uint8:
-                        return images
-        except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile):
-            continue  # a damaged cache is rebuilt, never fatal
-    return None
-
-
-def _write_cache(dirs: list[Path], name: str, fingerprint: str, images: np.ndarray) -> None:
-    """Write atomically to the first directory that takes it; no cache at all is slow but not wrong."""
-    for folder in dirs:
-        try:
-            folder.mkdir(parents=True, exist_ok=True)
-            with tempfile.NamedTemporaryFile(dir=folder, prefix=f".{name}.", suffix=".tmp", delete=False) as tmp:
-                try:
-                    # no fsync: a cache torn by a crash fails its zip CRC or shape check and is rebuilt
-                    np.savez(tmp, images=images, fingerprint=np.array(fingerprint))
-                    os.fchmod(tmp.fileno(), 0o644)  # mkstemp's 0600 would hide a shared cache from others
-                except BaseException:
-                    os.unlink(tmp.name)
-                    raise
-            os.replace(tmp.name, folder / name)
-            return
-        except OSError:
-            continue
 
 
 # ----------------------------------------------------------------------------------------------------- npz
@@ -680,6 +652,9 @@ def _npz_images(archive: Any, key: str, path: Path) -> np.ndarray:
                         f"got {x.dtype} {list(x.shape)}")
     if x.shape[1] != x.shape[2]:
         raise UserError(f"'{key}' in {path} holds {x.shape[1]}x{x.shape[2]} images; they must be square")
+    if x.shape[1] < MIN_IMAGE_SIZE or x.shape[0] == 0:
+        raise UserError(f"'{key}' in {path} holds {x.shape[0]} images of {x.shape[1]}x{x.shape[2]} pixels; a dataset "
+                        f"needs images of at least {MIN_IMAGE_SIZE}x{MIN_IMAGE_SIZE}")
     return np.ascontiguousarray(x)
 
 

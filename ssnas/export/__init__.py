@@ -21,7 +21,9 @@ from typing import Any
 
 from ssnas import registry
 from ssnas.arch import load_genotype
+from ssnas.config import check_tree
 from ssnas.errors import UserError
+from ssnas.files import atomic_write
 from ssnas.export import graph
 from ssnas.export.network import build_for_export, export_onnx, export_torchscript
 from ssnas.export.python import default_name, to_python
@@ -39,28 +41,41 @@ DEFAULT_OPSET = 15
 
 @dataclass
 class ExportConfig:
-    to: str = field(default="json", metadata={"help": f"target format: {', '.join(TARGETS)}"})
+    to: str = field(default="json", metadata={"help": f"target format: {', '.join(TARGETS)}", "choices": TARGETS})
     out: str = field(default="", metadata={"help": "output file (text targets print to stdout when omitted)"})
     name: str = field(default="", metadata={"help": "variable name for --to python (default: from the source)"})
     renderer: str = field(default="matplotlib", metadata={
-        "help": "png/svg renderer: matplotlib (no Graphviz needed) or graphviz (needs `dot` on PATH)"})
+        "help": "png/svg renderer: matplotlib (no Graphviz needed) or graphviz (needs `dot` on PATH)",
+        "choices": ("matplotlib", "graphviz")})
     space: str = field(default="", metadata={"help": "search space of the genotype (default: the file's own)"})
     layers: int = field(default=0, metadata={
-        "help": "onnx/torchscript: cells (default: the retrain run's, else the space's: DARTS 20, NAS-Bench-201 5 per stage)"})
+        "help": "onnx/torchscript: cells (default: the retrain run's, else the space's: DARTS 20, NAS-Bench-201 5 per stage)",
+        "range": "[0, 200]"})
     init_channels: int = field(default=0, metadata={
-        "help": "onnx/torchscript: initial channels (default: the retrain run's, else the space's: DARTS 36, NAS-Bench-201 16)"})
-    in_channels: int = field(default=0, metadata={"help": "onnx/torchscript: image channels (default: the run's, else 3)"})
+        "help": "onnx/torchscript: initial channels (default: the retrain run's, else the space's: DARTS 36, NAS-Bench-201 16)",
+        "range": "[0, 1024]"})
+    in_channels: int = field(default=0, metadata={"help": "onnx/torchscript: image channels (default: the run's, else 3)",
+                                                  "choices": (0, 1, 3)})
     image_size: int = field(default=0, metadata={
-        "help": "onnx/torchscript: image side; the exported graph is fixed to it (default: the run's, else 32)"})
-    batch_size: int = field(default=4, metadata={"help": "onnx/torchscript: images in the batch the check runs"})
-    opset: int = field(default=DEFAULT_OPSET, metadata={"help": "ONNX opset (15: read by onnxruntime >= 1.10)"})
+        "help": "onnx/torchscript: image side; the exported graph is fixed to it (default: the run's, else 32)",
+        "range": "[0, 1024]"})
+    batch_size: int = field(default=4, metadata={"help": "onnx/torchscript: images in the batch the check runs",
+                                                 "range": "[1, 1024]"})
+    opset: int = field(default=DEFAULT_OPSET, metadata={
+        "help": "ONNX opset (15: read by onnxruntime >= 1.10; torch writes up to 23)", "range": "[13, 23]"})
     tolerance: float = field(default=1e-4, metadata={
-        "help": "largest accepted difference between the export and PyTorch, relative to the output's scale"})
-    seed: int = field(default=0, metadata={"help": "seed of fresh weights (no retrain run) and of the check batch"})
+        "help": "largest accepted difference between the export and PyTorch, relative to the output's scale",
+        "range": "(0, 1]"})
+    seed: int = field(default=0, metadata={"help": "seed of fresh weights (no retrain run) and of the check batch",
+                                           "range": "[0, 4294967295]"})
     raw_input: bool = field(default=True, metadata={
         "help": "onnx/torchscript: the graph takes raw float32 images in [0, 1] [batch, C, H, W] and normalises "
                 "them itself with the run's mean/std; --no-raw-input exports the bare network, which takes "
                 "normalised images (mean/std are in the file's metadata either way)"})
+
+    def check(self) -> None:
+        if not self.out and self.to not in TEXT_TARGETS:
+            raise UserError(f"--to {self.to} writes a binary file; pass --out FILE")
 
 
 # ---- genotype targets ------------------------------------------------------------------------------------------
@@ -106,14 +121,8 @@ def _graphviz(dot: str, fmt: str) -> bytes:
 # ---- the command's work --------------------------------------------------------------------------------------
 
 def validate(cfg: ExportConfig) -> None:
-    if cfg.to not in TARGETS:
-        raise UserError(f"--to {cfg.to!r} is not a target; choose one of {', '.join(TARGETS)}")
-    if not cfg.out and cfg.to not in TEXT_TARGETS:
-        raise UserError(f"--to {cfg.to} writes a binary file; pass --out FILE")
-    if cfg.renderer not in ("matplotlib", "graphviz"):
-        raise UserError(f"--renderer must be matplotlib or graphviz, got {cfg.renderer!r}")
-    if cfg.batch_size < 1 or cfg.tolerance <= 0 or min(cfg.layers, cfg.init_channels, cfg.in_channels, cfg.image_size) < 0:
-        raise UserError("--batch-size and --tolerance must be positive; sizes must not be negative")
+    """Every setting against its declared range (ssnas.config.check_tree)."""
+    check_tree(cfg)
 
 
 def export(spec: str, cfg: ExportConfig) -> dict[str, Any]:
@@ -132,7 +141,7 @@ def export(spec: str, cfg: ExportConfig) -> dict[str, Any]:
         return {"out": None, "text": content}
     out.parent.mkdir(parents=True, exist_ok=True)
     data = content.encode() if isinstance(content, str) else content
-    tmp = out.with_name(f".{out.name}.tmp")
-    tmp.write_bytes(data)
-    tmp.replace(out)  # never a half-written file under the final name
+    if out.is_dir():
+        raise UserError(f"--out {out} is a folder; name the file to write, e.g. {out / ('cells.' + cfg.to)}")
+    atomic_write(out, lambda f: f.write(data))  # never a half-written file under the final name
     return {"out": out, "bytes": len(data)}

@@ -12,7 +12,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ssnas.errors import UserError
+from ssnas.config import check_tree
 
 # Architectures that are not genotypes: fixed backbones built here, for comparison under identical training.
 BACKBONES = ("resnet18",)
@@ -33,24 +33,23 @@ class NetworkConfig:
     App. A.2.1) or NAS-Bench-201's (5 cells per stage, 16 channels; Dong & Yang 2020, Sec. 2.1)."""
 
     layers: int = field(default=SpaceDefault(20), metadata={
-        "help": "cells in the network; default: the space's own (DARTS 20; NAS-Bench-201 5 per stage)"})
+        "help": "cells in the network; default: the space's own (DARTS 20; NAS-Bench-201 5 per stage)",
+        "range": "[1, 200]"})
     init_channels: int = field(default=SpaceDefault(36), metadata={
-        "help": "channels of the first cell; default: the space's own (DARTS 36; NAS-Bench-201 16)"})
+        "help": "channels of the first cell; default: the space's own (DARTS 36; NAS-Bench-201 16)",
+        "range": "[1, 1024]"})
     auxiliary: bool = field(default=False, metadata={
         "help": "auxiliary classifier at 2/3 depth (supervised training only; DARTS: on)"})
-    auxiliary_weight: float = field(default=0.4, metadata={"help": "weight of the auxiliary loss (DARTS: 0.4)"})
+    auxiliary_weight: float = field(default=0.4, metadata={"help": "weight of the auxiliary loss (DARTS: 0.4)",
+                                                            "range": "[0, 100]"})
     drop_path: float = field(default=0.0, metadata={
-        "help": "final drop-path probability, ramped linearly from 0 over the epochs (DARTS supervised: 0.2)"})
+        "help": "final drop-path probability, ramped linearly from 0 over the epochs (DARTS supervised: 0.2)",
+        "range": "[0, 1)"})
 
     def validate(self) -> None:
-        """The settings' own ranges; sizes are checked by the space that builds the network (`check_network`)."""
-        if self.layers < 1 or self.init_channels < 1:
-            raise UserError(f"--layers and --init-channels must be at least 1, got {self.layers} and "
-                            f"{self.init_channels}")
-        if not 0.0 <= self.drop_path < 1.0:
-            raise UserError(f"--drop-path {self.drop_path} must be in [0, 1)")
-        if self.auxiliary_weight < 0:
-            raise UserError(f"--auxiliary-weight {self.auxiliary_weight} must be >= 0")
+        """The settings' own ranges (declared beside each field); the space that builds the network checks the
+        sizes it can build (`check_network`)."""
+        check_tree(self, "network.")
 
 
 def global_pool(maps: torch.Tensor) -> torch.Tensor:

@@ -13,6 +13,7 @@ from typing import Any, Mapping, Protocol, runtime_checkable
 import torch
 from torch import nn
 
+from ssnas.errors import UserError
 from ssnas.nas.genotype import Cell
 from ssnas.nas.supernet import Supernet
 
@@ -21,20 +22,27 @@ from ssnas.nas.supernet import Supernet
 class SpaceConfig:
     """Size of the supernet. Defaults are DARTS's CIFAR-10 search (Liu et al. 2019, App. A.1.1)."""
 
-    layers: int = field(default=8, metadata={"help": "cells in the supernet (DARTS search: 8)"})
-    init_channels: int = field(default=16, metadata={"help": "channels of the first cell (DARTS search: 16)"})
-    nodes: int = field(default=4, metadata={"help": "intermediate nodes per cell (DARTS: 4)"})
-    stem_multiplier: int = field(default=3, metadata={"help": "stem width = stem_multiplier * init_channels"})
+    layers: int = field(default=8, metadata={"help": "cells in the supernet (DARTS search: 8)", "range": "[1, 100]"})
+    init_channels: int = field(default=16, metadata={"help": "channels of the first cell (DARTS search: 16)",
+                                                     "range": "[1, 1024]"})
+    nodes: int = field(default=4, metadata={"help": "intermediate nodes per cell (DARTS: 4)", "range": "[1, 16]"})
+    stem_multiplier: int = field(default=3, metadata={"help": "stem width = stem_multiplier * init_channels",
+                                                      "range": "[1, 16]"})
     partial_channels: int = field(default=1, metadata={
         "help": "PC-DARTS (Xu et al. 2020): only 1/K of each edge's channels go through the mixed op, the rest "
                 "bypass it; K = 1 is off (exact DARTS); PC-DARTS uses 4 on CIFAR-10. Changes the search's "
-                "semantics; darts space only"})
+                "semantics; darts space only", "range": "[1, 64]"})
     edge_norm: bool = field(default=False, metadata={
         "help": "PC-DARTS's edge normalisation: a learnt softmax weight over each node's incoming edges, "
                 "multiplied into the edge choice; off = exact DARTS; darts space only"})
     recompute_cells: bool = field(default=False, metadata={
         "help": "memory saving: keep only each cell's inputs for the backward pass and recompute the rest there "
                 "(activation checkpointing); same outputs, gradients and BN statistics, one more forward per step"})
+
+    def check(self) -> None:
+        if self.init_channels % self.partial_channels:
+            raise UserError(f"supernet.partial_channels (--partial-channels) must divide --init-channels "
+                            f"{self.init_channels} (PC-DARTS: 4 with 16 channels), got {self.partial_channels}")
 
 
 @runtime_checkable

@@ -2,32 +2,17 @@
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 from pathlib import Path
 from typing import Any
 
 import torch
 
 from ssnas.errors import UserError
-
-
-def _atomic(path: Path, write) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            write(f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)  # atomic on POSIX within one filesystem
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+from ssnas.files import atomic_write
 
 
 def write_text(path: Path, text: str) -> None:
-    _atomic(Path(path), lambda f: f.write(text.encode()))
+    atomic_write(Path(path), lambda f: f.write(text.encode()))
 
 
 def write_json(path: Path, data: Any) -> None:
@@ -35,7 +20,7 @@ def write_json(path: Path, data: Any) -> None:
 
 
 def save(path: Path, state: dict[str, Any]) -> None:
-    _atomic(Path(path), lambda f: torch.save(state, f))
+    atomic_write(Path(path), lambda f: torch.save(state, f))
 
 
 def load(path: Path) -> dict[str, Any]:

@@ -13,15 +13,33 @@ from ssnas.errors import UserError
 
 @dataclass
 class RunConfig:
-    out: str = field(default="runs/search", metadata={"help": "output folder of the run"})
-    seed: int = field(default=0, metadata={"help": "random seed: same seed, same data split, same result"})
-    device: str = field(default="auto", metadata={"help": "auto (CUDA when available, else CPU), cpu, cuda, cuda:1, ..."})
-    resume: bool = field(default=False, metadata={"help": "continue the run in --out from its last checkpoint"})
+    out: str = field(default="runs/search", metadata={"help": "output folder of the run", "resume_safe": True})
+    seed: int = field(default=0, metadata={"help": "random seed: same seed, same data split, same result",
+                                           "range": "[0, 4294967295]"})
+    device: str = field(default="auto", metadata={"help": "auto (CUDA when available, else CPU), cpu, cuda, cuda:1, ...",
+                                                  "resume_safe": True})
+    resume: bool = field(default=False, metadata={"help": "continue the run in --out from its last checkpoint",
+                                                  "resume_safe": True})
+    force: bool = field(default=False, metadata={
+        "help": "start afresh in an --out that holds an earlier run, deleting that run's files (never others)",
+        "resume_safe": True})
     stop_after: int = field(default=0, metadata={
-        "help": "stop after N epochs in this invocation (time-limited jobs); continue later with --resume"})
-    log_every: int = field(default=10, metadata={"help": "write a metrics.jsonl row every N steps"})
-    progress: bool = field(default=True, metadata={"help": "show a progress bar"})
-    tensorboard: bool = field(default=True, metadata={"help": "write TensorBoard event files to OUT/tensorboard"})
+        "help": "stop after N epochs in this invocation (time-limited jobs); continue later with --resume; 0 = never",
+        "range": "[0, 100000]", "resume_safe": True})
+    log_every: int = field(default=10, metadata={"help": "write a metrics.jsonl row every N steps",
+                                                 "range": "[1, 1e9]", "resume_safe": True})
+    check_every: int = field(default=50, metadata={
+        "help": "check every weight, alpha and BatchNorm statistic for NaN or infinity every N steps (always before "
+                "a checkpoint); 0 = before checkpoints only", "range": "[0, 1e9]", "resume_safe": True})
+    progress: bool = field(default=True, metadata={"help": "show a progress bar", "resume_safe": True})
+    tensorboard: bool = field(default=True, metadata={"help": "write TensorBoard event files to OUT/tensorboard",
+                                                      "resume_safe": True})
+
+    def check(self) -> None:
+        if self.resume and self.force:
+            raise UserError("--resume continues the run in --out and --force deletes it; pass one of them")
+        if not self.out.strip():
+            raise UserError("run.out (--out) is empty; name the run's output folder")
 
 
 def resolve_device(name: str) -> torch.device:
@@ -29,10 +47,14 @@ def resolve_device(name: str) -> torch.device:
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     try:
         device = torch.device(name)
-    except RuntimeError:
-        raise UserError(f"unknown device {name!r}; use auto, cpu or cuda[:N]") from None
+    except (RuntimeError, ValueError, TypeError):
+        device = None
+    if device is None or device.type not in ("cpu", "cuda"):
+        raise UserError(f"unknown device {name!r}; use auto, cpu or cuda[:N]")
     if device.type == "cuda" and not torch.cuda.is_available():
         raise UserError(f"--device {name} asked for CUDA, but no CUDA GPU is visible; use --device cpu")
+    if device.type == "cuda" and device.index is not None and device.index >= torch.cuda.device_count():
+        raise UserError(f"--device {name}: there are {torch.cuda.device_count()} CUDA GPU(s), numbered from 0")
     return device
 
 

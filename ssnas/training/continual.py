@@ -41,7 +41,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ssnas.config import Tunable
+from ssnas.config import Tunable, check_tree
 from ssnas.errors import UserError
 from ssnas.training.momentum import KeyQueue, ema_update_, momentum_copy
 from ssnas.training.objective import Batch, Objective
@@ -66,51 +66,53 @@ class ContinualConfig:
 
     steps: int = field(default=0, metadata={
         "flag": "--continual-steps", "help": "split the training set into K steps learnt one after the other (CCL: 10); "
-                                             "0 = ordinary retraining on all of it at once"})
+                                             "0 = ordinary retraining on all of it at once", "range": "[0, 1000]"})
     split: str = field(default="class", metadata={
         "flag": "--continual-split", "help": "class: each step brings its own classes (class-incremental, CCL's "
-                                             "CIFAR-100 setting); data: random equal shares of every class"})
+                                             "CIFAR-100 setting); data: random equal shares of every class",
+        "choices": SPLITS})
     method: str = field(default="ccl", metadata={
         "flag": "--continual-method", "help": "ccl: exemplars + distillation + extra queue (Lin et al. 2022); replay: "
                                               "random exemplars only; finetune: plain sequential training (the "
                                               "baseline); joint: all steps' data at once (the upper bound), scored "
-                                              "per step's classes like the others"})
+                                              "per step's classes like the others", "choices": METHODS})
     exemplars: int = field(default=20, metadata={
-        "flag": "--exemplars", "help": "images kept per class of each step for rehearsal (CCL --n-save: 20)"})
+        "flag": "--exemplars", "help": "images kept per class of each step for rehearsal (CCL --n-save: 20)",
+        "range": "[0, 100000]"})
     selection: str = field(default="min_var", metadata={
         "flag": "--exemplar-selection", "help": "min_var: CCL's k-means + least variance over augmented views; random: "
-                                                "random images per class (replay always uses random)"})
-    selection_views: int = field(default=6, metadata={"help": "augmented views min_var compares (CCL: 6)"})
-    distill_weight: float = field(default=0.1, metadata={"help": "weight of the similarity distillation (CCL: 0.1)"})
+                                                "random images per class (replay always uses random)",
+        "choices": SELECTIONS})
+    selection_views: int = field(default=6, metadata={"help": "augmented views min_var compares (CCL: 6)",
+                                                      "range": "[1, 64]"})
+    distill_weight: float = field(default=0.1, metadata={"help": "weight of the similarity distillation (CCL: 0.1)",
+                                                         "range": "[0, 1000]"})
     distill_student_temperature: float = field(default=0.07, metadata={
-        "help": "temperature of the student's similarity distribution (CCL: 0.07)"})
+        "help": "temperature of the student's similarity distribution (CCL: 0.07)", "range": "(0, 100]"})
     distill_teacher_temperature: float = field(default=0.04, metadata={
-        "help": "temperature of the teacher's similarity distribution (CCL: 0.04)"})
+        "help": "temperature of the teacher's similarity distribution (CCL: 0.04)", "range": "(0, 100]"})
     teacher_momentum: float = field(default=0.996, metadata={
-        "help": "the teacher's EMA momentum, applied after every epoch (CCL --ccl-teacher-m: 0.996)"})
-    extra_queue_size: int = field(default=256, metadata={"help": "keys of old data in the extra queue (CCL --ccl-k: 256)"})
-    extra_queue_weight: float = field(default=0.1, metadata={"help": "weight of the extra-queue term (CCL: 0.1)"})
+        "help": "the teacher's EMA momentum, applied after every epoch (CCL --ccl-teacher-m: 0.996)", "range": "[0, 1]"})
+    extra_queue_size: int = field(default=256, metadata={"help": "keys of old data in the extra queue (CCL --ccl-k: 256)",
+                                                         "range": "[1, 1048576]"})
+    extra_queue_weight: float = field(default=0.1, metadata={"help": "weight of the extra-queue term (CCL: 0.1)",
+                                                             "range": "[0, 1000]"})
     extra_queue_temperature: float = field(default=0.2, metadata={
-        "help": "temperature of the extra-queue term (CCL runs MoCo v2 with --moco-t 0.2)"})
+        "help": "temperature of the extra-queue term (CCL runs MoCo v2 with --moco-t 0.2)", "range": "(0, 100]"})
     linear_epochs: int = field(default=100, metadata={
-        "help": "epochs of the linear probe after each step (SimCLR README: 100)"})
+        "help": "epochs of the linear probe after each step (SimCLR README: 100)", "range": "[1, 100000]"})
+
+    def check(self) -> None:
+        """The rules across fields (each field's own range is declared beside it)."""
+        if self.steps == 1:
+            raise UserError(f"continual.steps (--continual-steps) must be 0 (off) or at least 2, got {self.steps}")
+        if self.exemplars < 1 and self.keeps_exemplars:
+            raise UserError(f"continual.exemplars (--exemplars) must be at least 1 with --continual-method "
+                            f"{self.method}, got {self.exemplars}")
 
     def validate(self) -> None:
-        if self.steps < 0 or self.steps == 1:
-            raise UserError(f"--continual-steps must be 0 (off) or at least 2, got {self.steps}")
-        if self.split not in SPLITS or self.method not in METHODS or self.selection not in SELECTIONS:
-            raise UserError(f"--continual-split must be one of {', '.join(SPLITS)}, --continual-method one of "
-                            f"{', '.join(METHODS)} and --exemplar-selection one of {', '.join(SELECTIONS)}; got "
-                            f"{self.split!r}, {self.method!r} and {self.selection!r}")
-        if self.exemplars < 1 and self.keeps_exemplars:
-            raise UserError(f"--exemplars must be at least 1 with --continual-method {self.method}, got {self.exemplars}")
-        temps = (self.distill_student_temperature, self.distill_teacher_temperature, self.extra_queue_temperature)
-        if min(temps) <= 0 or self.distill_weight < 0 or self.extra_queue_weight < 0:
-            raise UserError("the continual temperatures must be positive and its weights >= 0")
-        if not 0.0 <= self.teacher_momentum <= 1.0 or self.extra_queue_size < 1 or self.selection_views < 1:
-            raise UserError("--teacher-momentum must be in [0, 1], --extra-queue-size and --selection-views >= 1")
-        if self.linear_epochs < 1:
-            raise UserError(f"--linear-epochs must be at least 1, got {self.linear_epochs}")
+        """Every field against its declared range, then `check`."""
+        check_tree(self, "continual.")
 
     @property
     def keeps_exemplars(self) -> bool:

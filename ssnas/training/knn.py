@@ -18,9 +18,11 @@ from ssnas.data.stream import FolderImages, batches, chunks
 
 @dataclass
 class KnnConfig:
-    k: int = field(default=200, metadata={"flag": "--knn-k", "help": "neighbours that vote (lightly's CIFAR-10 benchmark: 200)"})
+    k: int = field(default=200, metadata={"flag": "--knn-k", "range": "[1, 100000]",
+                                          "help": "neighbours that vote (lightly's CIFAR-10 benchmark: 200)"})
     temperature: float = field(default=0.1, metadata={
-        "flag": "--knn-temperature", "help": "votes weigh exp(similarity / t) (lightly: 0.1; InstDisc: 0.07)"})
+        "flag": "--knn-temperature", "range": "(0, 100]",
+        "help": "votes weigh exp(similarity / t) (lightly: 0.1; InstDisc: 0.07)"})
 
 
 @torch.no_grad()

@@ -18,7 +18,7 @@ from typing import Any, Callable, ClassVar
 import torch
 from torch import nn
 
-from ssnas.config import Tunable, apply_overrides
+from ssnas.config import Tunable, apply_overrides, check_tree
 from ssnas.data.augment import ViewMaker
 from ssnas.errors import UserError
 
@@ -30,13 +30,15 @@ class ObjectiveConfig:
     name: str = field(default="simclr", metadata={"flag": "--objective",
                                                   "help": "what drives the search: simclr, or any objective listed by `ssnas list`"})
     temperature: float = field(default=0.5, metadata={
-        "help": "softmax temperature of the contrastive loss (SimCLR App. B.9: 0.5 on CIFAR-10)"})
+        "help": "softmax temperature of the contrastive loss (SimCLR App. B.9: 0.5 on CIFAR-10)", "range": "(0, 100]"})
     proj_hidden_dim: int = field(default=0, metadata={
-        "help": "hidden width of the projection MLP; 0 = the encoder's feature size (SimCLR Sec. 2.1)"})
-    proj_dim: int = field(default=128, metadata={"help": "output size of the projection head (SimCLR: 128)"})
+        "help": "hidden width of the projection MLP; 0 = the encoder's feature size (SimCLR Sec. 2.1)",
+        "range": "[0, 65536]"})
+    proj_dim: int = field(default=128, metadata={"help": "output size of the projection head (SimCLR: 128)",
+                                                 "range": "[1, 65536]"})
     labels_fraction: float = field(default=0.01, metadata={
         "help": "objectives that may read a few labels (suncet): the class-balanced share of training images "
-                "whose labels they see; all others are -1"})
+                "whose labels they see; all others are -1", "range": "(0, 1]"})
     options: dict[str, Any] = field(default_factory=dict, metadata={
         "help": "objective-specific settings, e.g. objective.queue_size=4096 for CLSA"})
 
@@ -108,15 +110,11 @@ class Objective(nn.Module):
 
     @classmethod
     def check(cls, cfg: ObjectiveConfig) -> Any:
-        """Validate the settings this objective reads, before any data is loaded; returns its parsed options."""
-        if "temperature" in cls.uses and cfg.temperature <= 0:
-            raise UserError(f"--temperature must be positive, got {cfg.temperature}")
-        if ("proj_dim" in cls.uses and cfg.proj_dim < 1) or ("proj_hidden_dim" in cls.uses and cfg.proj_hidden_dim < 0):
-            raise UserError(f"--proj-dim must be >= 1 and --proj-hidden-dim >= 0, got {cfg.proj_dim} and "
-                            f"{cfg.proj_hidden_dim}")
-        if "labels_fraction" in cls.uses and not 0 < cfg.labels_fraction <= 1:
-            raise UserError(f"--labels-fraction must be in (0, 1], got {cfg.labels_fraction}")
+        """Validate the shared knobs and this objective's options against their declared ranges (ssnas.config.
+        check_tree), then `check_options`, before any data is loaded; returns the parsed options."""
+        check_tree(cfg, "objective.")
         opts = parse_options(cls, cfg.options)
+        check_tree(opts, "objective.", flags=False)
         cls.check_options(opts)
         return opts
 
@@ -167,7 +165,7 @@ def parse_options(cls: type[Objective], options: dict[str, Any]) -> Any:
     if unknown:
         hint = f"valid: {', '.join(sorted(valid))}" if valid else "it takes no extra options"
         raise UserError(f"objective {cls.name!r} has no option {unknown[0]!r}; {hint}")
-    return apply_overrides(cls.Options(), {k: options[k] for k in options})
+    return apply_overrides(cls.Options(), {k: options[k] for k in options}, prefix="objective.")
 
 
 def projection_head(in_dim: int, hidden_dim: int, out_dim: int) -> nn.Sequential:

@@ -12,6 +12,7 @@ import copy
 import json
 import logging
 import os
+import re
 import socket
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -21,7 +22,7 @@ import torch
 
 from ssnas.arch import build_encoder, build_supernet
 from ssnas.continual import run_continual, validate as validate_continual
-from ssnas.config import Tunable, apply_overrides, to_dict
+from ssnas.config import Tunable, apply_overrides, check_tree, to_dict
 from ssnas.data.augment import ViewMaker
 from ssnas.data.datasets import ImageSet, balanced_subset_indices, load_dataset
 from ssnas.errors import UserError
@@ -46,6 +47,8 @@ RESUMABLE = ("run.resume", "run.stop_after", "run.progress", "run.log_every", "r
              "run.tensorboard")
 # A session gives up after this many failed trials in a row (a setting, not bad luck, is then the likely cause).
 MAX_FAILURES_IN_A_ROW = 3
+# A study's name is a folder inside --out: no path separators, no '..', nothing hidden.
+STUDY_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,99}")
 
 
 @dataclass
@@ -55,20 +58,32 @@ class TuneConfig:
         "help": "Optuna storage, any SQLAlchemy RDB URL (sqlite:///runs/tune.db, postgresql://...); "
                 "empty = sqlite:///OUT/tune.db"})
     trials: int = field(default=20, metadata={
-        "help": "finished trials (complete, pruned or failed) the study should hold; a resumed study runs the rest"})
+        "help": "finished trials (complete, pruned or failed) the study should hold; a resumed study runs the rest",
+        "range": "[1, 100000]"})
     target: str = field(default="supernet", metadata={
-        "help": "what a trial trains: supernet (the bilevel search) or genotype (pretraining of --arch)"})
+        "help": "what a trial trains: supernet (the bilevel search) or genotype (pretraining of --arch)",
+        "choices": TARGETS})
     pruner: str = field(default="median", metadata={
-        "help": "stops bad trials early: median, hyperband, threshold (below --prune-below) or none"})
+        "help": "stops bad trials early: median, hyperband, threshold (below --prune-below) or none",
+        "choices": PRUNERS})
     prune_below: float = field(default=0.0, metadata={
-        "help": "threshold pruner: prune a trial whose kNN top-1 (0..1) falls below this"})
+        "help": "threshold pruner: prune a trial whose kNN top-1 (0..1) falls below this", "range": "[0, 1]"})
     val_size: int = field(default=1000, metadata={
-        "help": "labelled training images held out of every trial as kNN queries (class-balanced)"})
+        "help": "labelled training images held out of every trial as kNN queries (class-balanced)",
+        "range": "[1, 1e9]"})
     bank_size: int = field(default=5000, metadata={
-        "help": "labelled images, from those a trial trains on, that form the kNN memory bank (0 = all)"})
+        "help": "labelled images, from those a trial trains on, that form the kNN memory bank (0 = all)",
+        "range": "[0, 1e9]"})
     knn: KnnConfig = field(default_factory=KnnConfig)
     plots: bool = field(default=True, metadata={
         "help": "save Optuna's plots (history, intermediate values, parallel coordinates, importance) as PNG"})
+
+    def check(self) -> None:
+        if self.pruner == "threshold" and self.prune_below <= 0:
+            raise UserError("--pruner threshold needs --prune-below, a kNN top-1 in (0, 1] to prune below")
+        if not STUDY_NAME.fullmatch(self.study):
+            raise UserError(f"study (--study) must be a plain name of letters, digits, '.', '_' and '-' that starts "
+                            f"with a letter or digit (it names a folder inside --out), got {self.study!r}")
 
 
 class TrialFailed(Exception):
@@ -95,18 +110,7 @@ def config_class(target: str) -> type:
 
 def validate(tune: TuneConfig, base: Any) -> tuple[Tunable, ...]:
     """Cheap checks before any data is loaded; returns the study's parameters for this objective."""
-    if tune.target not in TARGETS:
-        raise UserError(f"--target must be one of {', '.join(TARGETS)}, got {tune.target!r}")
-    if tune.pruner not in PRUNERS:
-        raise UserError(f"--pruner must be one of {', '.join(PRUNERS)}, got {tune.pruner!r}")
-    if tune.pruner == "threshold" and tune.prune_below <= 0:
-        raise UserError("--pruner threshold needs --prune-below, a kNN top-1 in (0, 1] to prune below")
-    if tune.trials < 1 or tune.val_size < 1 or tune.bank_size < 0:
-        raise UserError("--trials and --val-size must be at least 1, --bank-size at least 0")
-    if tune.knn.k < 1 or tune.knn.temperature <= 0:
-        raise UserError("--knn-k must be >= 1 and --knn-temperature > 0")
-    if not tune.study.strip() or any(c in tune.study for c in "/\\"):
-        raise UserError(f"--study must be a plain name (it names a folder too), got {tune.study!r}")
+    check_tree(tune)
     params = space_for(base.objective.name, continual=is_continual(tune.target, base))
     _validate_trained(tune.target, base)
     for end in ("low", "high"):  # both ends of every range must give a valid run

@@ -132,7 +132,6 @@ def test_cifar10_test_split_decodes_once_then_hits_the_cache(user_cache: Path, m
 
     caches = list(user_cache.glob("cifar10-test-*.npz"))
     assert caches, "the decoded images were not cached"
-    assert not (root / ".ssnas-cache").exists() or not any((root / ".ssnas-cache").glob("*.tmp"))
     stamps = {p: p.stat().st_mtime_ns for p in caches}
     again = load_dataset(cfg, "test")
     # counted, not timed: a warm load decodes nothing, whatever else the machine is doing

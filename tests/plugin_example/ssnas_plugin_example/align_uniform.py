@@ -1,33 +1,27 @@
 """Alignment and uniformity on the hypersphere (Wang & Isola, ICML 2020): L_align + lambda L_uniform."""
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 import torch.nn.functional as F
 
 from ssnas.config import Tunable
-from ssnas.errors import UserError
 from ssnas.training.objective import Batch, Objective, projection_head
 
 
 @dataclass
 class AlignUniformOptions:
-    alpha: float = 2.0  # exponent of the alignment distance (paper default)
-    t: float = 2.0  # uniformity kernel width (paper default)
-    weight: float = 1.0  # lambda: weight of the uniformity term
+    alpha: float = field(default=2.0, metadata={"range": "(0, 10]"})  # exponent of the alignment distance (paper: 2)
+    t: float = field(default=2.0, metadata={"range": "(0, 100]"})  # uniformity kernel width (paper: 2)
+    weight: float = field(default=1.0, metadata={"range": "[0, 100]"})  # lambda: weight of the uniformity term
 
 
 class AlignUniform(Objective):
     name = "align_uniform"
     Options = AlignUniformOptions
-    uses = frozenset({"proj_dim", "proj_hidden_dim"})  # no temperature: it is never validated nor tuned here
+    uses = frozenset({"proj_dim", "proj_hidden_dim"})  # no temperature: it is never tuned here
     tunable = (Tunable("objective.weight", "float", 0.1, 10.0, log=True, why="lambda; the paper sweeps 0.1..10"),)
-
-    @classmethod
-    def check_options(cls, opts: AlignUniformOptions) -> None:
-        if opts.alpha <= 0 or opts.t <= 0 or opts.weight < 0:
-            raise UserError(f"align_uniform options: alpha > 0, t > 0 and weight >= 0 are required; got {opts}")
 
     def __init__(self, cfg, feature_dim: int, num_classes: int = 0):
         super().__init__(cfg, feature_dim, num_classes)

@@ -34,6 +34,7 @@ from ssnas.nas.space import SpaceConfig
 from ssnas.nas.supernet import Supernet
 from ssnas.python_genotypes import read_python
 from ssnas.runs import checkpoint
+from ssnas.runs.guard import first_nonfinite
 
 # Extra formats: a parser gets (data, source, space) and returns a genotype, or None when the data is not in
 # its format; it is asked before the spaces' own formats. ---- HOOK: other formats plug in here ----
@@ -287,6 +288,11 @@ def load_run(folder: Path, arch_override: str = "") -> RunInfo:
         state = checkpoint.load(folder / "checkpoint.pt")
         if "encoder" not in state:
             state = None  # a search checkpoint: no evaluation network in it
+        else:
+            bad = first_nonfinite(state["encoder"].items())
+            if bad is not None:
+                raise UserError(f"{folder / 'checkpoint.pt'} holds a network whose {bad[0]} is {bad[1]}: the retrain "
+                                f"diverged, and its accuracy would mean nothing; retrain with a lower --lr")
     if arch_override:
         arch = arch_override if is_backbone(arch_override) else load_genotype(arch_override)
     elif state is not None:

@@ -12,7 +12,7 @@ whole config before any data is loaded:
 - `"choices": (...)`: the values allowed;
 - every float must be finite (NaN and infinity are never a setting), a fixed-length tuple has its length;
 - a config class may define `check(self)` for rules across its fields: it runs once its fields passed;
-- `"resume_safe": True`: `--resume` may change the field (ssnas.runs.settings.config_differences).
+- `"resume_safe": True`: `--resume` may change the field (ssnas.runs.settings.resume_changes).
 
 Errors name the key, its flag, the value and what is allowed, on one line (`UserError`, exit code 2).
 """

@@ -38,6 +38,7 @@ from ssnas.data.stream import batches, on_device
 from ssnas.errors import UserError
 from ssnas.nas.network import NetworkConfig, describe
 from ssnas.runs import checkpoint
+from ssnas.runs.guard import first_nonfinite, named_tensors
 from ssnas.runs.log import RunLog
 from ssnas.runs.settings import epoch_seed, resolve_device, seed_everything
 from ssnas.training.knn import KnnConfig, accuracy, extract_features, knn_predict
@@ -309,10 +310,14 @@ def _train_classifier(model: nn.Module, train: ImageSet, views: Callable, epochs
             scaler.update()
             value = float(loss.detach())
             if not math.isfinite(value):
-                raise UserError(f"the {desc} loss became {value} at epoch {epoch + 1}; lower its learning rate")
+                raise UserError(f"the {desc} loss became {value} at epoch {epoch + 1}; lower --{desc}-lr")
             totals[0] += value
             totals[1] += float((logits.argmax(1) == y).float().mean())
         loss_avg, acc_avg = totals[0] / steps, totals[1] / steps
+        bad = first_nonfinite(named_tensors({desc: model}))
+        if bad is not None:  # a finite loss does not prove finite weights (BatchNorm statistics overflow first)
+            raise UserError(f"the {desc} network diverged at epoch {epoch + 1}: {bad[0]} holds {bad[1]}; lower "
+                            f"--{desc}-lr")
         log.log("epoch", epoch + 1, epoch=epoch, loss=loss_avg, train_accuracy=acc_avg, lr=opt.param_groups[0]["lr"])
     return {"train_loss": loss_avg, "train_accuracy": acc_avg}
 

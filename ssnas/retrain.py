@@ -9,7 +9,6 @@ tracks feature quality during training.
 """
 from __future__ import annotations
 
-import math
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -19,7 +18,7 @@ import torch
 
 from ssnas import registry
 from ssnas.arch import build_encoder, is_backbone, load_genotype, resolved_network
-from ssnas.config import check_tree, to_dict
+from ssnas.config import check_tree, resume_safe_keys, to_dict
 from ssnas.data.augment import AugmentConfig, ViewMaker
 from ssnas.data.datasets import DataConfig, ImageSet, balanced_subset_indices, load_dataset, visible_labels
 from ssnas.data.stream import FolderImages, batches, on_device
@@ -27,7 +26,9 @@ from ssnas.errors import UserError
 from ssnas.nas.network import NetworkConfig, describe
 from ssnas.runs import checkpoint
 from ssnas.runs.log import RunLog
-from ssnas.runs.settings import RunConfig, config_differences, epoch_seed, epoch_steps, resolve_device, seed_everything
+from ssnas.runs.guard import check_loss, check_modules
+from ssnas.runs.settings import (RunConfig, epoch_seed, epoch_steps, record_resume, resolve_device, resume_changes,
+                                 seed_everything)
 from ssnas.training.continual import ContinualConfig
 from ssnas.training.knn import KnnConfig, knn_top1
 from ssnas.training.objective import Batch, BatchMaker, ObjectiveConfig
@@ -225,11 +226,20 @@ def prepare_out(cfg: RetrainConfig, out: Path) -> dict[str, Any] | None:
     state = checkpoint.load(ckpt)
     if "encoder" not in state:
         raise UserError(f"{out} holds a search, not a retrain run; choose another --out")
-    diffs = config_differences(state["config"], to_dict(cfg))
-    if diffs:
-        raise UserError(f"cannot resume {out}: the settings differ from the saved run in {', '.join(diffs)}; "
-                        f"rerun with the original settings (see {out / 'config.json'})")
+    # a changed --lr needs nothing more: every step computes its rate from the config (warmup_cosine)
+    state["changes"] = resume_changes(state["config"], to_dict(cfg), resume_safe_keys(RetrainConfig), out)
     return state
+
+
+def guard(trainer: Pretrainer, epoch: int, step: int, out: Path) -> None:
+    """Stop with one line when a weight or a BatchNorm statistic is NaN or infinite (ssnas.runs.guard)."""
+    check_modules({"encoder": trainer.encoder, "objective": trainer.objective}, epoch, step, out, "retrain",
+                  _rates(trainer.cfg))
+
+
+def _rates(cfg: RetrainConfig) -> dict[str, float]:
+    o = cfg.optim
+    return {"--lr": RECIPES[o.optimizer]["lr"] if o.lr is None else o.lr}
 
 
 def _knn_sets(cfg: RetrainConfig, train: ImageSet, test: ImageSet | None) -> tuple[ImageSet, ImageSet] | None:
@@ -281,6 +291,8 @@ def run_retrain(cfg: RetrainConfig, train: ImageSet | None = None, test: ImageSe
     if resume_state is not None:
         trainer.load_state_dict(resume_state)
         start_epoch, history = resume_state["epoch"] + 1, resume_state["history"]
+        out.mkdir(parents=True, exist_ok=True)
+        record_resume(out, start_epoch, resume_state["changes"])
     run = write_run_files(cfg, out, arch, trainer, train, mean, std)
     size, arch_json, data_info = run.size, run.arch_json, run.data_info
     log = RunLog(out, resume_epoch=start_epoch, resume_step=start_epoch * steps, tensorboard=cfg.run.tensorboard)
@@ -343,10 +355,9 @@ def run_epoch(trainer: Pretrainer, images: torch.Tensor | FolderImages, labels: 
         batch = trainer.make_batch(next(pixels), index, augment, labels)
         lr = warmup_cosine(schedule_step, total_steps, warmup_steps, trainer.lr)
         parts = trainer.step(batch, lr, (schedule_step + 1) / total_steps, extra)
-        loss = float(parts["loss"].detach())
-        if not math.isfinite(loss):
-            raise UserError(f"the loss became {loss} at epoch {epoch + 1}, step {step + 1}; lower --lr (or raise "
-                            f"--temperature), then rerun; the last good checkpoint is kept in {out}")
+        loss = check_loss(parts["loss"].detach(), epoch, step, out, "retrain", _rates(cfg))
+        if cfg.run.check_every and (step + 1) % cfg.run.check_every == 0:
+            guard(trainer, epoch, step, out)
         images_per_s = b / (time.perf_counter() - t0)
         total, seen = total + loss, seen + 1
         bar.set_postfix(loss=f"{loss:.4f}", img_s=f"{images_per_s:.1f}")
@@ -354,5 +365,6 @@ def run_epoch(trainer: Pretrainer, images: torch.Tensor | FolderImages, labels: 
             row = {k: float(v) for k, v in parts.items() if k != "loss"}
             log.log("step", global_step + 1, epoch=epoch, loss=loss, lr=lr, images_per_s=round(images_per_s, 2), **row)
     bar.close()
+    guard(trainer, epoch, steps - 1, out)  # always before the checkpoint that follows an epoch
     seconds = time.perf_counter() - started
     return {"loss": total / max(seen, 1), "seconds": round(seconds, 3), "images_per_s": round(seen * b / seconds, 2)}

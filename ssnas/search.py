@@ -16,7 +16,7 @@ import torch
 from torch import nn
 
 from ssnas import arch, registry
-from ssnas.config import check_tree, to_dict
+from ssnas.config import check_tree, resume_safe_keys, to_dict
 from ssnas.data.augment import AugmentConfig, ViewMaker
 from ssnas.data.datasets import DataConfig, ImageSet, bilevel_split, load_dataset, visible_labels
 from ssnas.data.stream import FolderImages, batches, on_device
@@ -28,7 +28,9 @@ from ssnas.nas.diagnostics import search_diagnostics
 from ssnas.nas.space import SpaceConfig
 from ssnas.runs import checkpoint
 from ssnas.runs.log import RunLog
-from ssnas.runs.settings import RunConfig, config_differences, epoch_seed, epoch_steps, resolve_device, seed_everything
+from ssnas.runs.guard import check_loss, check_modules
+from ssnas.runs.settings import (RunConfig, epoch_seed, epoch_steps, record_resume, resolve_device, resume_changes,
+                                 seed_everything)
 from ssnas.training.objective import Batch, BatchMaker, ObjectiveConfig
 
 
@@ -172,6 +174,21 @@ class Searcher:
                 "opt_w": self.opt_w.state_dict(), "opt_a": self.opt_a.state_dict(),
                 "schedule": self.schedule.state_dict()}
 
+    def take_changed_rates(self, changes: dict[str, Any]) -> None:
+        """After loading a checkpoint: learning rates the resume changed (resume-safe keys) take effect from the
+        next step, at the point of the schedule where the run stopped (the cosine's closed form, Loshchilov &
+        Hutter 2017, Eq. 5). Unchanged rates are left exactly as saved, so a plain resume stays bit-identical."""
+        o = self.cfg.optim
+        if "optim.lr" in changes or "optim.lr_min" in changes:
+            s = self.schedule
+            s.base_lrs, s.eta_min = [o.lr] * len(s.base_lrs), o.lr_min
+            lr = o.lr_min + (o.lr - o.lr_min) * (1 + math.cos(math.pi * s.last_epoch / s.T_max)) / 2
+            for group in self.opt_w.param_groups:
+                group["initial_lr"], group["lr"] = o.lr, lr
+        if "optim.arch_lr" in changes:
+            for group in self.opt_a.param_groups:
+                group["lr"] = o.arch_lr
+
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.supernet.load_state_dict(state["supernet"])
         self.objective.load_state_dict(state["objective"])
@@ -188,16 +205,9 @@ class SearchResult:
     finished: bool = True
 
 
-def _check_finite(loss: torch.Tensor, epoch: int, step: int, out: Path) -> float:
-    value = float(loss)
-    if not math.isfinite(value):
-        raise UserError(f"the loss became {value} at epoch {epoch + 1}, step {step + 1}; lower --lr or --arch-lr "
-                        f"(or raise --temperature), then rerun; the last good checkpoint is kept in {out}")
-    return value
-
-
 def prepare_out(cfg: SearchConfig, out: Path) -> dict[str, Any] | None:
-    """Return the checkpoint to resume from, if any; refuse to overwrite a finished or running search."""
+    """Return the checkpoint to resume from, if any, with what the resume changes under "changes"; refuse to
+    overwrite a finished or running search, and a resume that changes more than the resume-safe keys."""
     ckpt = out / "checkpoint.pt"
     if not ckpt.exists():
         return None
@@ -205,11 +215,18 @@ def prepare_out(cfg: SearchConfig, out: Path) -> dict[str, Any] | None:
         raise UserError(f"{out} already holds a search (checkpoint.pt); pass --resume to continue it, "
                         f"or choose another --out")
     state = checkpoint.load(ckpt)
-    diffs = config_differences(state["config"], to_dict(cfg))
-    if diffs:
-        raise UserError(f"cannot resume {out}: the settings differ from the saved run in {', '.join(diffs)}; "
-                        f"rerun with the original settings (see {out / 'config.json'})")
+    state["changes"] = resume_changes(state["config"], to_dict(cfg), resume_safe_keys(SearchConfig), out)
     return state
+
+
+def guard(searcher: Searcher, epoch: int, step: int, out: Path) -> None:
+    """Stop with one line when a weight, an alpha or a BatchNorm statistic is NaN or infinite (ssnas.runs.guard)."""
+    check_modules({"supernet": searcher.supernet, "objective": searcher.objective}, epoch, step, out, "search",
+                  _rates(searcher.cfg))
+
+
+def _rates(cfg: SearchConfig) -> dict[str, float]:
+    return {"--lr": cfg.optim.lr, "--arch-lr": cfg.optim.arch_lr}
 
 
 def run_search(cfg: SearchConfig, train: ImageSet | None = None, *,
@@ -237,9 +254,12 @@ def run_search(cfg: SearchConfig, train: ImageSet | None = None, *,
     start_epoch, history = 0, []
     if resume_state is not None:
         searcher.load_state_dict(resume_state["searcher"])
+        searcher.take_changed_rates(resume_state["changes"])
         torch.set_rng_state(resume_state["torch_rng"])
         start_epoch, history = resume_state["epoch"] + 1, resume_state["history"]
     out.mkdir(parents=True, exist_ok=True)
+    if resume_state is not None:
+        record_resume(out, start_epoch, resume_state["changes"])
     checkpoint.write_json(out / "config.json", to_dict(cfg))
     log = RunLog(out, resume_epoch=start_epoch, resume_step=start_epoch * steps, tensorboard=cfg.run.tensorboard)
     images = on_device(train.images, device)  # in memory: moved once; streamed: decoded batch by batch
@@ -247,6 +267,7 @@ def run_search(cfg: SearchConfig, train: ImageSet | None = None, *,
         last = o.epochs if not cfg.run.stop_after else min(o.epochs, start_epoch + cfg.run.stop_after)
         for epoch in range(start_epoch, last):
             stats = _run_epoch(searcher, images, labels, idx_w, idx_a, epoch, steps, log, out)
+            guard(searcher, epoch, steps - 1, out)  # nothing of a diverged epoch is written
             searcher.schedule.step()
             genotype = searcher.supernet.derive()
             history.append({"epoch": epoch, "genotype": genotype.to_json()})
@@ -292,7 +313,9 @@ def _run_epoch(searcher: Searcher, images: torch.Tensor | FolderImages, labels: 
         x_w, x_a = next(pixels), next(pixels)
         progress = (epoch * steps + step + 1) / (cfg.optim.epochs * steps)
         parts, arch_loss = searcher.train_step(x_w, x_a, w_index, a_index, labels, augment, progress)
-        loss = _check_finite(parts["loss"].detach(), epoch, step, out)
+        loss = check_loss(parts["loss"].detach(), epoch, step, out, "search", _rates(cfg))
+        if cfg.run.check_every and (step + 1) % cfg.run.check_every == 0:
+            guard(searcher, epoch, step, out)
         images_per_s = b / (time.perf_counter() - t0)
         total, seen = total + loss, seen + 1
         bar.set_postfix(loss=f"{loss:.4f}", img_s=f"{images_per_s:.1f}")

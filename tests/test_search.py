@@ -109,8 +109,8 @@ def test_refuses_to_overwrite_and_checks_resume_settings(tmp_path, fashion_train
     run_search(tiny_search_config(tmp_path, **{"optim.epochs": 1}), fashion_train)
     with pytest.raises(UserError, match="--resume"):
         run_search(tiny_search_config(tmp_path, **{"optim.epochs": 1}), fashion_train)
-    with pytest.raises(UserError, match="optim.lr"):
-        run_search(tiny_search_config(tmp_path, **{"optim.epochs": 1, "optim.lr": 0.5, "run.resume": True}),
+    with pytest.raises(UserError, match="optim.momentum"):
+        run_search(tiny_search_config(tmp_path, **{"optim.epochs": 1, "optim.momentum": 0.5, "run.resume": True}),
                    fashion_train)
 
 

@@ -16,6 +16,9 @@ def flag_name(key: str, f: dataclasses.Field) -> str:
     return f.metadata.get("flag") or "--" + key.rsplit(".", 1)[-1].replace("_", "-")
 
 
+RESUME_NOTE = "; may change on --resume"
+
+
 def add_flags(parser: argparse.ArgumentParser, cls: type) -> None:
     """One flag per leaf field (help from metadata); defaults are None so only given flags override."""
     seen: dict[str, str] = {}
@@ -30,7 +33,8 @@ def add_flags(parser: argparse.ArgumentParser, cls: type) -> None:
         default = defaults
         for part in key.split("."):
             default = default[part]
-        text = f"{f.metadata.get('help', '')} [{key}; default: {default}]"
+        note = RESUME_NOTE if f.metadata.get("resume_safe") else ""
+        text = f"{f.metadata.get('help', '')} [{key}; default: {default}{note}]"
         if tp is bool:
             parser.add_argument(flag, dest=key, default=None, action=argparse.BooleanOptionalAction, help=text)
         else:

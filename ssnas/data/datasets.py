@@ -87,12 +87,13 @@ class DataConfig:
     stream: str = field(default="auto", metadata={
         "help": "image folders: decode the images batch by batch in worker processes instead of holding them all "
                 "in memory: auto (when the decoded images would take more than --stream-above-gb or a quarter of "
-                "the RAM), on, off; same batches either way", "choices": STREAM_MODES})
+                "the RAM), on, off; same batches either way", "choices": STREAM_MODES, "resume_safe": True})
     stream_above_gb: float = field(default=8.0, metadata={
         "help": "--stream auto streams image folders whose decoded images would take more than this (GiB)",
-        "range": "(0, 1e6]"})
+        "range": "(0, 1e6]", "resume_safe": True})
     workers: int = field(default=0, metadata={
-        "help": "processes that decode streamed images (0 = one per CPU, at most 8)", "range": "[0, 256]"})
+        "help": "processes that decode streamed images (0 = one per CPU, at most 8)", "range": "[0, 256]",
+        "resume_safe": True})
 
     def check(self) -> None:
         if 0 < self.image_size < MIN_IMAGE_SIZE:

@@ -1,9 +1,12 @@
 """Settings and helpers every long-running command shares: output folder, seed, device."""
 from __future__ import annotations
 
+import json
 import random
+import time
 from dataclasses import dataclass, field
-from typing import Any
+from pathlib import Path
+from typing import Any, Collection
 
 import numpy as np
 import torch
@@ -18,8 +21,7 @@ class RunConfig:
                                            "range": "[0, 4294967295]"})
     device: str = field(default="auto", metadata={"help": "auto (CUDA when available, else CPU), cpu, cuda, cuda:1, ...",
                                                   "resume_safe": True})
-    resume: bool = field(default=False, metadata={"help": "continue the run in --out from its last checkpoint",
-                                                  "resume_safe": True})
+    resume: bool = field(default=False, metadata={"help": "continue the run in --out from its last checkpoint"})
     force: bool = field(default=False, metadata={
         "help": "start afresh in an --out that holds an earlier run, deleting that run's files (never others)",
         "resume_safe": True})
@@ -79,20 +81,42 @@ def epoch_steps(images: int, batch_size: int, cap: int, what: str) -> int:
     return min(steps, cap) if cap else steps
 
 
-# Keys that may differ between a run and its resumption (they do not change the maths; the data keys choose how
-# images are read, and both paths give the same batches: tests/test_stream.py).
-RESUMABLE_DIFFERENCES = ("run.resume", "run.stop_after", "run.progress", "run.log_every", "run.device", "run.out",
-                         "run.tensorboard", "data.stream", "data.stream_above_gb", "data.workers")
-
-
 def config_differences(saved: dict[str, Any], current: dict[str, Any], prefix: str = "") -> list[str]:
     """Dotted keys whose values differ between a saved config and the current one (objective options compared
-    as a whole), leaving out those a resume may change."""
+    as a whole)."""
     keys = []
     for k in sorted(set(saved) | set(current)):
         a, b, key = saved.get(k), current.get(k), f"{prefix}{k}"
         if isinstance(a, dict) and isinstance(b, dict) and k != "options":
             keys += config_differences(a, b, key + ".")
-        elif a != b and key not in RESUMABLE_DIFFERENCES:
+        elif a != b:
             keys.append(key)
     return keys
+
+
+def _value(config: dict[str, Any], key: str) -> Any:
+    for part in key.split("."):
+        config = config.get(part) if isinstance(config, dict) else None
+    return config
+
+
+def resume_changes(saved: dict[str, Any], current: dict[str, Any], safe: Collection[str], out: Path
+                   ) -> dict[str, Any]:
+    """What a resume changes, as {key: {"was": ..., "now": ...}}; a UserError when it changes a key that is not
+    resume-safe (fields marked `resume_safe`: how a run runs, and its learning rates and gradient clip)."""
+    diffs = [k for k in config_differences(saved, current) if k != "run.resume"]
+    refused = [k for k in diffs if k not in safe]
+    if refused:
+        shown = ", ".join(f"{k} ({_value(saved, k)!r} -> {_value(current, k)!r})" for k in refused[:4])
+        raise UserError(f"cannot resume {out}: the settings differ from the saved run in {shown}"
+                        f"{' and more' if len(refused) > 4 else ''}, and only those --help marks 'may change on "
+                        f"--resume' may (learning rates, --grad-clip, how the run runs); rerun with the original "
+                        f"settings (--config {out / 'config.json'})")
+    return {k: {"was": _value(saved, k), "now": _value(current, k)} for k in diffs}
+
+
+def record_resume(out: Path, epoch: int, changes: dict[str, Any]) -> None:
+    """Append one line to OUT/resumes.jsonl: when the run was resumed, from which finished epoch, what changed."""
+    row = {"time": round(time.time(), 3), "finished_epochs": epoch, "changed": changes}
+    with open(Path(out) / "resumes.jsonl", "a") as f:
+        f.write(json.dumps(row) + "\n")

@@ -22,7 +22,7 @@ import torch
 
 from ssnas.arch import build_encoder, build_supernet
 from ssnas.continual import run_continual, validate as validate_continual
-from ssnas.config import Tunable, apply_overrides, check_tree, to_dict
+from ssnas.config import Tunable, apply_overrides, check_tree, resume_safe_keys, to_dict
 from ssnas.data.augment import ViewMaker
 from ssnas.data.datasets import ImageSet, balanced_subset_indices, load_dataset
 from ssnas.errors import UserError
@@ -42,9 +42,6 @@ TRIAL_DEFAULTS = {
     "supernet": {"optim.epochs": 10, "run.out": "runs/tune"},
     "genotype": {"optim.epochs": 10, "optim.warmup_epochs": 1, "run.out": "runs/tune"},
 }
-# Settings that may change when a study is resumed: they do not change what a trial computes.
-RESUMABLE = ("run.resume", "run.stop_after", "run.progress", "run.log_every", "run.device", "run.out",
-             "run.tensorboard")
 # A session gives up after this many failed trials in a row (a setting, not bad luck, is then the likely cause).
 MAX_FAILURES_IN_A_ROW = 3
 # A study's name is a folder inside --out: no path separators, no '..', nothing hidden.
@@ -164,6 +161,12 @@ def make_pruner(tune: TuneConfig, epochs: int) -> Any:
     return optuna.pruners.NopPruner()
 
 
+def resumable(target: str) -> frozenset[str]:
+    """Settings that may change when a study is resumed: the resume-safe keys that say how a run runs, not the
+    learning rates (a resumed run may change those, but they change what a trial computes)."""
+    return frozenset(k for k in resume_safe_keys(config_class(target)) if not k.startswith("optim.")) | {"run.resume"}
+
+
 def study_spec(tune: TuneConfig, base: Any, params: tuple[Tunable, ...]) -> dict[str, Any]:
     """What a trial's score depends on, stored with the study so that a resume with other settings is refused.
     The tuned keys are left out: every trial sets them itself."""
@@ -183,7 +186,7 @@ def check_spec(study: Any, spec: dict[str, Any], url: str) -> None:
         study.set_user_attr("ssnas_spec", spec)
         return
     diffs = [] if saved["target"] == spec["target"] else ["target"]
-    diffs += [k for k in config_differences(saved["config"], spec["config"]) if k not in RESUMABLE]
+    diffs += [k for k in config_differences(saved["config"], spec["config"]) if k not in resumable(spec["target"])]
     diffs += [f"tune.{k}" for k in config_differences(saved["score"], spec["score"])]
     if diffs:
         raise UserError(f"cannot resume study {study.study_name!r}: its trials ran with other settings in "

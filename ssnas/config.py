@@ -120,6 +120,15 @@ def _shown(value: Any, limit: int = 60) -> str:
 def _set(cfg: Any, path: list[str], value: Any, full_key: str) -> None:
     name = path[0]
     types_ = _field_types(type(cfg))
+    retired = getattr(type(cfg), "retired", {})
+    if name not in types_ and name in retired and len(path) == 1:
+        # a setting that became something else: old config files (their default, off) still load; a value that
+        # asks for the old behaviour is told where it went
+        if value in (0, False, None, "0", "false"):
+            return
+        strategy, option = retired[name]
+        raise UserError(f"config key '{full_key}' is now a search strategy: use --strategy {strategy} "
+                        f"--set strategy.{option}={value}")
     if name not in types_:
         if OPEN_TABLE in types_:  # objective-specific knobs, validated by the objective itself
             table = getattr(cfg, OPEN_TABLE)

@@ -1,4 +1,4 @@
-"""Name -> module for the two things users plug in: search spaces and objectives.
+"""Name -> module for the things users choose by name: search spaces, objectives and search strategies.
 
 Two ways in, both without editing ssnas:
 - built in: a module `search_spaces/<name>.py` (installed as `ssnas.search_spaces.<name>`) or `objectives/<name>.py`
@@ -22,9 +22,10 @@ from functools import lru_cache
 from types import ModuleType
 from typing import Any
 
-from ssnas import objectives, search_spaces
+from ssnas import objectives, search_spaces, strategies
 from ssnas.errors import UserError
 from ssnas.nas.space import REQUIRED
+from ssnas.strategies.base import Strategy
 from ssnas.training.objective import Objective
 
 # the space of a genotype JSON without a "space" field (every genotype ssnas writes has one)
@@ -46,6 +47,11 @@ class Plugin:
         except Exception as e:  # a broken plugin is the plugin's problem; say whose, on one line
             raise UserError(f"cannot load the {kind} {self.name!r} that {self.distribution} registers as "
                             f"{self.value}: {type(e).__name__}: {e}; fix or uninstall that package") from None
+
+
+def available_strategies() -> list[str]:
+    """Strategy names as users type them (`beta-darts` for ssnas/strategies/beta_darts.py)."""
+    return [name.replace("_", "-") for name in _available(strategies) if name != "base"]
 
 
 def _normalise(name: str) -> str:
@@ -138,4 +144,17 @@ def objective(name: str) -> type[Objective]:
     if found[0].name and _normalise(found[0].name) != key:
         raise UserError(f"{where}: {found[0].__name__}.name is {found[0].name!r} but it is registered as {key!r}; "
                         f"make them match")
+    return found[0]
+
+
+def strategy(name: str) -> type[Strategy]:
+    """The search strategy `name` (`ssnas/strategies/<name>.py`, dashes or underscores)."""
+    key = _normalise(name)
+    if key == "base" or key.replace("_", "-") not in available_strategies():
+        raise UserError(f"unknown strategy {name!r}; available: {', '.join(available_strategies())}")
+    module = importlib.import_module(f"{strategies.__name__}.{key}")
+    found = [v for v in vars(module).values()
+             if isinstance(v, type) and issubclass(v, Strategy) and v.__module__ == module.__name__]
+    if len(found) != 1:
+        raise UserError(f"ssnas/strategies/{key}.py must define exactly one Strategy subclass, found {len(found)}")
     return found[0]

@@ -10,7 +10,7 @@ import math
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Mapping
 
 import torch
 from torch import nn
@@ -22,15 +22,16 @@ from ssnas.data.datasets import DataConfig, ImageSet, bilevel_split, load_datase
 from ssnas.data.stream import FolderImages, batches, on_device
 from ssnas.errors import UserError
 from ssnas.export.graph import log_search_pictures  # matplotlib only when pictures are drawn
-from ssnas.nas.anticollapse import aux_skip_weight, beta_decay_penalty
 from ssnas.nas.architect import unrolled_arch_grads
 from ssnas.nas.diagnostics import search_diagnostics
 from ssnas.nas.space import SpaceConfig
 from ssnas.runs import checkpoint
+from ssnas.runs.ground_truth import BenchmarkTable, epoch_truth
 from ssnas.runs.log import RunLog
 from ssnas.runs.guard import check_loss, check_modules
 from ssnas.runs.settings import (RunConfig, epoch_seed, epoch_steps, record_resume, resolve_device, resume_changes,
                                  seed_everything)
+from ssnas.strategies.base import StrategyConfig
 from ssnas.training.objective import Batch, BatchMaker, ObjectiveConfig
 
 
@@ -59,12 +60,9 @@ class SearchOptimConfig:
                                                              "range": "[0, 1]"})
     order: int = field(default=1, metadata={"help": "1: first-order DARTS; 2: unrolled second order (Sec. 2.3)",
                                             "choices": (1, 2)})
-    aux_skip: float = field(default=0.0, metadata={
-        "help": "anti-collapse, DARTS- (Chu et al. 2021): weight of an auxiliary skip on every stride-1 edge, "
-                "decayed linearly to 0 over the search; 0 = off (changes the search's semantics)", "range": "[0, 100]"})
-    beta_decay: float = field(default=0.0, metadata={
-        "help": "anti-collapse, beta-DARTS (Ye et al. 2022): weight of the logsumexp regulariser on the "
-                "alphas, ramped linearly from 0 to this value; 0 = off", "range": "[0, inf)"})
+
+    # settings that became search strategies: (strategy, its option) for the one-line error that says so
+    retired = {"aux_skip": ("darts-minus", "beta0"), "beta_decay": ("beta-darts", "weight")}
 
 
 @dataclass
@@ -74,6 +72,7 @@ class SearchConfig:
     augment: AugmentConfig = field(default_factory=AugmentConfig)
     supernet: SpaceConfig = field(default_factory=SpaceConfig)
     objective: ObjectiveConfig = field(default_factory=ObjectiveConfig)
+    strategy: StrategyConfig = field(default_factory=StrategyConfig)
     optim: SearchOptimConfig = field(default_factory=SearchOptimConfig)
     run: RunConfig = field(default_factory=RunConfig)
 
@@ -84,6 +83,8 @@ def validate(cfg: SearchConfig) -> None:
     check_tree(cfg)
     registry.space(cfg.space)
     registry.objective(cfg.objective.name).check(cfg.objective)  # its options and the shared knobs it reads
+    strategy = registry.strategy(cfg.strategy.name)
+    strategy.check_schedule(strategy.check(cfg.strategy), cfg.optim.epochs)
     resolve_device(cfg.run.device)
 
 
@@ -101,6 +102,11 @@ class Searcher:
         self.supernet.to(device, memory_format=torch.channels_last)
         self.objective.to(device)
         self.objective.attach(self.supernet)
+        strategy_cls = registry.strategy(cfg.strategy.name)
+        self.strategy = strategy_cls(strategy_cls.check(cfg.strategy), self.supernet, self.space.PRIMITIVES,
+                                     cfg.optim.epochs)
+        self.supernet.op_weighting = self.strategy.op_weights
+        self.supernet.derivation = self.strategy.derive_scores
         self.alphas = self.supernet.arch_parameters()
         self.weights = self.supernet.weight_parameters() + [p for p in self.objective.parameters() if p.requires_grad]
         o = cfg.optim
@@ -120,10 +126,6 @@ class Searcher:
         return self.objective(self.supernet, batch)
 
     # ---- steps -------------------------------------------------------------------------------------
-    def regulariser(self, progress: float) -> torch.Tensor | None:
-        """beta-DARTS's penalty on the alphas (ssnas.nas.anticollapse), or None when off."""
-        return beta_decay_penalty(self.alphas, self.cfg.optim.beta_decay, progress)
-
     def arch_step(self, batch_w: Batch, batch_a: Batch, progress: float = 0.0) -> torch.Tensor:
         self.opt_a.zero_grad(set_to_none=True)
         if self.cfg.optim.order == 2:
@@ -139,7 +141,7 @@ class Searcher:
             # for the conv weights' gradients anyway.
             loss.backward(inputs=self.alphas)
             grads = [a.grad for a in self.alphas]
-        penalty = self.regulariser(progress)
+        penalty = self.strategy.penalty(self.alphas, progress)
         if penalty is not None:  # depends on the alphas alone, so its gradient simply adds in both orders
             grads = [g + r if g is not None else r for g, r in zip(grads, torch.autograd.grad(penalty, self.alphas))]
         for a, g in zip(self.alphas, grads):
@@ -161,18 +163,21 @@ class Searcher:
                    labels: torch.Tensor | None, generator: torch.Generator, progress: float
                    ) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
         """Views for both batches (`x_w`, `x_a`: the uint8 images at `w_index`, `a_index`), the architecture step,
-        then the weight step (Algorithm 1 of DARTS)."""
-        self.supernet.aux_skip = aux_skip_weight(self.cfg.optim.aux_skip, progress)  # DARTS- (ssnas.nas.anticollapse)
+        then the weight step (Algorithm 1 of DARTS). A strategy that does not train the alphas (now) gets the weight
+        step alone."""
+        self.strategy.before_step(self.supernet, progress)
         batch_w = self.batches.from_pixels(x_w, w_index, generator, None if labels is None else labels[w_index])
-        batch_a = self.batches.from_pixels(x_a, a_index, generator, None if labels is None else labels[a_index])
-        arch_loss = self.arch_step(batch_w, batch_a, progress)
+        arch_loss = torch.tensor(float("nan"))
+        if self.strategy.wants_arch_step(progress):
+            batch_a = self.batches.from_pixels(x_a, a_index, generator, None if labels is None else labels[a_index])
+            arch_loss = self.arch_step(batch_w, batch_a, progress)
         return self.weight_step(batch_w, progress), arch_loss
 
     # ---- state -------------------------------------------------------------------------------------
     def state_dict(self) -> dict[str, Any]:
         return {"supernet": self.supernet.state_dict(), "objective": self.objective.state_dict(),
                 "opt_w": self.opt_w.state_dict(), "opt_a": self.opt_a.state_dict(),
-                "schedule": self.schedule.state_dict()}
+                "schedule": self.schedule.state_dict(), "strategy": self.strategy.state_dict()}
 
     def take_changed_rates(self, changes: dict[str, Any]) -> None:
         """After loading a checkpoint: learning rates the resume changed (resume-safe keys) take effect from the
@@ -195,6 +200,64 @@ class Searcher:
         self.opt_w.load_state_dict(state["opt_w"])
         self.opt_a.load_state_dict(state["opt_a"])
         self.schedule.load_state_dict(state["schedule"])
+        self.strategy.load_state_dict(state["strategy"])
+
+
+class Tools:
+    """What the search lends its strategy between epochs (`ssnas.strategies.base.SearchTools`): scores on fixed
+    held-out batches of the architecture half, fresh views, a fresh supernet. Every draw is seeded by the run's
+    seed and the strategy's round, so a resumed search scores exactly what an uninterrupted one did."""
+
+    def __init__(self, searcher: Searcher, images: torch.Tensor | FolderImages, labels: torch.Tensor | None,
+                 held_out: torch.Tensor, channels: int):
+        self.searcher = searcher
+        self.images, self.labels, self.held_out = images, labels, held_out
+        self.channels = channels
+        self._batches: dict[tuple[int, int], list[Batch]] = {}
+
+    def _generator(self, round_: int, stream: int) -> torch.Generator:
+        seed = epoch_seed(self.searcher.cfg.run.seed, 10_000 + round_, stream)
+        return torch.Generator(device=self.searcher.device).manual_seed(seed)
+
+    def _fixed_batches(self, round_: int, count: int) -> list[Batch]:
+        if (round_, count) not in self._batches:
+            self._batches = {}  # one round's batches at a time
+            b = self.searcher.cfg.optim.batch_size
+            order = torch.Generator().manual_seed(epoch_seed(self.searcher.cfg.run.seed, 10_000 + round_, 0))
+            index = self.held_out[torch.randperm(len(self.held_out), generator=order)]
+            views = self._generator(round_, 1)
+            chosen = [index[k * b:(k + 1) * b] for k in range(max(1, min(count, len(index) // b)))]
+            pixels = batches(self.images, chosen, self.searcher.device)
+            self._batches[(round_, count)] = [
+                self.searcher.batches.from_pixels(next(pixels), i, views, None if self.labels is None else self.labels[i])
+                for i in chosen]
+        return self._batches[(round_, count)]
+
+    @torch.no_grad()
+    def objective_loss(self, op_weights: Mapping[str, torch.Tensor], round_: int, batches: int) -> float:
+        searcher, supernet = self.searcher, self.searcher.supernet
+        installed = supernet.op_weighting
+        supernet.op_weighting = lambda alphas: {k: w.to(alphas[k].device, alphas[k].dtype)
+                                                for k, w in op_weights.items()}
+        supernet.train()  # batch statistics, as in the search itself (DARTS-PT scores in train mode too)
+        searcher.objective.train()
+        try:
+            losses = [float(searcher.loss(batch)["loss"]) for batch in self._fixed_batches(round_, batches)]
+        finally:
+            supernet.op_weighting = installed
+        return sum(losses) / len(losses)
+
+    def views(self, count: int, round_: int) -> torch.Tensor:
+        order = torch.Generator().manual_seed(epoch_seed(self.searcher.cfg.run.seed, 10_000 + round_, 2))
+        index = self.held_out[torch.randperm(len(self.held_out), generator=order)[:count]]
+        return self.searcher.batches.views(next(batches(self.images, [index], self.searcher.device)),
+                                           self._generator(round_, 3))
+
+    def build_supernet(self, init_channels: int) -> nn.Module:
+        cfg = self.searcher.cfg.supernet
+        small = SpaceConfig(layers=cfg.layers, init_channels=init_channels, nodes=cfg.nodes,
+                            stem_multiplier=cfg.stem_multiplier)
+        return self.searcher.space.build_supernet(small, self.channels).to(self.searcher.device)
 
 
 @dataclass
@@ -236,6 +299,9 @@ def run_search(cfg: SearchConfig, train: ImageSet | None = None, *,
     validate(cfg)
     out = Path(cfg.run.out)
     resume_state = prepare_out(cfg, out)
+    space = registry.space(cfg.space)
+    # the ground truth is read before the data, so a bad table fails fast; only the logger ever consults it
+    table = BenchmarkTable.load(cfg.run.benchmark, space.parse_text, space.NAME) if cfg.run.benchmark else None
     device = resolve_device(cfg.run.device)
     seed_everything(cfg.run.seed)
     objective_cls = registry.objective(cfg.objective.name)
@@ -251,6 +317,8 @@ def run_search(cfg: SearchConfig, train: ImageSet | None = None, *,
 
     searcher = Searcher(cfg, train.channels, mean, std, device,
                         num_classes=len(train.classes) if labels is not None else 0)
+    images = on_device(train.images, device)  # in memory: moved once; streamed: decoded batch by batch
+    tools = Tools(searcher, images, labels, idx_a, train.channels)
     start_epoch, history = 0, []
     if resume_state is not None:
         searcher.load_state_dict(resume_state["searcher"])
@@ -262,17 +330,34 @@ def run_search(cfg: SearchConfig, train: ImageSet | None = None, *,
         record_resume(out, start_epoch, resume_state["changes"])
     checkpoint.write_json(out / "config.json", to_dict(cfg))
     log = RunLog(out, resume_epoch=start_epoch, resume_step=start_epoch * steps, tensorboard=cfg.run.tensorboard)
-    images = on_device(train.images, device)  # in memory: moved once; streamed: decoded batch by batch
     try:
+        if start_epoch == 0:
+            started = time.perf_counter()
+            events = searcher.strategy.before_search(tools)
+            if events:
+                log.log("strategy", 0, epoch=-1, seconds=round(time.perf_counter() - started, 3), **events)
         last = o.epochs if not cfg.run.stop_after else min(o.epochs, start_epoch + cfg.run.stop_after)
+        training = searcher.strategy.needs_training()
+        if not training:  # a training-free strategy decided before the first step: one record, no epochs
+            last = min(last, start_epoch + 1)
         for epoch in range(start_epoch, last):
-            stats = _run_epoch(searcher, images, labels, idx_w, idx_a, epoch, steps, log, out)
-            guard(searcher, epoch, steps - 1, out)  # nothing of a diverged epoch is written
-            searcher.schedule.step()
+            if training:
+                stats = _run_epoch(searcher, images, labels, idx_w, idx_a, epoch, steps, log, out, history)
+                guard(searcher, epoch, steps - 1, out)  # nothing of a diverged epoch is written
+                searcher.schedule.step()
+            else:
+                stats = {"loss": float("nan"), "seconds": 0.0, "images_per_s": 0.0}
+            started = time.perf_counter()
+            events = searcher.strategy.after_epoch(epoch, tools)
+            if events:
+                log.log("strategy", (epoch + 1) * steps, epoch=epoch,
+                        seconds=round(time.perf_counter() - started, 3), **events)
             genotype = searcher.supernet.derive()
-            history.append({"epoch": epoch, "genotype": genotype.to_json()})
+            truth = epoch_truth(table, space.to_text(genotype)) if table is not None else {}
+            history.append({"epoch": epoch, "genotype": genotype.to_json(), **({"truth": truth} if truth else {})})
             _write_epoch_outputs(out, searcher, genotype, epoch, cfg, history)
-            stats.update(search_diagnostics(searcher.supernet.probs(), genotype, searcher.space.PARAMETER_FREE))
+            stats.update(search_diagnostics(searcher.supernet.probs(), genotype, space.PARAMETER_FREE))
+            stats.update(truth)
             log.log("epoch", (epoch + 1) * steps, epoch=epoch, **stats)
             checkpoint.save(out / "checkpoint.pt", {
                 "epoch": epoch, "config": to_dict(cfg), "searcher": searcher.state_dict(),
@@ -284,12 +369,12 @@ def run_search(cfg: SearchConfig, train: ImageSet | None = None, *,
     finally:
         log.close()
     genotype = searcher.supernet.derive()
-    return SearchResult(genotype, out, last - start_epoch, finished=last == o.epochs)
+    return SearchResult(genotype, out, last - start_epoch, finished=last == o.epochs or not training)
 
 
 def _run_epoch(searcher: Searcher, images: torch.Tensor | FolderImages, labels: torch.Tensor | None,
-               idx_w: torch.Tensor, idx_a: torch.Tensor, epoch: int, steps: int, log: RunLog, out: Path
-               ) -> dict[str, float]:
+               idx_w: torch.Tensor, idx_a: torch.Tensor, epoch: int, steps: int, log: RunLog, out: Path,
+               history: list[dict[str, Any]]) -> dict[str, float]:
     from tqdm.auto import tqdm
 
     cfg = searcher.cfg
@@ -305,8 +390,8 @@ def _run_epoch(searcher: Searcher, images: torch.Tensor | FolderImages, labels: 
     searcher.supernet.train()
     searcher.objective.train()
     total, seen, started = 0.0, 0, time.perf_counter()
-    bar = tqdm(range(steps), desc=f"epoch {epoch + 1}/{cfg.optim.epochs}", disable=not cfg.run.progress,
-               leave=False, dynamic_ncols=True)
+    bar = tqdm(range(steps), desc=f"epoch {epoch + 1}/{cfg.optim.epochs}{_truth_note(history)}",
+               disable=not cfg.run.progress, leave=False, dynamic_ncols=True)
     for step in bar:
         t0 = time.perf_counter()
         w_index, a_index = w_batches[step], a_batches[step]
@@ -330,6 +415,16 @@ def _run_epoch(searcher: Searcher, images: torch.Tensor | FolderImages, labels: 
             "images_per_s": round(seen * b / seconds, 2)}
 
 
+def _truth_note(history: list[dict[str, Any]]) -> str:
+    """The last derived cell's true accuracy and rank for the progress bar (with --benchmark)."""
+    truth = history[-1].get("truth", {}) if history else {}
+    first = next((k for k in truth if k.startswith("true_")), None)
+    if first is None:
+        return ""
+    column = first[len("true_"):]
+    return f" (last cell: {truth[first]:.2f} {column}, rank {truth['rank_' + column]})"
+
+
 def _write_epoch_outputs(out: Path, searcher: Searcher, genotype: Any, epoch: int, cfg: SearchConfig,
                          history: list[dict[str, Any]]) -> None:
     meta = {"epoch": epoch + 1, "epochs": cfg.optim.epochs, "objective": cfg.objective.name,
@@ -340,4 +435,6 @@ def _write_epoch_outputs(out: Path, searcher: Searcher, genotype: Any, epoch: in
     checkpoint.write_json(out / "alphas.json", searcher.supernet.probs())
     # the genotype after every epoch, rewritten from the checkpointed history so a resume never duplicates rows
     checkpoint.write_text(out / "genotypes.jsonl",
-                          "".join(json.dumps({"epoch": h["epoch"] + 1, "genotype": h["genotype"]}) + "\n" for h in history))
+                          "".join(json.dumps({"epoch": h["epoch"] + 1, "genotype": h["genotype"],
+                                                **({"truth": h["truth"]} if "truth" in h else {})}) + "\n"
+                                    for h in history))

@@ -20,23 +20,6 @@ def test_parameter_free_share_of_darts_v2():
     assert out["entropy_normal_norm"] == pytest.approx(1.0) and out["entropy_reduce"] == 0.0
 
 
-def test_beta_decay_regulariser_is_the_ramped_mean_logsumexp(tmp_path):
-    import torch
-
-    from ssnas.search import Searcher
-    from tests.conftest import tiny_search_config
-
-    cfg = tiny_search_config(tmp_path, **{"optim.beta_decay": 2.0})
-    searcher = Searcher(cfg, 1, [0.5], [0.25], torch.device("cpu"))
-    with torch.no_grad():
-        for a in searcher.alphas:
-            a.zero_()
-    n_ops = searcher.alphas[0].shape[1]
-    # all-zero alphas: logsumexp of each edge = log(n_ops); at progress 0.25 the weight is 2.0 * 0.25
-    assert float(searcher.regulariser(0.25).detach()) == pytest.approx(0.5 * math.log(n_ops))
-    assert searcher.regulariser(0.0) is None
-
-
 def test_aux_skip_adds_beta_times_the_input_on_stride_one_edges():
     import torch
 

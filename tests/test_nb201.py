@@ -73,9 +73,9 @@ def test_supernet_shapes_and_argmax_derivation():
 
 
 def test_nb201_search_on_real_images_gives_a_valid_string(tmp_path, fashion_train):
-    # with both anti-collapse regularisers on, to exercise their wiring through the real loop
+    # with an anti-collapse strategy on, to exercise its wiring through the real loop
     cfg = tiny_search_config(tmp_path, **{"space": "nb201", "supernet.layers": 1, "optim.epochs": 1,
-                                          "optim.aux_skip": 1.0, "optim.beta_decay": 1.0})
+                                          "strategy.name": "darts-minus"})
     result = run_search(cfg, fashion_train)
     text = json.loads((tmp_path / "genotype.json").read_text())["arch"]
     assert NB201Genotype.from_string(text) == result.genotype

@@ -22,7 +22,7 @@ LAYERS = [
     ["ssnas.runs", "ssnas.data"],
     ["ssnas.nas", "ssnas.training"],  # the maths and the objective contract
     ["ssnas.kernels"],  # the exact speed route of ssnas.nas's modules
-    ["ssnas.search_spaces", "ssnas.objectives"],  # the plugins
+    ["ssnas.search_spaces", "ssnas.objectives", "ssnas.strategies"],  # the plugins and search strategies
     ["ssnas.registry"],  # names -> plugins
     ["ssnas.arch"],  # an architecture (and its network) from what the user types
     ["ssnas.model"],  # the network as a library object: create_model, preprocessing, pretrained weights

@@ -18,6 +18,10 @@ def run(ns: argparse.Namespace) -> int:
     continual = [n for n in registry.available_objectives() if registry.objective(n).has_embed()]
     print("continual retraining (ssnas retrain --continual-steps K --continual-method M): " + ", ".join(METHODS)
           + "; ccl distils the embeddings of " + ", ".join(continual))
+    print("strategies (--strategy; options with --set strategy.KEY=VALUE):")
+    names = registry.available_strategies()
+    for name in names:
+        print(f"  {name:<{max(map(len, names))}}  {registry.strategy(name).summary}")
     for name in registry.available_spaces():
         published = getattr(registry.space(name), "PUBLISHED", {})
         if published:
@@ -26,7 +30,7 @@ def run(ns: argparse.Namespace) -> int:
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    sub.add_parser("list", help="list search spaces, objectives (built in or from plugins) and published genotypes",
+    sub.add_parser("list", help="list search spaces, objectives (built in or from plugins), search strategies and published genotypes",
                    description="Spaces and objectives come built in or from installed packages that declare entry "
                                "points in the groups ssnas.search_spaces and ssnas.objectives (docs/spaces.md, "
                                "docs/objectives.md).").set_defaults(func=run)

@@ -78,6 +78,32 @@ def size_line(genotype: Any, layers: int, init_channels: int, shape: tuple[int, 
             f"{size['params'] / 1e6:.3f}M parameters, {size['flops'] / 2e6:.1f}M mult-adds")
 
 
+def truth_lines(folder: Path) -> list[str]:
+    """With --benchmark: the true accuracy and rank of the final cell per column, and the trajectory."""
+    path = folder / "genotypes.jsonl"
+    if not path.is_file():
+        return []
+    rows = []
+    for line in path.read_text().splitlines():
+        try:
+            rows.append(json.loads(line))
+        except json.JSONDecodeError:
+            continue  # a line cut by a crash
+    truths = [r.get("truth") or {} for r in rows]
+    if not truths or not truths[-1]:
+        return []
+    last = truths[-1]
+    columns = [k[len("true_"):] for k in last if k.startswith("true_") and k != "true_missing"]
+    parts = [f"{c} {last['true_' + c]:.2f} (rank {last['rank_' + c]}, top {last['top_pct_' + c]:.2f}%)"
+             for c in columns]
+    out = ["benchmark (final cell): " + ", ".join(parts)] if parts else ["benchmark: the final cell is not in the table"]
+    if columns:
+        first = columns[0]
+        curve = " ".join(f"{t['true_' + first]:.2f}" if "true_" + first in t else "-" for t in truths)
+        out.append(f"benchmark {first} per epoch: {curve}")
+    return out
+
+
 def run_lines(folder: Path) -> list[str]:
     """What a run folder recorded: search epochs, the retrain's network and monitor, evaluations."""
     lines = []
@@ -93,7 +119,11 @@ def run_lines(folder: Path) -> list[str]:
                          f"{last.get('entropy_reduce_norm', float('nan')):.2f} of uniform")
             if "parameter_free_share" in last:
                 line += f", parameter-free ops {100 * last['parameter_free_share']:.0f}%"
+        strategy = config.get("strategy", {}).get("name")
+        if strategy:
+            line += f"; strategy {strategy}"
         lines.append(line)
+        lines += truth_lines(folder)
     network = _read_json(folder / "network.json")
     if isinstance(network, dict):
         shape = "x".join(map(str, network.get("input_shape", [])))

@@ -14,6 +14,8 @@ from torch import nn
 
 
 class ReLUConvBN(nn.Module):
+    starts_with_relu = True  # its first layer is a ReLU of its input (TE-NAS counts those activation patterns)
+
     def __init__(self, c_in: int, c_out: int, kernel: int, stride: int, padding: int, affine: bool = True):
         super().__init__()
         self.conv = nn.Conv2d(c_in, c_out, kernel, stride=stride, padding=padding, bias=False)
@@ -25,6 +27,8 @@ class ReLUConvBN(nn.Module):
 
 class DilConv(nn.Module):
     """ReLU, depthwise (dilated) conv, pointwise conv, BN."""
+
+    starts_with_relu = True
 
     def __init__(self, c_in: int, c_out: int, kernel: int, stride: int, padding: int, dilation: int,
                  affine: bool = True):

@@ -7,7 +7,7 @@ discretisation ranks; a space turns those scores into a genotype (`genotype_from
 """
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Callable, Mapping
 
 import torch
 import torch.nn.functional as F
@@ -27,6 +27,10 @@ class Supernet(nn.Module):
     # DARTS-'s auxiliary skip weight on stride-1 edges (Chu et al. 2021), set by the search loop each step;
     # 0 = plain DARTS (see ssnas.nas.anticollapse)
     aux_skip: float = 0.0
+    # A search strategy's rules (ssnas.strategies), installed by the search loop: how the alphas become op weights,
+    # and what the discretisation ranks. None: DARTS's softmax for both.
+    op_weighting: Callable[[Mapping[str, torch.Tensor]], dict[str, torch.Tensor]] | None = None
+    derivation: Callable[[Mapping[str, torch.Tensor]], dict[str, torch.Tensor]] | None = None
 
     def alphas(self) -> dict[str, nn.Parameter]:
         """The op-choice parameters by cell kind: (edges, ops) each."""
@@ -41,11 +45,17 @@ class Supernet(nn.Module):
         return [p for p in self.parameters() if id(p) not in arch]
 
     def op_weights(self) -> dict[str, torch.Tensor]:
-        """The op weights of every edge in this forward pass, by cell kind: softmax(alpha) (DARTS Eq. 2)."""
+        """The op weights of every edge in this forward pass, by cell kind: softmax(alpha) (DARTS Eq. 2), or the
+        search strategy's rule."""
+        if self.op_weighting is not None:
+            return self.op_weighting(self.alphas())
         return {kind: F.softmax(alpha, dim=-1) for kind, alpha in self.alphas().items()}
 
     def derive_scores(self) -> dict[str, torch.Tensor]:
-        """What the discretisation ranks, by cell kind, (edges, ops): softmax(alpha) (DARTS Sec. 2.4)."""
+        """What the discretisation ranks, by cell kind, (edges, ops): softmax(alpha) (DARTS Sec. 2.4), or the
+        search strategy's rule."""
+        if self.derivation is not None:
+            return self.derivation(self.alphas())
         return {kind: F.softmax(alpha.detach(), dim=-1) for kind, alpha in self.alphas().items()}
 
     def derive(self) -> Any:

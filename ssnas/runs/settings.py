@@ -36,6 +36,10 @@ class RunConfig:
     progress: bool = field(default=True, metadata={"help": "show a progress bar", "resume_safe": True})
     tensorboard: bool = field(default=True, metadata={"help": "write TensorBoard event files to OUT/tensorboard",
                                                       "resume_safe": True})
+    benchmark: str = field(default="", metadata={
+        "help": "a NAS benchmark's results table (CSV: 'arch' in the space's text form + numeric columns, e.g. "
+                "NAS-Bench-201's); each epoch's derived cell is looked up and its true accuracy, rank and "
+                "percentile logged. Measurement only: the search never reads it", "resume_safe": True})
 
     def check(self) -> None:
         if self.resume and self.force:

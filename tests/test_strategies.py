@@ -1,0 +1,322 @@
+"""Search strategies: the contract for every registered strategy in both spaces, each mechanism's formula on a
+hand-computed case, and the ground-truth table (lookups, errors, and that the search never reads it)."""
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import pytest
+import torch
+
+from ssnas import registry
+from ssnas.cli import main
+from ssnas.errors import UserError
+from ssnas.runs.ground_truth import BenchmarkTable, epoch_truth
+from ssnas.search import run_search
+from ssnas.search_spaces import nb201
+from ssnas.strategies.base import StrategyConfig, masked_softmax, uniform_weights
+from tests.conftest import requires_fashion, tiny_search_config
+
+CELL = "|nor_conv_3x3~0|+|nor_conv_3x3~0|avg_pool_3x3~1|+|skip_connect~0|nor_conv_3x3~1|skip_connect~2|"
+OTHER = "|none~0|+|none~0|none~1|+|none~0|none~1|none~2|"
+
+
+# ---- the contract --------------------------------------------------------------------------------------------
+
+# the cheapest settings of each strategy's own scoring, so the contract runs in seconds (all else default)
+TINY_OPTIONS = {"pt": {"score_batches": 1}, "tenas": {"batch": 4, "repeats": 1, "patches": 8}}
+
+@pytest.mark.slow
+@pytest.mark.timeout(900)  # TE-NAS scores hundreds of pruned networks in the DARTS space
+@requires_fashion
+@pytest.mark.parametrize("space", ["darts", "nb201"])
+@pytest.mark.parametrize("name", registry.available_strategies())
+def test_every_strategy_derives_a_valid_genotype_in_every_space(tmp_path, fashion_train, name, space):
+    strategy = registry.strategy(name)
+    options = TINY_OPTIONS.get(name, {})
+    epochs = max(2, strategy.min_epochs(strategy.check(StrategyConfig(name, dict(options)))))
+    extra = {"supernet.layers": 1} if space == "nb201" else {}
+    extra.update({f"strategy.{k}": v for k, v in options.items()})
+    cfg = tiny_search_config(tmp_path, **{"space": space, "strategy.name": name, "optim.epochs": epochs, **extra})
+    result = run_search(cfg, fashion_train)
+    saved = json.loads((tmp_path / "genotype.json").read_text())
+    assert registry.space(space).genotype_from_json(saved, "genotype.json") == result.genotype
+    rows = [json.loads(line) for line in (tmp_path / "genotypes.jsonl").read_text().splitlines()]
+    # a training-free strategy decides before the first step and writes one record; the others one per epoch
+    assert result.finished and len(rows) == result.epochs_run == (1 if name == "tenas" else epochs)
+
+
+def test_every_strategy_has_a_summary_and_refuses_unknown_options():
+    for name in registry.available_strategies():
+        cls = registry.strategy(name)
+        assert cls.name == name and cls.summary
+        with pytest.raises(UserError, match=f"strategy {name!r} has no option 'nonsense'"):
+            cls.check(StrategyConfig(name, {"nonsense": 1}))
+
+
+def test_unknown_strategy_names_the_available_ones():
+    with pytest.raises(UserError, match="unknown strategy 'dartz'; available: .*beta-darts"):
+        registry.strategy("dartz")
+
+
+def test_retired_anti_collapse_keys_say_where_they_went(tmp_path):
+    tiny_search_config(tmp_path, **{"optim.aux_skip": 0.0, "optim.beta_decay": 0})  # old config files still load
+    with pytest.raises(UserError, match="--strategy beta-darts --set strategy.weight=2.0"):
+        tiny_search_config(tmp_path, **{"optim.beta_decay": 2.0})
+    with pytest.raises(UserError, match="--strategy darts-minus --set strategy.beta0=1.0"):
+        tiny_search_config(tmp_path, **{"optim.aux_skip": 1.0})
+
+
+# ---- the mechanisms, on hand-computed cases ------------------------------------------------------------------
+
+def test_masked_softmax_and_uniform_weights_give_removed_ops_exactly_zero():
+    alpha = torch.tensor([[0.0, math.log(3.0), 5.0]])
+    alive = torch.tensor([[True, True, False]])
+    torch.testing.assert_close(masked_softmax(alpha, alive), torch.tensor([[0.25, 0.75, 0.0]]))
+    torch.testing.assert_close(uniform_weights(alive, alpha), torch.tensor([[0.5, 0.5, 0.0]]))
+
+
+def test_beta_decay_loss_is_the_mean_logsumexp_ramped_linearly():
+    from ssnas.strategies.beta_darts import BetaDarts, beta_decay_loss
+
+    a = torch.tensor([[0.0, 0.0], [math.log(3.0), 0.0]])  # logsumexp: log 2 and log 4
+    b = torch.tensor([[0.0, math.log(7.0)]])  # log 8
+    assert float(beta_decay_loss([a, b])) == pytest.approx((math.log(2) + math.log(4) + math.log(8)) / 3)
+    strategy = _strategy("beta-darts", {"weight": 2.0}, [a, b])
+    assert float(strategy.penalty([a, b], 0.25)) == pytest.approx(0.5 * math.log(4))  # lambda = 2 * 0.25
+    assert strategy.penalty([a, b], 0.0) is None
+    assert BetaDarts.check(StrategyConfig("beta-darts", {})).weight == 50.0  # the authors' code
+
+
+def test_darts_minus_decays_the_auxiliary_skip_linearly_from_beta0():
+    net = nb201.build_supernet(nb201_config(), 1)
+    strategy = _strategy("darts-minus", {"beta0": 0.8}, list(net.alphas().values()), net)
+    for progress, expected in [(0.0, 0.8), (0.25, 0.6), (1.0, 0.0)]:
+        strategy.before_step(net, progress)
+        assert net.aux_skip == pytest.approx(expected)
+
+
+# ---- ground truth ------------------------------------------------------------------------------------------------
+
+def _table(path: Path, rows: list[tuple[str, ...]], header: str = "arch,cifar10_test,cifar100_test") -> Path:
+    path.write_text(header + "\n" + "".join(",".join(r) + "\n" for r in rows))
+    return path
+
+
+def test_a_small_table_gives_values_ranks_and_percentiles(tmp_path):
+    cells = [CELL, OTHER, "|skip_connect~0|+|skip_connect~0|skip_connect~1|+|skip_connect~0|skip_connect~1|skip_connect~2|",
+             "|nor_conv_1x1~0|+|none~0|none~1|+|none~0|none~1|none~2|"]
+    table = BenchmarkTable.load(_table(tmp_path / "t.csv", [(cells[0], "94.0", "70"), (cells[1], "10.0", "1"),
+                                                            (cells[2], "54.3", "15"), (cells[3], "94.0", "72")]),
+                                nb201.parse_text, "nb201")
+    assert len(table) == 4 and table.columns == ["cifar10_test", "cifar100_test"]
+    hit = table.lookup(CELL)
+    # 94.0 ties for the best CIFAR-10 value: rank 1 of 4, top 25%; on CIFAR-100 one cell (72) is better: rank 2
+    assert (hit["cifar10_test"].value, hit["cifar10_test"].rank, hit["cifar10_test"].percentile) == (94.0, 1, 25.0)
+    assert hit["cifar100_test"].rank == 2
+    assert table.lookup(OTHER)["cifar10_test"].rank == 4
+    assert table.lookup("|avg_pool_3x3~0|+|none~0|none~1|+|none~0|none~1|none~2|") is None
+    assert epoch_truth(table, CELL) == {"true_cifar10_test": 94.0, "rank_cifar10_test": 1, "top_pct_cifar10_test": 25.0,
+                                        "true_cifar100_test": 70.0, "rank_cifar100_test": 2,
+                                        "top_pct_cifar100_test": 50.0}
+    assert epoch_truth(table, "|avg_pool_3x3~0|+|none~0|none~1|+|none~0|none~1|none~2|") == {"true_missing": 1}
+
+
+@pytest.mark.parametrize("content, message", [
+    ("", "first line must be a CSV header"),
+    ("name,acc\nx,1\n", "with an 'arch' column"),
+    ("arch\n" + CELL + "\n", "no result column"),
+    ("arch,acc\n", "no rows"),
+    ("arch,acc\n" + CELL + ",high\n", "line 2: column 'acc' holds 'high', not a number"),
+    ("arch,acc\n" + CELL + ",nan\n", "results must be finite numbers"),
+    ("arch,acc\n" + CELL + ",1,2\n", "line 2: 3 fields where the header has 2"),
+    ("arch,acc\n" + CELL + ",1\n" + CELL + ",2\n", "line 3: .* appears twice"),
+    ("arch,acc\nsep_conv_3x3,1\n", "line 2: 'sep_conv_3x3' is not a nb201 genotype"),
+    ("arch,acc\n|bogus~0|+|none~0|none~1|+|none~0|none~1|none~2|,1\n", "line 2: node 1, edge 0->1: 'bogus'"),
+])
+def test_malformed_or_foreign_tables_are_one_line_errors(tmp_path, content, message):
+    path = tmp_path / "t.csv"
+    path.write_text(content)
+    with pytest.raises(UserError, match=message) as error:
+        BenchmarkTable.load(path, nb201.parse_text, "nb201")
+    assert "\n" not in str(error.value)
+
+
+def test_missing_or_binary_tables_are_one_line_errors(tmp_path):
+    with pytest.raises(UserError, match="no such file"):
+        BenchmarkTable.load(tmp_path / "nope.csv", nb201.parse_text, "nb201")
+    (tmp_path / "b.csv").write_bytes(bytes(range(256)) * 4)
+    with pytest.raises(UserError, match="not a UTF-8 text file|not a valid CSV|CSV header"):
+        BenchmarkTable.load(tmp_path / "b.csv", nb201.parse_text, "nb201")
+
+
+@requires_fashion
+def test_a_bad_benchmark_table_fails_before_any_data_loads(tmp_path, capsys):
+    bad = tmp_path / "t.csv"
+    bad.write_text("arch,acc\nsep_conv_3x3,1\n")
+    code = main(["search", "--space", "nb201", "--benchmark", str(bad), "--dataset", "no-such-dataset",
+                 "--out", str(tmp_path / "run")])
+    assert code == 2 and "is not a nb201 genotype" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+@requires_fashion
+def test_the_search_never_reads_the_table(tmp_path, fashion_train, capsys):
+    """Every one of the 15,625 cells in a table with made-up values: the trajectory of derived genotypes is
+    identical with and without it, and the table's numbers land in metrics.jsonl and genotypes.jsonl."""
+    generator = torch.Generator().manual_seed(0)
+    values = torch.rand(15625, generator=generator) * 100
+    table = _table(tmp_path / "table.csv", [(g.to_string(), f"{float(v):.4f}", "1")
+                                            for g, v in zip(nb201.all_genotypes(), values)])
+    runs = {}
+    for name, extra in [("without", {}), ("with", {"run.benchmark": str(table)})]:
+        cfg = tiny_search_config(tmp_path / name, **{"space": "nb201", "supernet.layers": 1, "optim.epochs": 3,
+                                                     "strategy.name": "darts", **extra})
+        run_search(cfg, fashion_train)
+        runs[name] = [json.loads(line) for line in (tmp_path / name / "genotypes.jsonl").read_text().splitlines()]
+    assert [r["genotype"] for r in runs["with"]] == [r["genotype"] for r in runs["without"]]
+    loaded = BenchmarkTable.load(table, nb201.parse_text, "nb201")
+    for row in runs["with"]:
+        expected = loaded.lookup(row["genotype"]["arch"])["cifar10_test"]
+        assert row["truth"]["true_cifar10_test"] == pytest.approx(expected.value)
+        assert row["truth"]["rank_cifar10_test"] == expected.rank
+    epochs = [json.loads(line) for line in (tmp_path / "with" / "metrics.jsonl").read_text().splitlines()
+              if json.loads(line)["kind"] == "epoch"]
+    assert [e["true_cifar10_test"] for e in epochs] == [r["truth"]["true_cifar10_test"] for r in runs["with"]]
+    assert "truth" not in runs["without"][0]
+    capsys.readouterr()
+    assert main(["show", str(tmp_path / "with")]) == 0
+    shown = capsys.readouterr().out
+    last = runs["with"][-1]["truth"]
+    assert f"benchmark (final cell): cifar10_test {last['true_cifar10_test']:.2f} (rank {last['rank_cifar10_test']}" in shown
+    assert "benchmark cifar10_test per epoch: " in shown and "strategy darts" in shown
+
+
+# ---- helpers -----------------------------------------------------------------------------------------------------
+
+def nb201_config():
+    from ssnas.nas.space import SpaceConfig
+
+    return SpaceConfig(layers=1, init_channels=4)
+
+
+def _strategy(name, options, alphas, supernet=None, epochs=10):
+    cls = registry.strategy(name)
+    net = supernet if supernet is not None else _AlphaHolder(alphas)
+    primitives = list(nb201.PRIMITIVES) if alphas[0].shape[1] == 5 else ["a"] * alphas[0].shape[1]
+    return cls(cls.check(StrategyConfig(name, options)), net, primitives, epochs)
+
+
+class _AlphaHolder:
+    def __init__(self, alphas):
+        self._alphas = {f"k{i}": a for i, a in enumerate(alphas)}
+
+    def alphas(self):
+        return self._alphas
+
+
+# ---- DrNAS, DARTS-PT and TE-NAS on hand-computed cases -----------------------------------------------------------
+
+def test_drnas_samples_from_the_dirichlet_of_elu_plus_one_and_prunes_to_the_strongest():
+    from ssnas.strategies.drnas import concentration, dirichlet_weights
+
+    alpha = torch.tensor([[-1.0, 0.0, 2.0]])
+    torch.testing.assert_close(concentration(alpha), torch.tensor([[math.exp(-1.0), 1.0, 3.0]]))
+    torch.manual_seed(0)
+    w = dirichlet_weights(alpha.repeat(2000, 1), torch.tensor([[True, True, True]]).repeat(2000, 1))
+    assert torch.allclose(w.sum(dim=1), torch.ones(2000))
+    # the sample mean approaches the Dirichlet mean beta / sum(beta)
+    beta = concentration(alpha)[0]
+    torch.testing.assert_close(w.mean(dim=0), beta / beta.sum(), atol=0.02, rtol=0)
+    removed = dirichlet_weights(alpha, torch.tensor([[True, False, True]]))
+    assert float(removed[0, 1]) == 0.0 and float(removed.sum()) == pytest.approx(1.0)
+
+    net = nb201.build_supernet(nb201_config(), 1)
+    with torch.no_grad():
+        net.alphas_cell.copy_(torch.tensor([[0.0, 1.0, 2.0, 3.0, 4.0]] * 6))
+    strategy = _strategy("drnas", {"keep": 2, "warmup": 0.25}, list(net.alphas().values()), net)
+    strategy.epochs, strategy.stage_epochs = 4, 2
+    # stage 1 is progress (0, 0.5], stage 2 (0.5, 1]; the alphas are frozen in the first quarter of each
+    assert [strategy.wants_arch_step(p) for p in (0.1, 0.2, 0.4, 0.55, 0.7)] == [False, True, True, False, True]
+    assert strategy.after_epoch(0, None) == {}
+    strategy.after_epoch(1, None)  # the end of stage 1: each edge keeps its 2 largest alphas
+    assert strategy.alive_ops()["cell"] == [["nor_conv_3x3", "avg_pool_3x3"]] * 6
+    scores = strategy.derive_scores(net.alphas())["cell"][0]
+    torch.testing.assert_close(scores, torch.tensor([0.0, 0.0, 0.0, 4.0 / 9, 5.0 / 9]))
+
+
+class _LossOfWeights:
+    """A stand-in objective for the selection logic: its 'loss' is a fixed linear function of the op weights,
+    so the cost of removing each op is known by hand."""
+
+    def __init__(self, cost):
+        self.cost = cost  # cost[e][o]: what removing op o of edge e adds to the loss at weight 1
+
+    def objective_loss(self, op_weights, round_, batches):
+        w = op_weights["cell"]
+        return float(-(w * self.cost).sum())
+
+
+def test_pt_keeps_the_op_whose_removal_hurts_most_edge_by_edge_then_ranks_the_edges():
+    net = nb201.build_supernet(nb201_config(), 1)
+    cost = torch.zeros(6, 5)
+    cost[:, nb201.PRIMITIVES.index("nor_conv_3x3")] = 1.0
+    cost[3, nb201.PRIMITIVES.index("skip_connect")] = 3.0  # on edge 0->3 the skip matters most
+    cost[2] *= 0.5
+    strategy = _strategy("pt", {"tune": 0, "score_batches": 1}, list(net.alphas().values()), net)
+    strategy.primitives = list(nb201.PRIMITIVES)
+    strategy.project_after = {0: 0}
+    strategy.per_round = 6
+    events = strategy.after_epoch(0, _LossOfWeights(cost))
+    genotype = nb201.genotype_from_scores(strategy.derive_scores(net.alphas()))
+    assert genotype.edges == ("nor_conv_3x3",) * 3 + ("skip_connect",) + ("nor_conv_3x3",) * 2
+    # blank supernet: every op weighs 1/5, so removing conv 3x3 on edge 0 raises the loss by 1/5
+    assert events["chosen"]["cell 0"]["costs"]["nor_conv_3x3"] == pytest.approx(0.2)
+    # edge importance = the loss increase when the (decided) edge is removed: 3 on edge 3, 0.5 on edge 2
+    assert events["edge_importance"]["cell"][3] == pytest.approx(3.0) and events["edge_importance"]["cell"][2] == pytest.approx(0.5)
+
+
+def test_pt_spreads_its_projections_over_the_last_epochs():
+    net = nb201.build_supernet(nb201_config(), 1)
+    alphas = list(net.alphas().values())
+    strategy = _strategy("pt", {"tune": 2}, alphas, net, epochs=20)
+    assert strategy.project_after == {9: 0, 11: 1, 13: 2, 15: 3, 17: 4, 19: 5} and strategy.per_round == 1
+    short = _strategy("pt", {"tune": 2}, alphas, net, epochs=5)  # 3 rounds fit: 2 edges each
+    assert short.project_after == {0: 0, 2: 1, 4: 2} and short.per_round == 2
+
+
+def test_tenas_scores_on_hand_computed_cases():
+    from ssnas.strategies.tenas import activation_patterns, dense_ranks, ntk_condition_number
+
+    # f(x) = sum_c (W x)_c with W (2 x 2): the gradient of sample i over W is [x_i, x_i], so J J^T = 2 X X^T
+    weight = torch.nn.Parameter(torch.randn(2, 2, dtype=torch.float64))
+    x = torch.tensor([[1.0, 0.0], [0.0, 2.0]], dtype=torch.float64)
+    assert ntk_condition_number(lambda v: v @ weight.T, [weight], x) == pytest.approx(4.0)
+    codes = torch.tensor([[1, 0, 1], [1, 0, 1], [0, 0, 1], [1, 1, 1]], dtype=torch.uint8)
+    assert activation_patterns(codes) == 3
+    assert dense_ranks([0.5, 0.1, 0.5, 0.9], descending=True) == [1, 2, 1, 0]
+    assert dense_ranks([0.5, 0.1, 0.5, 0.9], descending=False) == [1, 0, 1, 2]
+
+
+@requires_fashion
+def test_the_example_strategy_in_the_docs_is_one_file_that_runs(tmp_path, fashion_train, monkeypatch):
+    """docs/strategies.md's Fair DARTS, dropped in as a file: the registry finds it and a tiny search runs it."""
+    import re
+
+    from ssnas import strategies
+
+    text = (Path(__file__).resolve().parents[1] / "docs" / "strategies.md").read_text()
+    code = re.search(r"```python\n(.*?)```", text, re.S).group(1)
+    folder = tmp_path / "plugins"
+    folder.mkdir()
+    (folder / "fair_darts.py").write_text(code)
+    monkeypatch.setattr(strategies, "__path__", [*strategies.__path__, str(folder)])
+    assert "fair-darts" in registry.available_strategies()
+    result = run_search(tiny_search_config(tmp_path / "run", **{"space": "nb201", "supernet.layers": 1,
+                                                                "strategy.name": "fair-darts", "optim.epochs": 1}),
+                        fashion_train)
+    assert result.genotype.space == "nb201"
+    cls = registry.strategy("fair-darts")
+    strategy = cls(cls.check(StrategyConfig("fair-darts")), _AlphaHolder([torch.zeros(1, 2)]), ["a", "b"], 1)
+    torch.testing.assert_close(strategy.op_weights({"k0": torch.zeros(1, 2)})["k0"], torch.full((1, 2), 0.5))

@@ -8,7 +8,8 @@ Two ways in, both without editing ssnas:
   `"package.module:Class"`). tests/plugin_example/ is such a package.
 
 A space fulfils `ssnas.nas.space.SearchSpace`; an objective module defines one `ssnas.training.objective.Objective`
-subclass. This is the only place that maps names to those modules: the loops ask here, and never import a space or
+subclass; a search strategy is a module `ssnas/strategies/<name>.py` defining one `ssnas.strategies.base.Strategy`
+subclass (built in only). This is the only place that maps names to those modules: the loops ask here, and never import a space or
 an objective. A built-in name wins over a plugin's of the same name (`ssnas list` says so). Entry points are read
 once per process; `refresh()` reads them again (for a package installed while the process runs).
 """
@@ -47,11 +48,6 @@ class Plugin:
         except Exception as e:  # a broken plugin is the plugin's problem; say whose, on one line
             raise UserError(f"cannot load the {kind} {self.name!r} that {self.distribution} registers as "
                             f"{self.value}: {type(e).__name__}: {e}; fix or uninstall that package") from None
-
-
-def available_strategies() -> list[str]:
-    """Strategy names as users type them (`beta-darts` for ssnas/strategies/beta_darts.py)."""
-    return [name.replace("_", "-") for name in _available(strategies) if name != "base"]
 
 
 def _normalise(name: str) -> str:
@@ -145,6 +141,11 @@ def objective(name: str) -> type[Objective]:
         raise UserError(f"{where}: {found[0].__name__}.name is {found[0].name!r} but it is registered as {key!r}; "
                         f"make them match")
     return found[0]
+
+
+def available_strategies() -> list[str]:
+    """Strategy names as users type them (`beta-darts` for ssnas/strategies/beta_darts.py)."""
+    return [name.replace("_", "-") for name in _builtin(strategies) if name != "base"]
 
 
 def strategy(name: str) -> type[Strategy]:

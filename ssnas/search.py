@@ -229,7 +229,8 @@ class Tools:
             chosen = [index[k * b:(k + 1) * b] for k in range(max(1, min(count, len(index) // b)))]
             pixels = batches(self.images, chosen, self.searcher.device)
             self._batches[(round_, count)] = [
-                self.searcher.batches.from_pixels(next(pixels), i, views, None if self.labels is None else self.labels[i])
+                self.searcher.batches.from_pixels(next(pixels), i, views,
+                                                  None if self.labels is None else self.labels[i])
                 for i in chosen]
         return self._batches[(round_, count)]
 

@@ -33,7 +33,9 @@ def _error(capsys, argv) -> str:
     (["--set", "objective.proj_hidden_dim=-100"], "objective.proj_hidden_dim (--proj-hidden-dim) must be in [0, 65536]"),
     # silently accepted before
     (["--steps-per-epoch", "-1"], "optim.steps_per_epoch (--steps-per-epoch) must be in [0, 1e9], got -1"),
-    (["--beta-decay", "-1"], "optim.beta_decay (--beta-decay) must be in [0, inf), got -1.0"),
+    (["--strategy", "beta-darts", "--set", "strategy.weight=-1"], "strategy.weight (--set strategy.weight=...) must be in [0, 1e6], got -1.0"),
+    (["--set", "optim.beta_decay=-1"], "config key 'optim.beta_decay' is now a search strategy: use --strategy beta-darts"),
+    (["--strategy", "dartz"], "unknown strategy 'dartz'; available:"),
     (["--grad-clip", "nan"], "optim.grad_clip (--grad-clip) must be a finite number in [0, inf), got nan"),
     (["--temperature", "inf"], "objective.temperature (--temperature) must be a finite number in (0, 100], got inf"),
     (["--stop-after", "-1"], "run.stop_after (--stop-after) must be in [0, 100000], got -1"),

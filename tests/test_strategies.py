@@ -105,7 +105,8 @@ def _table(path: Path, rows: list[tuple[str, ...]], header: str = "arch,cifar10_
 
 
 def test_a_small_table_gives_values_ranks_and_percentiles(tmp_path):
-    cells = [CELL, OTHER, "|skip_connect~0|+|skip_connect~0|skip_connect~1|+|skip_connect~0|skip_connect~1|skip_connect~2|",
+    all_skip = "|skip_connect~0|+|skip_connect~0|skip_connect~1|+|skip_connect~0|skip_connect~1|skip_connect~2|"
+    cells = [CELL, OTHER, all_skip,
              "|nor_conv_1x1~0|+|none~0|none~1|+|none~0|none~1|none~2|"]
     table = BenchmarkTable.load(_table(tmp_path / "t.csv", [(cells[0], "94.0", "70"), (cells[1], "10.0", "1"),
                                                             (cells[2], "54.3", "15"), (cells[3], "94.0", "72")]),
@@ -189,7 +190,8 @@ def test_the_search_never_reads_the_table(tmp_path, fashion_train, capsys):
     assert main(["show", str(tmp_path / "with")]) == 0
     shown = capsys.readouterr().out
     last = runs["with"][-1]["truth"]
-    assert f"benchmark (final cell): cifar10_test {last['true_cifar10_test']:.2f} (rank {last['rank_cifar10_test']}" in shown
+    final = f"cifar10_test {last['true_cifar10_test']:.2f} (rank {last['rank_cifar10_test']}"
+    assert f"benchmark (final cell): {final}" in shown
     assert "benchmark cifar10_test per epoch: " in shown and "strategy darts" in shown
 
 
@@ -274,7 +276,8 @@ def test_pt_keeps_the_op_whose_removal_hurts_most_edge_by_edge_then_ranks_the_ed
     # blank supernet: every op weighs 1/5, so removing conv 3x3 on edge 0 raises the loss by 1/5
     assert events["chosen"]["cell 0"]["costs"]["nor_conv_3x3"] == pytest.approx(0.2)
     # edge importance = the loss increase when the (decided) edge is removed: 3 on edge 3, 0.5 on edge 2
-    assert events["edge_importance"]["cell"][3] == pytest.approx(3.0) and events["edge_importance"]["cell"][2] == pytest.approx(0.5)
+    importance = events["edge_importance"]["cell"]
+    assert importance[3] == pytest.approx(3.0) and importance[2] == pytest.approx(0.5)
 
 
 def test_pt_spreads_its_projections_over_the_last_epochs():

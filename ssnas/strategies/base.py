@@ -26,7 +26,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ssnas.config import apply_overrides
+from ssnas.config import apply_overrides, check_tree
 from ssnas.errors import UserError
 
 
@@ -88,13 +88,14 @@ class Strategy:
         if unknown:
             hint = f"valid: {', '.join(sorted(valid))}" if valid else "it takes no options"
             raise UserError(f"strategy {cls.name!r} has no option {unknown[0]!r}; {hint}")
-        opts = apply_overrides(cls.Options(), dict(cfg.options))
+        opts = apply_overrides(cls.Options(), dict(cfg.options), prefix="strategy.")
+        check_tree(opts, "strategy.", flags=False)  # each option against its declared range
         cls.check_options(opts)
         return opts
 
     @classmethod
     def check_options(cls, opts: Any) -> None:
-        """Refuse option values the method cannot work with (a one-line UserError); none by default."""
+        """Refuse option values the method cannot work with beyond their declared ranges (a one-line UserError)."""
 
     @classmethod
     def min_epochs(cls, opts: Any) -> int:

@@ -16,14 +16,14 @@ from dataclasses import dataclass, field
 
 import torch
 
-from ssnas.errors import UserError
 from ssnas.strategies.base import Strategy, linear_ramp
 
 
 @dataclass
 class BetaDartsOptions:
     weight: float = field(default=50.0, metadata={
-        "help": "lambda at the end of the search, ramped linearly from 0 (beta-DARTS code: ~50 after 100 epochs)"})
+        "help": "lambda at the end of the search, ramped linearly from 0 (beta-DARTS code: ~50 after 100 epochs)",
+        "range": "[0, 1e6]"})
 
 
 def beta_decay_loss(alphas: list[torch.Tensor]) -> torch.Tensor:
@@ -35,11 +35,6 @@ class BetaDarts(Strategy):
     name = "beta-darts"
     summary = "beta-DARTS: + lambda * mean logsumexp(alpha) on the arch step, lambda ramped to 50 (Ye et al. 2022)"
     Options = BetaDartsOptions
-
-    @classmethod
-    def check_options(cls, opts: BetaDartsOptions) -> None:
-        if not opts.weight >= 0 or opts.weight == float("inf"):
-            raise UserError(f"strategy.weight (beta-DARTS's lambda) must be a finite number >= 0, got {opts.weight}")
 
     def penalty(self, alphas: list[torch.Tensor], progress: float) -> torch.Tensor | None:
         weight = linear_ramp(self.opts.weight, progress)

@@ -11,14 +11,13 @@ from dataclasses import dataclass, field
 
 from torch import nn
 
-from ssnas.errors import UserError
 from ssnas.strategies.base import Strategy
 
 
 @dataclass
 class DartsMinusOptions:
     beta0: float = field(default=1.0, metadata={"help": "weight of the auxiliary skip at the start, decayed linearly "
-                                                        "to 0 (DARTS-: 1)"})
+                                                        "to 0 (DARTS-: 1)", "range": "[0, 100]"})
 
 
 def auxiliary_skip_weight(beta0: float, progress: float) -> float:
@@ -30,12 +29,6 @@ class DartsMinus(Strategy):
     name = "darts-minus"
     summary = "DARTS-: an auxiliary skip beta*x beside every stride-1 mixed op, beta 1 -> 0 (Chu et al. 2021)"
     Options = DartsMinusOptions
-
-    @classmethod
-    def check_options(cls, opts: DartsMinusOptions) -> None:
-        if not 0 <= opts.beta0 < float("inf"):
-            raise UserError(f"strategy.beta0 (DARTS-'s auxiliary skip weight) must be a finite number >= 0, "
-                            f"got {opts.beta0}")
 
     def before_step(self, supernet: nn.Module, progress: float) -> None:
         supernet.aux_skip = auxiliary_skip_weight(self.opts.beta0, progress)

@@ -20,16 +20,15 @@ from typing import Any, Mapping
 import torch
 import torch.nn.functional as F
 
-from ssnas.errors import UserError
 from ssnas.strategies.base import SearchTools, Strategy
 
 
 @dataclass
 class DrNASOptions:
     keep: int = field(default=3, metadata={"help": "ops each edge keeps after the first stage (DrNAS NB201: 3 of 5); "
-                                                   "0 = no pruning, one stage"})
+                                                   "0 = no pruning, one stage", "range": "[0, 64]"})
     warmup: float = field(default=0.2, metadata={"help": "share of each stage with the alphas frozen (DrNAS: 10 of 50 "
-                                                         "epochs)"})
+                                                         "epochs)", "range": "[0, 1)"})
 
 
 def concentration(alpha: torch.Tensor) -> torch.Tensor:
@@ -50,13 +49,6 @@ class DrNAS(Strategy):
     summary = ("DrNAS: op weights sampled from Dir(ELU(alpha)+1), two stages, edges pruned to the 3 strongest ops "
                "between them (Chen et al. 2021)")
     Options = DrNASOptions
-
-    @classmethod
-    def check_options(cls, opts: DrNASOptions) -> None:
-        if opts.keep < 0:
-            raise UserError(f"strategy.keep must be >= 0 (0 = no pruning), got {opts.keep}")
-        if not 0 <= opts.warmup < 1:
-            raise UserError(f"strategy.warmup must be in [0, 1), got {opts.warmup}")
 
     @classmethod
     def min_epochs(cls, opts: DrNASOptions) -> int:

@@ -25,7 +25,6 @@ from typing import Any, Mapping
 
 import torch
 
-from ssnas.errors import UserError
 from ssnas.strategies.base import SearchTools, Strategy, masked_softmax, uniform_weights
 
 
@@ -33,8 +32,10 @@ from ssnas.strategies.base import SearchTools, Strategy, masked_softmax, uniform
 class PTOptions:
     blank: bool = field(default=True, metadata={"help": "alphas fixed at 0 (uniform over alive ops, no architecture "
                                                         "step), DARTS-PT's best NB201 setting; false = DARTS alphas"})
-    tune: int = field(default=1, metadata={"help": "epochs of fine-tuning between two projections (DARTS-PT: 5)"})
-    score_batches: int = field(default=8, metadata={"help": "held-out batches each perturbation is scored on"})
+    tune: int = field(default=1, metadata={"help": "epochs of fine-tuning between two projections (DARTS-PT: 5)",
+                                           "range": "[0, 1000]"})
+    score_batches: int = field(default=8, metadata={"help": "held-out batches each perturbation is scored on",
+                                                    "range": "[1, 100000]"})
 
 
 class PT(Strategy):
@@ -42,12 +43,6 @@ class PT(Strategy):
     summary = ("DARTS-PT without labels: keep the op whose removal raises the objective's loss most, edge by edge, "
                "on a blank supernet (Wang et al. 2021)")
     Options = PTOptions
-
-    @classmethod
-    def check_options(cls, opts: PTOptions) -> None:
-        if opts.tune < 0 or opts.score_batches < 1:
-            raise UserError(f"strategy.tune must be >= 0 and strategy.score_batches >= 1, got {opts.tune} and "
-                            f"{opts.score_batches}")
 
     def __init__(self, opts: PTOptions, supernet: Any, primitives: list[str], epochs: int):
         super().__init__(opts, supernet, primitives, epochs)

@@ -30,7 +30,6 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ssnas.errors import UserError
 from ssnas.kernels import use_fast_kernels
 from ssnas.strategies.base import SearchTools, Strategy, uniform_weights
 
@@ -39,14 +38,19 @@ HEAD_OUTPUTS = 10  # the code's classifier on the features (CIFAR-10's classes; 
 
 @dataclass
 class TENASOptions:
-    keep: int = field(default=1, metadata={"help": "ops per edge when pruning stops (1: TE-NAS decides the cell; "
-                                                   ">1: a warm start, DARTS decides among the survivors)"})
-    batch: int = field(default=72, metadata={"help": "images per NTK batch (TE-NAS code: 72 on NAS-Bench-201)"})
-    repeats: int = field(default=3, metadata={"help": "batches each score is averaged over (TE-NAS code: 3)"})
-    patches: int = field(default=1000, metadata={"help": "3x3 input patches for the linear-region count per repeat "
-                                                         "(TE-NAS code: 3 x 1000)"})
-    ntk_channels: int = field(default=3, metadata={"help": "init channels of the NTK network, which has the search "
-                                                           "supernet's depth (TE-NAS code: C = 3, N = 1 on NB201)"})
+    keep: int = field(default=1, metadata={
+        "help": "ops per edge when pruning stops (1: TE-NAS decides the cell; >1: a warm start, DARTS decides among "
+                "the survivors)", "range": "[1, 64]"})
+    batch: int = field(default=72, metadata={
+        "help": "images per NTK batch (TE-NAS code: 72 on NAS-Bench-201)", "range": "[2, 4096]"})
+    repeats: int = field(default=3, metadata={
+        "help": "batches each score is averaged over (TE-NAS code: 3)", "range": "[1, 100]"})
+    patches: int = field(default=1000, metadata={
+        "help": "3x3 input patches for the linear-region count per repeat (TE-NAS code: 3 x 1000)",
+        "range": "[2, 1000000]"})
+    ntk_channels: int = field(default=3, metadata={
+        "help": "init channels of the NTK network, which has the search supernet's depth (TE-NAS code: C = 3, N = 1 "
+                "on NB201)", "range": "[1, 256]"})
     drop_none: bool = field(default=True, metadata={"help": "remove `none` before pruning (as the TE-NAS code does)"})
 
 
@@ -131,11 +135,6 @@ class TENAS(Strategy):
                "training (Chen et al. 2021)")
     Options = TENASOptions
     trains_alphas = False
-
-    @classmethod
-    def check_options(cls, opts: TENASOptions) -> None:
-        if opts.keep < 1 or opts.batch < 2 or opts.repeats < 1 or opts.patches < 2 or opts.ntk_channels < 1:
-            raise UserError("strategy.keep, .repeats and .ntk_channels must be >= 1, .batch and .patches >= 2")
 
     def __init__(self, opts: TENASOptions, supernet: Any, primitives: list[str], epochs: int):
         super().__init__(opts, supernet, primitives, epochs)

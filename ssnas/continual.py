@@ -161,7 +161,7 @@ class _Stream:
         if c.method == "ccl" and k > 0:
             old_keys = self.embeddings(self.exemplars)
             if self.terms is None:
-                self.terms = ContinualTerms(c, old_keys.shape[1]).to(t.device)
+                self.terms = ContinualTerms(c, old_keys.shape[1], cfg.objective.temperature).to(t.device)
             self.terms.begin_step(t.encoder, t.objective, self.exemplars, old_keys)
             terms = self.terms
             extra = lambda batch: terms(t.encoder, t.objective, batch, self.plain)  # noqa: E731

@@ -207,6 +207,13 @@ def test_baselines_share_the_schedule(tmp_path, fashion_train):
     joint = records["joint"]
     assert len(joint["per_step"]) == 1 and joint["per_step"][0]["train_images"] == len(fashion_train)
     assert len(joint["knn"]["accuracy_matrix"][0]) == 2  # scored on both steps' classes
+    data = run_continual(_cfg(tmp_path / "data", **{"continual.split": "data", "continual.method": "replay"}),
+                         fashion_train, fashion_train).record
+    first, second = data["per_step"]
+    assert len(first["classes"]) == len(second["classes"]) == 10 and first["new_images"] == 200
+    assert first["exemplars_kept"] == 40  # 4 per class, every class is in every step
+    matrix = data["knn"]["accuracy_matrix"]  # every task is the whole test set: a[k][j] is the same for all j
+    assert matrix[1][0] == matrix[1][1] and data["knn"]["forgetting"][1] == pytest.approx(matrix[0][0] - matrix[1][0])
 
 
 @pytest.mark.slow

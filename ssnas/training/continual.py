@@ -15,7 +15,8 @@ network knew:
   begins, then with the keys of exemplars), contrasted against each query with its positive:
       L_extra = CE([q.k, q.E^T] / T, 0)                                       (weight 0.1)
 
-  (builder.py `MoCoCCL.forward_train`: `0.1 * criterion(logits_extra_sample, ...)`, `0.1 * kl_loss`,
+  (T is MoCo's own temperature, the main loss's: here the objective's temperature by default;
+  builder.py `MoCoCCL.forward_train`: `0.1 * criterion(logits_extra_sample, ...)`, `0.1 * kl_loss`,
   `F.log_softmax(s_simi / 0.07)`, `F.softmax(t_simi / 0.04)`; train.py `--ccl-k 256`, `--ccl-teacher-m 0.996`).
 
 Exemplars (train.py `save_replay_image`, `--n-save 20` per class): CCL clusters the step's images with k-means
@@ -23,7 +24,9 @@ Exemplars (train.py `save_replay_image`, `--n-save 20` per class): CCL clusters 
 whose embeddings vary least over 6 augmented views ("min_var"); the SimpleReplay baseline keeps random images.
 Here "random" keeps random images per class. The reference is MoCo v2; here any objective with an `embed`
 (SimCLR, CLSA, ...) plays its part: the query is the embedding of the first view, the positive (no gradient) that
-of the second, and the teacher is a frozen copy of the encoder and of the objective's heads.
+of the second, and the teacher is a frozen copy of the encoder and of the objective's heads. An objective's own
+momentum encoder (CLSA's key encoder) carries over from step to step; CCL's MoCo resets its key encoder to the
+query encoder when a step begins (`reset_k`).
 
 Evaluation follows the continual-learning convention (Chaudhry et al., "Riemannian Walk for Incremental
 Learning", ECCV 2018, Sec. 4): with a_{k,j} the accuracy on the test images of step j's classes after training step
@@ -97,8 +100,9 @@ class ContinualConfig:
                                                          "range": "[1, 1048576]"})
     extra_queue_weight: float = field(default=0.1, metadata={"help": "weight of the extra-queue term (CCL: 0.1)",
                                                              "range": "[0, 1000]"})
-    extra_queue_temperature: float = field(default=0.2, metadata={
-        "help": "temperature of the extra-queue term (CCL runs MoCo v2 with --moco-t 0.2)", "range": "(0, 100]"})
+    extra_queue_temperature: float = field(default=0.0, metadata={
+        "help": "temperature of the extra-queue term; 0 = the objective's own temperature (CCL's extra queue uses "
+                "MoCo's T, the temperature of its main contrastive loss)", "range": "[0, 100]"})
     linear_epochs: int = field(default=100, metadata={
         "help": "epochs of the linear probe after each step (SimCLR README: 100)", "range": "[1, 100000]"})
 
@@ -230,9 +234,11 @@ class ContinualTerms(nn.Module):
     "extra_queue", "old_in_batch"}` and then enqueues the keys of the batch's exemplars into the extra queue (as the
     reference enqueues after computing the loss); `plain(ids)` gives the unaugmented views of dataset ids."""
 
-    def __init__(self, cfg: ContinualConfig, dim: int):
+    def __init__(self, cfg: ContinualConfig, dim: int, objective_temperature: float = 0.2):
         super().__init__()
         self.cfg = cfg
+        # the extra queue's temperature: its own, else the objective's (CCL: MoCo's T for both)
+        self.extra_temperature = cfg.extra_queue_temperature or objective_temperature
         self.extra = KeyQueue(cfg.extra_queue_size, dim)
         self.teacher_encoder: nn.Module | None = None
         self.teacher_objective: Objective | None = None
@@ -262,7 +268,7 @@ class ContinualTerms(nn.Module):
         with torch.no_grad():
             k = objective.embed(encoder, batch.views[1])
         # a copy: the keys pushed below must not change the tensor the backward pass reads
-        extra = extra_queue_loss(q, k, self.extra.keys.clone(), cfg.extra_queue_temperature)
+        extra = extra_queue_loss(q, k, self.extra.keys.clone(), self.extra_temperature)
         old = torch.isin(batch.index, self.old_ids.to(batch.index.device))
         distill = q.new_zeros((), dtype=torch.float32)
         if int(old.sum()) >= 2:  # a distribution over one exemplar is trivially 1 (and BN needs two samples)

@@ -38,7 +38,7 @@ PARAMETER_FREE = frozenset({"none", "max_pool_3x3", "avg_pool_3x3", "skip_connec
 NETWORK_DEFAULTS = {"layers": 20, "init_channels": 36}
 LAYERS_UNIT = "cells"
 NNI_SPACE = "DARTS"  # nni.nas.hub.pytorch.DARTS
-INPUTS = ("c_{k-2}", "c_{k-1}")  # how pictures name a cell's two inputs
+INPUTS = ("c_{k-2}", "c_{k-1}")  # how pictures and text name a cell's two inputs, states 0 and 1
 
 Pair = tuple[str, int]
 
@@ -63,13 +63,14 @@ class DartsGenotype:
         return len(self.normal) // 2
 
     def cells(self) -> dict[str, Cell]:
-        """Both cells as DAGs: states 0, 1 are the cell inputs, node i is state i + 2; the output concatenates
-        the `concat` states."""
+        """Both cells as DAGs: states 0, 1 are the cell inputs (named c_{k-2}, c_{k-1}), nodes are 2, 3, ... as the
+        genotype's input indices, `concat` and alphas.json number them; the output concatenates the `concat`
+        states."""
         out = {}
         for kind in CELL_KINDS:
             pairs = getattr(self, kind)
             edges = tuple(Edge(j, 2 + p // 2, op) for p, (op, j) in enumerate(pairs))
-            names = (*INPUTS, *(str(i) for i in range(len(pairs) // 2)))
+            names = (*INPUTS, *(str(i + 2) for i in range(len(pairs) // 2)))  # nodes 2.. as in the genotype
             out[kind] = Cell(edges, names, inputs=2, output=tuple(getattr(self, f"{kind}_concat")), concat=True,
                              reduction=kind == "reduce")
         return out

@@ -117,7 +117,7 @@ def test_nni_dict_files_load_everywhere(tmp_path, capsys):
     g = load_genotype(str(path))  # the loader every command uses (search --arch, retrain, eval, export, show)
     assert g == PUBLISHED["DARTS_V1"] and g.meta["nni"] == {"width": 16, "depth": 8}
     assert main(["show", str(path), "--no-size"]) == 0
-    assert "node 3 = sep_conv_3x3(c_{k-2}) + skip_connect(0)" in capsys.readouterr().out
+    assert "node 5 = sep_conv_3x3(c_{k-2}) + skip_connect(2)" in capsys.readouterr().out  # nodes 2..5, as in the file
     # NNI's exporter may write inputs as bare ints; both spellings mean the same architecture
     bare = {k: (v[0] if isinstance(v, list) else v) for k, v in to_nni_dict(PUBLISHED["DARTS_V2"]).items()}
     assert from_nni_dict(bare) == PUBLISHED["DARTS_V2"]
@@ -279,7 +279,7 @@ def test_export_command_errors(tmp_path, capsys):
 def test_show_prints_genotype_size_and_nni_note(capsys):
     assert main(["show", "DARTS_V2", "--layers", "3", "--init-channels", "4", "--image-size", "16"]) == 0
     out = capsys.readouterr().out
-    assert "node 3 = skip_connect(c_{k-2}) + dil_conv_3x3(0)" in out
+    assert "node 5 = skip_connect(c_{k-2}) + dil_conv_3x3(2)" in out
     assert "parameter-free ops: 10 of 16" in out and "freezes NNI's DARTS space" in out
     assert "network (3 cells, 4 channels, input 3x16x16): 0.002M parameters" in out
 

@@ -37,6 +37,10 @@ class Cell:
         """The states computed inside the cell."""
         return range(self.inputs, len(self.names))
 
+    def stride(self, edge: Edge) -> int:
+        """2 on the edges a reduction cell reads from its inputs (they halve the resolution, DARTS Sec. 2.1), else 1."""
+        return 2 if self.reduction and edge.source < self.inputs else 1
+
 
 def genotype_ops(genotype: Any) -> list[str]:
     """Every op of every cell, for statistics such as the share of parameter-free ops."""

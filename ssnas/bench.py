@@ -20,6 +20,7 @@ from ssnas.data.augment import ViewMaker, naive_view
 from ssnas.data.datasets import load_dataset, visible_labels
 from ssnas.kernels import use_fast_kernels
 from ssnas.retrain import Pretrainer, validate
+from ssnas.runs import threads as thread_settings
 from ssnas.runs.settings import resolve_device, seed_everything
 from ssnas.errors import UserError
 from ssnas.search import Searcher, validate as validate_search
@@ -38,6 +39,7 @@ def _sync(device: torch.device) -> None:
 
 def _environment(device: torch.device) -> dict[str, Any]:
     return {"device": str(device), "torch": torch.__version__, "threads": torch.get_num_threads(),
+            "omp_wait_policy": os.environ.get("OMP_WAIT_POLICY", ""), "gomp_spincount": os.environ.get("GOMP_SPINCOUNT", ""),
             "cpu_count": os.cpu_count(), "machine": platform.machine()}
 
 
@@ -51,6 +53,7 @@ def check_counts(steps: int, warmup: int, bench_subset: int) -> None:
 def _bench_data(cfg, bench_subset: int) -> tuple[Any, torch.device, Any, torch.Tensor | None]:
     """(cfg with the bench subset, device, training images, the labels the objective may see) for a bench."""
     cfg = dataclasses.replace(cfg, data=dataclasses.replace(cfg.data, subset=cfg.data.subset or bench_subset))
+    thread_settings.apply(cfg.run.threads)
     device = resolve_device(cfg.run.device)
     seed_everything(cfg.run.seed)
     train = load_dataset(cfg.data, "train", seed=cfg.run.seed).in_memory()  # benches time the step, not decoding

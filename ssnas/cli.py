@@ -4,6 +4,10 @@ Subcommands live in `ssnas/commands/`, one module each (every module there with 
 `flags.py` makes flags from the config dataclasses). User mistakes (UserError, argparse's usage errors) and
 what the machine refuses (a full disk, a read-only folder) print one line and exit 2; nothing here imports
 nni, optuna or tensorboard at module level, so `ssnas --help` stays quick.
+
+`main` sets OpenMP's wait policy (ssnas.runs.threads) before the commands, and with them torch, are imported, and
+turns SIGTERM (what batch schedulers send before they kill) into the same clean stop as Ctrl-C: each loop then
+says what it saved and how to continue.
 """
 from __future__ import annotations
 
@@ -12,11 +16,14 @@ import errno
 import functools
 import importlib
 import pkgutil
+import signal
 import sys
-from typing import NoReturn, Sequence
+import threading
+from typing import Any, NoReturn, Sequence
 
 from ssnas import __version__, commands
-from ssnas.errors import UserError
+from ssnas.errors import Interrupted, UserError
+from ssnas.runs.threads import prepare_environment
 
 # OSErrors that describe the machine rather than a bug: printed on one line, exit code 2.
 ENVIRONMENT_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM,
@@ -47,7 +54,14 @@ def _one_line(text: str, limit: int = 500) -> str:
     return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
+def _terminated(signum: int, frame: Any) -> None:
+    raise Interrupted("", 143, "SIGTERM")
+
+
 def main(argv: Sequence[str] | None = None) -> int:
+    prepare_environment()  # before torch loads OpenMP: only the first call in a process has an effect
+    in_main_thread = threading.current_thread() is threading.main_thread()  # signal handlers live there only
+    previous = signal.signal(signal.SIGTERM, _terminated) if in_main_thread else None
     try:
         ns = build_parser().parse_args(argv)
         return ns.func(ns)
@@ -62,9 +76,15 @@ def main(argv: Sequence[str] | None = None) -> int:
                 if e.errno in (errno.ENOSPC, errno.EDQUOT) else "")
         print(f"ssnas: error: {_one_line((e.strerror or str(e)) + where)}{hint}", file=sys.stderr)
         return 2
+    except Interrupted as e:
+        print(f"ssnas: {e.message or 'interrupted' + (' by ' + e.signal if e.signal else '')}", file=sys.stderr)
+        return e.code
     except KeyboardInterrupt:
-        print("ssnas: interrupted; the last finished epoch is checkpointed, continue with --resume", file=sys.stderr)
+        print("ssnas: interrupted", file=sys.stderr)
         return 130
+    finally:
+        if in_main_thread:
+            signal.signal(signal.SIGTERM, previous)
 
 
 if __name__ == "__main__":

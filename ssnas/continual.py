@@ -36,6 +36,7 @@ from ssnas.errors import UserError
 from ssnas.evaluate import LinearConfig, train_linear_probe
 from ssnas.retrain import Pretrainer, RetrainConfig, run_epoch, validate as validate_retrain, write_run_files
 from ssnas.runs import checkpoint
+from ssnas.runs import threads as thread_settings
 from ssnas.runs.log import RunLog
 from ssnas.runs.settings import epoch_steps, resolve_device
 from ssnas.training.continual import (ContinualTerms, Step, continual_metrics, select_min_variance, select_random,
@@ -77,12 +78,14 @@ def run_continual(cfg: RetrainConfig, train: ImageSet | None = None, test: Image
                   on_epoch: Callable[[int, dict[str, Any]], None] | None = None) -> ContinualResult:
     """Pretrain in `cfg.continual.steps` steps (or jointly, method joint), evaluating after each; `train`/`test`
     may be given directly (tests, and tuning, which scores on its validation split), else they are loaded.
-    `on_epoch(epoch, stats)` runs after each epoch's checkpoint (tuning reports and prunes there)."""
+    `on_epoch(epoch, stats)` runs after each epoch's checkpoint, epochs counted from 1 (tuning reports and prunes
+    there)."""
     arch = validate(cfg)
     c, o = cfg.continual, cfg.optim
     out = Path(cfg.run.out)
     if (out / "checkpoint.pt").exists():
         raise UserError(f"{out} already holds a run (checkpoint.pt); choose another --out")
+    thread_settings.apply(cfg.run.threads)
     device = resolve_device(cfg.run.device)
     train = train if train is not None else load_dataset(cfg.data, "train", seed=cfg.run.seed)
     test = test if test is not None else load_dataset(cfg.data, "test", seed=cfg.run.seed)
@@ -173,11 +176,11 @@ class _Stream:
                               extra=extra, desc=f"step {k + 1}/{phases}, epoch {e + 1}/{o.epochs}")
             if extra is not None:
                 self.terms.after_epoch(t.encoder, t.objective)
-            log.log("epoch", (epoch + 1) * steps, epoch=epoch, continual_step=k + 1, **stats)
+            log.log("epoch", (epoch + 1) * steps, epoch=epoch + 1, continual_step=k + 1, **stats)  # from 1
             self.epochs_done += 1
-            self.save(epoch)
+            self.save(self.epochs_done)
             if self.on_epoch is not None:
-                self.on_epoch(epoch, dict(stats))
+                self.on_epoch(self.epochs_done, dict(stats))
         new_exemplars = self.select(k, step) if c.keeps_exemplars else torch.zeros(0, dtype=torch.long)
         self.exemplars = torch.cat([self.exemplars, new_exemplars])
         scores = self.evaluate(k)
@@ -186,7 +189,7 @@ class _Stream:
                "seconds": round(time.perf_counter() - started, 2), **scores}
         self.rows.append(row)
         flat = {f"{p}_{key}": v for p in ("knn", "linear") for key, v in scores[p].items() if not isinstance(v, list)}
-        log.log("continual", k + 1, epoch=self.epochs_done - 1, continual_step=k + 1, **flat)
+        log.log("continual", k + 1, epoch=self.epochs_done, continual_step=k + 1, **flat)
         print(f"step {k + 1}: kNN {100 * scores['knn']['accuracy']:.2f}% (average {100 * scores['knn']['average_accuracy']:.2f}%, "
               f"forgetting {100 * scores['knn']['forgetting']:.2f}), linear {100 * scores['linear']['accuracy']:.2f}%")
 
@@ -239,10 +242,10 @@ class _Stream:
             out[name] = {"accuracy": accuracy(p, query_y), "per_task": per_task, **summary}
         return out
 
-    def save(self, epoch: int) -> None:
+    def save(self, done: int) -> None:
         """The retrain checkpoint layout (what `ssnas eval` and `ssnas export` load), plus the stream's state."""
         checkpoint.save(self.out / "checkpoint.pt", {
-            "epoch": epoch, "config": to_dict(self.cfg), **self.trainer.state_dict(), "history": [],
+            "epochs_done": done, "config": to_dict(self.cfg), **self.trainer.state_dict(), "history": [],
             "arch": {"name": self.cfg.arch, "genotype": self.run.arch_json}, "data": self.run.data_info,
             "continual": {"exemplars": self.exemplars.tolist(), "rows": self.rows,
                           "terms": None if self.terms is None else self.terms.state_dict()}})

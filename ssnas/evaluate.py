@@ -38,9 +38,10 @@ from ssnas.data.stream import batches, on_device
 from ssnas.errors import UserError
 from ssnas.nas.network import NetworkConfig, describe
 from ssnas.runs import checkpoint
+from ssnas.runs import threads as thread_settings
 from ssnas.runs.guard import first_nonfinite, named_tensors
 from ssnas.runs.log import RunLog
-from ssnas.runs.settings import epoch_seed, resolve_device, seed_everything
+from ssnas.runs.settings import epoch_seed, epochs_done, resolve_device, seed_everything
 from ssnas.training.knn import KnnConfig, accuracy, extract_features, knn_predict
 from ssnas.training.optim import mixed_precision, set_lr, warmup_cosine
 
@@ -119,6 +120,9 @@ class EvalConfig:
     seed: int = field(default=0, metadata={"help": "random seed of the evaluation", "range": "[0, 4294967295]"})
     device: str = field(default="auto", metadata={"help": "auto (CUDA when available, else CPU), cpu, cuda, cuda:1, ..."})
     amp: bool = field(default=True, metadata={"help": "mixed precision when training on CUDA"})
+    threads: int = field(default=0, metadata={
+        "help": "CPU threads for torch; 0 = the CPUs this process may use (its affinity, the container's CPU quota "
+                "and OMP_NUM_THREADS, whichever is smallest)"})
     progress: bool = field(default=True, metadata={"help": "show a progress bar"})
     tensorboard: bool = field(default=True, metadata={"help": "write TensorBoard event files"})
 
@@ -172,7 +176,7 @@ def train_linear_probe(features: torch.Tensor, labels: torch.Tensor, num_classes
             opt.step()
             total += float(loss.detach())
         if log is not None:
-            log.log("epoch", epoch + 1, epoch=epoch, loss=total / steps, lr=opt.param_groups[0]["lr"])
+            log.log("epoch", epoch + 1, epoch=epoch + 1, loss=total / steps, lr=opt.param_groups[0]["lr"])
 
     @torch.no_grad()
     def classify(f: torch.Tensor) -> torch.Tensor:
@@ -318,7 +322,7 @@ def _train_classifier(model: nn.Module, train: ImageSet, views: Callable, epochs
         if bad is not None:  # a finite loss does not prove finite weights (BatchNorm statistics overflow first)
             raise UserError(f"the {desc} network diverged at epoch {epoch + 1}: {bad[0]} holds {bad[1]}; lower "
                             f"--{desc}-lr")
-        log.log("epoch", epoch + 1, epoch=epoch, loss=loss_avg, train_accuracy=acc_avg, lr=opt.param_groups[0]["lr"])
+        log.log("epoch", epoch + 1, epoch=epoch + 1, loss=loss_avg, train_accuracy=acc_avg, lr=opt.param_groups[0]["lr"])
     return {"train_loss": loss_avg, "train_accuracy": acc_avg}
 
 
@@ -351,6 +355,7 @@ def evaluate(run_dir: str | Path, cfg: EvalConfig, train: ImageSet | None = None
         if cfg.arch:
             raise UserError(f"--arch would replace the architecture whose weights {folder} holds; use it only "
                             f"with --random-init or --protocol supervised")
+    thread_settings.apply(cfg.threads)
     device = resolve_device(cfg.device)
     started = time.perf_counter()
     if train is None:
@@ -391,7 +396,7 @@ def evaluate(run_dir: str | Path, cfg: EvalConfig, train: ImageSet | None = None
 def _pretrained_epochs(info: RunInfo, cfg: EvalConfig) -> int:
     if cfg.random_init or cfg.protocol == "supervised" or info.state is None:
         return 0
-    return int(info.state["epoch"]) + 1
+    return epochs_done(info.state)
 
 
 def _encoder(info: RunInfo, net_cfg: NetworkConfig, in_channels: int, cfg: EvalConfig, device: torch.device,
@@ -425,10 +430,10 @@ def _run_protocol(cfg: EvalConfig, info: RunInfo, net_cfg: NetworkConfig, train:
     if cfg.protocol == "knn":
         preds = knn_predict(train_f, train.labels.to(device), test_f, num_classes, cfg.knn.k, cfg.knn.temperature)
         top1 = accuracy(preds, test.labels)
-        log.log("eval", 1, epoch=0, knn_top1=top1)
+        log.log("eval", 1, epoch=1, knn_top1=top1)
         return {**size, "accuracy": top1}
     result = linear_probe(train_f, train.labels, test_f, test.labels, num_classes, cfg.linear, cfg.seed, log, cfg.progress)
-    log.log("eval", cfg.linear.epochs, epoch=cfg.linear.epochs - 1, linear_top1=result["accuracy"])
+    log.log("eval", cfg.linear.epochs, epoch=cfg.linear.epochs, linear_top1=result["accuracy"])
     return {**size, **result, "feature_dim": int(train_f.shape[1])}
 
 
@@ -449,7 +454,7 @@ def _finetune(cfg: EvalConfig, model: nn.Module, train: ImageSet, test: ImageSet
         lambda p: torch.optim.SGD(p, lr=lr, momentum=f.momentum, nesterov=f.momentum > 0, weight_decay=f.weight_decay),
         lr, device, cfg, log, "finetune")
     top1 = _test_accuracy(model, test, plain, device)
-    log.log("eval", epochs, epoch=epochs - 1, finetune_top1=top1)
+    log.log("eval", epochs, epoch=epochs, finetune_top1=top1)
     return {"accuracy": top1, **stats, "labels_fraction": f.labels_fraction, "n_labelled": len(labelled),
             "epochs": epochs}
 
@@ -488,6 +493,6 @@ def _supervised(cfg: EvalConfig, info: RunInfo, net_cfg: NetworkConfig, train: I
         grad_clip=s.grad_clip, per_epoch_lr=True)
     native = ViewMaker(AugmentConfig(), mean, std).plain  # from scratch: at the images' own size
     top1 = _test_accuracy(model, test, native, device)
-    log.log("eval", s.epochs, epoch=s.epochs - 1, supervised_top1=top1)
+    log.log("eval", s.epochs, epoch=s.epochs, supervised_top1=top1)
     return {"accuracy": top1, **size, **stats, "test_error": round(100 * (1 - top1), 2),
             "auxiliary": net_cfg.auxiliary, "drop_path": net_cfg.drop_path, "cutout": s.cutout, "epochs": s.epochs}

@@ -32,6 +32,7 @@ from torch import nn
 from ssnas.arch import build_encoder, is_backbone, load_genotype, load_run, resolved_network, size_words
 from ssnas.errors import UserError
 from ssnas.nas.network import NetworkConfig
+from ssnas.runs.settings import epochs_done
 
 # Preprocessing of a network that was never trained by ssnas (a genotype, a search run): [0, 1] -> [-1, 1].
 # Pass mean= and std= for the data you will train it on.
@@ -183,7 +184,7 @@ def create_model(source: Any, *, num_classes: int = 0, pretrained: bool = False,
         "num_features": model.num_features, "num_classes": num_classes, "pretrained": bool(pretrained),
         "dataset": src.data.get("dataset") if src.has_weights else None,
         "objective": ((src.config or {}).get("objective") or {}).get("name") if src.has_weights else None,
-        "pretrain_epochs": int(src.state["epoch"]) + 1 if src.has_weights else 0,
+        "pretrain_epochs": epochs_done(src.state) if src.has_weights else 0,
     }
     return model
 

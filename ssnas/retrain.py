@@ -17,7 +17,7 @@ from typing import Any, Callable
 import torch
 
 from ssnas import registry
-from ssnas.arch import build_encoder, is_backbone, load_genotype, resolved_network
+from ssnas.arch import build_encoder, is_backbone, load_genotype, resolved_network, size_words
 from ssnas.config import check_tree, resume_safe_keys, to_dict
 from ssnas.data.augment import AugmentConfig, ViewMaker
 from ssnas.data.datasets import DataConfig, ImageSet, balanced_subset_indices, load_dataset, visible_labels
@@ -25,10 +25,12 @@ from ssnas.data.stream import FolderImages, batches, on_device
 from ssnas.errors import UserError
 from ssnas.nas.network import NetworkConfig, describe
 from ssnas.runs import checkpoint
+from ssnas.runs import threads as thread_settings
+from ssnas.runs.console import Console, epoch_line
 from ssnas.runs.log import RunLog
 from ssnas.runs.guard import check_loss, check_modules
-from ssnas.runs.settings import (RunConfig, epoch_seed, epoch_steps, record_resume, resolve_device, resume_changes,
-                                 seed_everything)
+from ssnas.runs.settings import (RunConfig, epoch_seed, epoch_steps, epochs_done, interrupted, record_resume,
+                                 resolve_device, resume_changes, resume_history, seed_everything)
 from ssnas.training.continual import ContinualConfig
 from ssnas.training.knn import KnnConfig, knn_top1
 from ssnas.training.objective import Batch, BatchMaker, ObjectiveConfig
@@ -51,8 +53,9 @@ class RetrainOptimConfig:
     weight_decay: float | None = field(default=None, metadata={"help": "weight decay; default: lars 1e-6, sgd 5e-4",
                                                                "range": "[0, 1]"})
     momentum: float = field(default=0.9, metadata={"help": "momentum (SimCLR: 0.9)", "range": "[0, 1)"})
-    warmup_epochs: int = field(default=10, metadata={"help": "linear warm-up epochs before the cosine decay (SimCLR: 10)",
-                                                     "range": "[0, 100000]"})
+    warmup_epochs: int | None = field(default=None, metadata={
+        "help": "linear warm-up epochs before the cosine decay; unset = SimCLR's 10, but at most a tenth of --epochs",
+        "range": "[0, 100000]"})
     epochs: int = field(default=1000, metadata={"help": "pretraining epochs (SimCLR CIFAR-10 recipe: 1000)",
                                                 "range": "[1, 100000]"})
     batch_size: int = field(default=512, metadata={
@@ -62,9 +65,18 @@ class RetrainOptimConfig:
     amp: bool = field(default=True, metadata={"help": "float16 mixed precision on CUDA (ignored on CPU)"})
 
     def check(self) -> None:
-        if self.warmup_epochs > self.epochs:
+        if self.warmup_epochs is not None and self.warmup_epochs > self.epochs:
             raise UserError(f"optim.warmup_epochs (--warmup-epochs) must be <= --epochs {self.epochs}, "
                             f"got {self.warmup_epochs}")
+
+    def derive_warmup(self) -> list[str]:
+        """Resolve an unset --warmup-epochs: SimCLR's 10 (google-research/simclr run.py), at most a tenth of the
+        run, so a short run is not all warm-up; the note says what was derived (a value the user set is checked by
+        `check`, strictly)."""
+        if self.warmup_epochs is not None:
+            return []
+        self.warmup_epochs = min(10, self.epochs // 10)
+        return [f"--warmup-epochs {self.warmup_epochs} ({self.epochs} epochs)"]
 
     def resolved(self) -> tuple[float, float]:
         recipe = RECIPES[self.optimizer]
@@ -107,6 +119,7 @@ def validate(cfg: RetrainConfig) -> Any:
     objective = registry.objective(cfg.objective.name)
     objective.check(cfg.objective)  # its options and the shared knobs it reads
     resolve_device(cfg.run.device)
+    cfg.optim.derive_warmup()  # an unset warm-up from the run's length (run_retrain derives it first, to print it)
     arch = cfg.arch.strip().lower() if is_backbone(cfg.arch) else load_genotype(cfg.arch)
     if is_backbone(arch):
         cfg.network.validate()
@@ -197,8 +210,8 @@ class RunFiles:
 
 def write_run_files(cfg: RetrainConfig, out: Path, arch: Any, trainer: Pretrainer, train: ImageSet,
                     mean: list[float], std: list[float]) -> RunFiles:
-    """config.json, genotype.json (a genotype's) and network.json (sizes, parameters, FLOPs) into `out`; prints the
-    size. Returns what the checkpoints carry for `ssnas eval` ("arch", "data")."""
+    """config.json, genotype.json (a genotype's) and network.json (sizes, parameters, FLOPs) into `out`. Returns the
+    size and what the checkpoints carry for `ssnas eval` ("arch", "data")."""
     view_size = cfg.augment.size or train.image_size
     size = describe(trainer.encoder, (train.channels, view_size, view_size))
     out.mkdir(parents=True, exist_ok=True)
@@ -210,8 +223,6 @@ def write_run_files(cfg: RetrainConfig, out: Path, arch: Any, trainer: Pretraine
         "arch": cfg.arch, "genotype": arch_json, **size, "feature_dim": trainer.encoder.feature_dim,
         "input_shape": [train.channels, view_size, view_size], "layers": cfg.network.layers,
         "init_channels": cfg.network.init_channels, "lr": trainer.lr, "weight_decay": cfg.optim.resolved()[1]})
-    print(f"{cfg.arch}: {size['params'] / 1e6:.3f}M parameters, {size['flops'] / 2e6:.1f}M mult-adds per "
-          f"{view_size}x{view_size} image")
     data_info = {"channels": train.channels, "image_size": train.image_size, "view_size": view_size,
                  "mean": mean, "std": std, "classes": train.classes, "dataset": cfg.data.dataset}
     return RunFiles(size, arch_json, data_info)
@@ -222,7 +233,8 @@ def prepare_out(cfg: RetrainConfig, out: Path) -> dict[str, Any] | None:
     if not ckpt.exists():
         return None
     if not cfg.run.resume:
-        raise UserError(f"{out} already holds a run (checkpoint.pt); pass --resume to continue it, or choose another --out")
+        raise UserError(f"{out} already holds a run (checkpoint.pt); pass --resume to continue it "
+                        f"(`ssnas retrain --resume --out {out}`), or choose another --out")
     state = checkpoint.load(ckpt)
     if "encoder" not in state:
         raise UserError(f"{out} holds a search, not a retrain run; choose another --out")
@@ -242,7 +254,8 @@ def _rates(cfg: RetrainConfig) -> dict[str, float]:
     return {"--lr": RECIPES[o.optimizer]["lr"] if o.lr is None else o.lr}
 
 
-def _knn_sets(cfg: RetrainConfig, train: ImageSet, test: ImageSet | None) -> tuple[ImageSet, ImageSet] | None:
+def _knn_sets(cfg: RetrainConfig, train: ImageSet, test: ImageSet | None, console: Console
+              ) -> tuple[ImageSet, ImageSet] | None:
     """(labelled bank, labelled queries) for the kNN monitor, or None when it is off or has no labels."""
     if cfg.knn.every == 0 or not train.has_labels:
         return None
@@ -250,10 +263,10 @@ def _knn_sets(cfg: RetrainConfig, train: ImageSet, test: ImageSet | None) -> tup
         try:
             test = load_dataset(cfg.data, "test", seed=cfg.run.seed)
         except UserError as e:
-            print(f"ssnas: kNN monitor off: cannot load the test split ({e})")
+            console.warn(f"kNN monitor off: cannot load the test split ({e})")
             return None
     if not test.has_labels:
-        print("ssnas: kNN monitor off: the test split has no labels")
+        console.warn("kNN monitor off: the test split has no labels")
         return None
     if cfg.knn.test_subset and cfg.knn.test_subset < len(test):
         test = test.subset(balanced_subset_indices(test.labels, cfg.knn.test_subset, cfg.run.seed))
@@ -268,68 +281,97 @@ def knn_monitor(trainer: Pretrainer, bank: ImageSet, queries: ImageSet) -> float
 def run_retrain(cfg: RetrainConfig, train: ImageSet | None = None, test: ImageSet | None = None, *,
                 on_epoch: Callable[[int, dict[str, Any]], None] | None = None) -> RetrainResult:
     """Pretrain (or resume) a network; `train`/`test` may be given directly (tests), else they are loaded.
-    `on_epoch(epoch, stats)` runs after each epoch's checkpoint (tuning reports and prunes there)."""
+    `on_epoch(epoch, stats)` runs after each epoch's checkpoint, with the epoch counted from 1 (tuning reports and
+    prunes there)."""
+    derived = cfg.optim.derive_warmup()
     arch = validate(cfg)
     if cfg.continual.steps:
         raise UserError("--continual-steps runs the continual loop: `ssnas retrain` starts it, or call "
                         "ssnas.continual.run_continual; run_retrain trains on all the data at once")
     out = Path(cfg.run.out)
     resume_state = prepare_out(cfg, out)
+    console = Console(cfg.run.progress, cfg.run.quiet)
+    threads = thread_settings.apply(cfg.run.threads)
     device = resolve_device(cfg.run.device)
     objective_cls = registry.objective(cfg.objective.name)
     if train is None:
         train = load_dataset(cfg.data, "train", seed=cfg.run.seed)
     labels = visible_labels(train, objective_cls.labels, cfg.objective.labels_fraction, cfg.run.seed)
-    knn_sets = _knn_sets(cfg, train, test)
+    knn_sets = _knn_sets(cfg, train, test, console)
     mean, std = train.mean_std()
     o = cfg.optim
     steps = epoch_steps(len(train), o.batch_size, o.steps_per_epoch, "the training set")
+    derived += cfg.run.derive_log_every(steps)
 
     trainer = Pretrainer(cfg, arch, train.channels, mean, std, device,
                          num_classes=len(train.classes) if labels is not None else 0)
     start_epoch, history = 0, []
     if resume_state is not None:
         trainer.load_state_dict(resume_state)
-        start_epoch, history = resume_state["epoch"] + 1, resume_state["history"]
+        start_epoch, history = epochs_done(resume_state), resume_history(resume_state)
         out.mkdir(parents=True, exist_ok=True)
         record_resume(out, start_epoch, resume_state["changes"])
     run = write_run_files(cfg, out, arch, trainer, train, mean, std)
     size, arch_json, data_info = run.size, run.arch_json, run.data_info
+    view = data_info["view_size"]
+    monitor = (f"every {cfg.knn.every} epochs and after the last, {len(knn_sets[1])} test images" if knn_sets
+               else "off")
+    console.summary(f"ssnas retrain: {cfg.arch} with the {cfg.objective.name} objective -> {out}", [
+        ("data", f"{cfg.data.dataset}: {len(train)} images, {train.channels}x{train.image_size}x{train.image_size}, "
+                 f"views {view}x{view}"),
+        ("network", ("ResNet-18" if is_backbone(arch) else size_words(arch, cfg.network))
+                    + f": {size['params'] / 1e6:.3f}M parameters, {size['flops'] / 2e6:.1f}M mult-adds per image"),
+        ("steps", f"{steps} per epoch x {o.epochs} epochs, batch {o.batch_size}, {o.optimizer} lr {trainer.lr:.4g}, "
+                  f"{o.warmup_epochs} warm-up epochs"),
+        ("kNN monitor", monitor),
+        ("device", f"{device}, threads {thread_settings.describe(threads)}" if device.type == "cpu" else str(device)),
+        ("resume", f"from epoch {start_epoch + 1} ({start_epoch} of {o.epochs} finished)" if start_epoch else None),
+    ], derived)
     log = RunLog(out, resume_epoch=start_epoch, resume_step=start_epoch * steps, tensorboard=cfg.run.tensorboard)
     images = on_device(train.images, device)  # in memory: moved once; streamed: decoded batch by batch
     labels_dev = None if labels is None else labels.to(device)
     knn_top1 = next((h["knn_top1"] for h in reversed(history) if "knn_top1" in h), None)
+    last = o.epochs if not cfg.run.stop_after else min(o.epochs, start_epoch + cfg.run.stop_after)
+    epoch = done = start_epoch
     try:
-        last = o.epochs if not cfg.run.stop_after else min(o.epochs, start_epoch + cfg.run.stop_after)
         for epoch in range(start_epoch, last):
-            stats = run_epoch(trainer, images, labels_dev, epoch, steps, log, out)
+            stats = run_epoch(trainer, images, labels_dev, epoch, steps, log, out, console=console)
+            parts = [k for k in stats if k not in ENGINE_STATS]
             if knn_sets and ((epoch + 1) % cfg.knn.every == 0 or epoch + 1 == o.epochs):
                 knn_top1 = knn_monitor(trainer, *knn_sets)
                 stats["knn_top1"] = knn_top1
-            history.append({"epoch": epoch, **{k: v for k, v in stats.items() if k in ("loss", "knn_top1")}})
-            log.log("epoch", (epoch + 1) * steps, epoch=epoch, **stats)
+            history.append({"epoch": epoch + 1, **{k: v for k, v in stats.items() if k in ("loss", "knn_top1")}})
+            log.log("epoch", (epoch + 1) * steps, epoch=epoch + 1, **stats)
             # "encoder" is what `ssnas eval` loads; "arch" and "data" let it rebuild the network and its inputs
             checkpoint.save(out / "checkpoint.pt", {
-                "epoch": epoch, "config": to_dict(cfg), **trainer.state_dict(), "history": history,
+                "epochs_done": epoch + 1, "config": to_dict(cfg), **trainer.state_dict(), "history": history,
                 "arch": {"name": cfg.arch, "genotype": arch_json}, "data": data_info})
+            done = epoch + 1
+            console.line(epoch_line(epoch + 1, o.epochs, stats, parts))
             if on_epoch is not None:
-                on_epoch(epoch, dict(stats))
+                on_epoch(epoch + 1, dict(stats))
+    except KeyboardInterrupt as e:
+        raise interrupted(e, out, "ssnas retrain", epoch + 1, o.epochs, done) from None
     finally:
         log.close()
     return RetrainResult(out, last - start_epoch, last == o.epochs, knn_top1, size["params"], size["flops"], history)
 
 
+# what run_epoch returns besides the loss parts
+ENGINE_STATS = ("loss", "seconds", "images_per_s")
+
+
 def run_epoch(trainer: Pretrainer, images: torch.Tensor | FolderImages, labels: torch.Tensor | None, epoch: int,
               steps: int, log: RunLog, out: Path, *, pool: torch.Tensor | None = None,
               schedule_epoch: int | None = None, extra: Callable[[Batch], dict[str, torch.Tensor]] | None = None,
-              desc: str = "") -> dict[str, float]:
-    """One epoch of `steps` steps. `epoch` seeds its randomness and numbers its log rows; `schedule_epoch` (default
-    `epoch`) is where it stands in the warm-up + cosine schedule of `optim.epochs` epochs, which continual
-    retraining restarts at every step; `pool` restricts the batches to those dataset indices (default: all);
-    `extra` adds terms to the loss (`Pretrainer.step`)."""
-    from tqdm.auto import tqdm
-
+              desc: str = "", console: Console | None = None) -> dict[str, float]:
+    """One epoch of `steps` steps. `epoch` (from 0 here; its log rows count from 1, like every file) seeds its
+    randomness; `schedule_epoch` (default `epoch`) is where it stands in the warm-up + cosine schedule of
+    `optim.epochs` epochs, which continual retraining restarts at every step; `pool` restricts the batches to those
+    dataset indices (default: all); `extra` adds terms to the loss (`Pretrainer.step`). Returns the epoch's mean
+    loss and mean loss parts, its time and images/s."""
     cfg = trainer.cfg
+    console = console or Console(cfg.run.progress, cfg.run.quiet)
     o = cfg.optim
     b = o.batch_size
     schedule_epoch = epoch if schedule_epoch is None else schedule_epoch
@@ -344,10 +386,10 @@ def run_epoch(trainer: Pretrainer, images: torch.Tensor | FolderImages, labels: 
     trainer.encoder.train()
     trainer.objective.train()
     total_steps, warmup_steps = o.epochs * steps, o.warmup_epochs * steps
-    total, seen, started = 0.0, 0, time.perf_counter()
-    bar = tqdm(range(steps), desc=desc or f"epoch {epoch + 1}/{o.epochs}", disable=not cfg.run.progress, leave=False,
-               dynamic_ncols=True)
-    for step in bar:
+    sums: dict[str, float] = {}
+    seen, started = 0, time.perf_counter()
+    every = cfg.run.log_interval(steps)
+    for step in console.steps(steps, desc or f"epoch {epoch + 1}/{o.epochs}"):
         t0 = time.perf_counter()
         global_step = epoch * steps + step
         schedule_step = schedule_epoch * steps + step
@@ -359,12 +401,14 @@ def run_epoch(trainer: Pretrainer, images: torch.Tensor | FolderImages, labels: 
         if cfg.run.check_every and (step + 1) % cfg.run.check_every == 0:
             guard(trainer, epoch, step, out)
         images_per_s = b / (time.perf_counter() - t0)
-        total, seen = total + loss, seen + 1
-        bar.set_postfix(loss=f"{loss:.4f}", img_s=f"{images_per_s:.1f}")
-        if step % max(cfg.run.log_every, 1) == 0 or step == steps - 1:
-            row = {k: float(v) for k, v in parts.items() if k != "loss"}
-            log.log("step", global_step + 1, epoch=epoch, loss=loss, lr=lr, images_per_s=round(images_per_s, 2), **row)
-    bar.close()
+        row = {"loss": loss, **{k: float(v) for k, v in parts.items() if k != "loss"}}
+        for k, v in row.items():
+            sums[k] = sums.get(k, 0.0) + v
+        seen += 1
+        console.postfix(loss=f"{loss:.4f}", img_s=f"{images_per_s:.1f}")
+        if step % every == 0 or step == steps - 1:
+            log.log("step", global_step + 1, epoch=epoch + 1, **row, lr=lr, images_per_s=round(images_per_s, 2))
     guard(trainer, epoch, steps - 1, out)  # always before the checkpoint that follows an epoch
     seconds = time.perf_counter() - started
-    return {"loss": total / max(seen, 1), "seconds": round(seconds, 3), "images_per_s": round(seen * b / seconds, 2)}
+    means = {k: v / max(seen, 1) for k, v in sums.items()}
+    return {**means, "seconds": round(seconds, 3), "images_per_s": round(seen * b / seconds, 2)}

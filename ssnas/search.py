@@ -21,16 +21,18 @@ from ssnas.data.augment import AugmentConfig, ViewMaker
 from ssnas.data.datasets import DataConfig, ImageSet, bilevel_split, load_dataset, visible_labels
 from ssnas.data.stream import FolderImages, batches, on_device
 from ssnas.errors import UserError
-from ssnas.export.graph import log_search_pictures  # matplotlib only when pictures are drawn
+from ssnas.export.graph import log_epoch_pictures  # matplotlib only when pictures are drawn
 from ssnas.nas.architect import unrolled_arch_grads
-from ssnas.nas.diagnostics import search_diagnostics
+from ssnas.nas.diagnostics import changed_edges, derivation_margins, search_diagnostics, undecided_warning
 from ssnas.nas.space import SpaceConfig
 from ssnas.runs import checkpoint
+from ssnas.runs import threads as thread_settings
+from ssnas.runs.console import Console, epoch_line
 from ssnas.runs.ground_truth import BenchmarkTable, epoch_truth
-from ssnas.runs.log import RunLog
 from ssnas.runs.guard import check_loss, check_modules
-from ssnas.runs.settings import (RunConfig, epoch_seed, epoch_steps, record_resume, resolve_device, resume_changes,
-                                 seed_everything)
+from ssnas.runs.log import RunLog
+from ssnas.runs.settings import (RunConfig, epoch_seed, epoch_steps, epochs_done, interrupted, record_resume,
+                                 resolve_device, resume_changes, resume_history, seed_everything)
 from ssnas.strategies.base import StrategyConfig
 from ssnas.training.objective import Batch, BatchMaker, ObjectiveConfig
 
@@ -276,8 +278,8 @@ def prepare_out(cfg: SearchConfig, out: Path) -> dict[str, Any] | None:
     if not ckpt.exists():
         return None
     if not cfg.run.resume:
-        raise UserError(f"{out} already holds a search (checkpoint.pt); pass --resume to continue it, "
-                        f"or choose another --out")
+        raise UserError(f"{out} already holds a search (checkpoint.pt); pass --resume to continue it "
+                        f"(`ssnas search --resume --out {out}`), or choose another --out")
     state = checkpoint.load(ckpt)
     state["changes"] = resume_changes(state["config"], to_dict(cfg), resume_safe_keys(SearchConfig), out)
     return state
@@ -296,13 +298,16 @@ def _rates(cfg: SearchConfig) -> dict[str, float]:
 def run_search(cfg: SearchConfig, train: ImageSet | None = None, *,
                on_epoch: Callable[[int, dict[str, Any]], None] | None = None) -> SearchResult:
     """Run (or resume) a search; `train` may be given directly (tests, benchmarks), else it is loaded.
-    `on_epoch(epoch, stats)` runs after each epoch's checkpoint (tuning reports and prunes there)."""
+    `on_epoch(epoch, stats)` runs after each epoch's checkpoint, with the epoch counted from 1 (tuning reports and
+    prunes there); the numbers a loop adds to `stats` show in metrics.jsonl, TensorBoard and the epoch line."""
     validate(cfg)
     out = Path(cfg.run.out)
     resume_state = prepare_out(cfg, out)
     space = registry.space(cfg.space)
     # the ground truth is read before the data, so a bad table fails fast; only the logger ever consults it
     table = BenchmarkTable.load(cfg.run.benchmark, space.parse_text, space.NAME) if cfg.run.benchmark else None
+    console = Console(cfg.run.progress, cfg.run.quiet)
+    threads = thread_settings.apply(cfg.run.threads)
     device = resolve_device(cfg.run.device)
     seed_everything(cfg.run.seed)
     objective_cls = registry.objective(cfg.objective.name)
@@ -315,6 +320,7 @@ def run_search(cfg: SearchConfig, train: ImageSet | None = None, *,
     idx_w, idx_a = bilevel_split(len(train), cfg.data.train_portion, cfg.run.seed)
     o = cfg.optim
     steps = epoch_steps(len(idx_w), o.batch_size, o.steps_per_epoch, "the weight half")
+    derived = cfg.run.derive_log_every(steps)
 
     searcher = Searcher(cfg, train.channels, mean, std, device,
                         num_classes=len(train.classes) if labels is not None else 0)
@@ -325,59 +331,93 @@ def run_search(cfg: SearchConfig, train: ImageSet | None = None, *,
         searcher.load_state_dict(resume_state["searcher"])
         searcher.take_changed_rates(resume_state["changes"])
         torch.set_rng_state(resume_state["torch_rng"])
-        start_epoch, history = resume_state["epoch"] + 1, resume_state["history"]
+        start_epoch, history = epochs_done(resume_state), resume_history(resume_state)
     out.mkdir(parents=True, exist_ok=True)
     if resume_state is not None:
         record_resume(out, start_epoch, resume_state["changes"])
     checkpoint.write_json(out / "config.json", to_dict(cfg))
+    weights = sum(p.numel() for p in searcher.supernet.weight_parameters())
+    console.summary(f"ssnas search: {cfg.space} space, {cfg.objective.name} objective -> {out}", [
+        ("data", f"{cfg.data.dataset}: {len(train)} images, {train.channels}x{train.image_size}x{train.image_size}"
+                 + (", no labels read" if labels is None else ", labels read by the objective")),
+        ("split", f"{len(idx_w)} train the weights, {len(idx_a)} the architecture (--train-portion "
+                  f"{cfg.data.train_portion})"),
+        ("steps", f"{steps} per epoch x {o.epochs} epochs, batch {o.batch_size}, order {o.order}"),
+        ("supernet", f"{cfg.supernet.layers} cells of width {cfg.supernet.init_channels}: {weights / 1e6:.3f}M "
+                     f"weights, {sum(a.numel() for a in searcher.alphas)} architecture parameters"),
+        ("device", f"{device}, threads {thread_settings.describe(threads)}" if device.type == "cpu" else str(device)),
+        ("resume", f"from epoch {start_epoch + 1} ({start_epoch} of {o.epochs} finished)" if start_epoch else None),
+    ], derived)
     log = RunLog(out, resume_epoch=start_epoch, resume_step=start_epoch * steps, tensorboard=cfg.run.tensorboard)
+    previous = space.genotype_from_json(history[-1]["genotype"], "history") if history else None
+    stats: dict[str, Any] = {}
+    last = o.epochs if not cfg.run.stop_after else min(o.epochs, start_epoch + cfg.run.stop_after)
+    epoch = done = start_epoch
+    training = searcher.strategy.needs_training()
+    if not training:  # a training-free strategy decided before the first step: one record, no epochs
+        last = min(last, start_epoch + 1)
     try:
         if start_epoch == 0:
             started = time.perf_counter()
             events = searcher.strategy.before_search(tools)
-            if events:
-                log.log("strategy", 0, epoch=-1, seconds=round(time.perf_counter() - started, 3), **events)
-        last = o.epochs if not cfg.run.stop_after else min(o.epochs, start_epoch + cfg.run.stop_after)
-        training = searcher.strategy.needs_training()
-        if not training:  # a training-free strategy decided before the first step: one record, no epochs
-            last = min(last, start_epoch + 1)
+            if events:  # before the first epoch: epoch 0 (epochs count from 1)
+                log.log("strategy", 0, epoch=0, seconds=round(time.perf_counter() - started, 3), **events)
         for epoch in range(start_epoch, last):
             if training:
-                stats = _run_epoch(searcher, images, labels, idx_w, idx_a, epoch, steps, log, out, history)
+                stats, parts = _run_epoch(searcher, images, labels, idx_w, idx_a, epoch, steps, log, out, console,
+                                          history)
                 guard(searcher, epoch, steps - 1, out)  # nothing of a diverged epoch is written
                 searcher.schedule.step()
             else:
-                stats = {"loss": float("nan"), "seconds": 0.0, "images_per_s": 0.0}
+                stats, parts = {"loss": float("nan"), "seconds": 0.0, "images_per_s": 0.0}, []
             started = time.perf_counter()
             events = searcher.strategy.after_epoch(epoch, tools)
             if events:
-                log.log("strategy", (epoch + 1) * steps, epoch=epoch,
+                log.log("strategy", (epoch + 1) * steps, epoch=epoch + 1,
                         seconds=round(time.perf_counter() - started, 3), **events)
             genotype = searcher.supernet.derive()
+            probs = searcher.supernet.probs()
             truth = epoch_truth(table, space.to_text(genotype)) if table is not None else {}
-            history.append({"epoch": epoch, "genotype": genotype.to_json(), **({"truth": truth} if truth else {})})
-            _write_epoch_outputs(out, searcher, genotype, epoch, cfg, history)
-            stats.update(search_diagnostics(searcher.supernet.probs(), genotype, space.PARAMETER_FREE))
+            history.append({"epoch": epoch + 1, "genotype": genotype.to_json(), "probs": probs,
+                            **({"truth": truth} if truth else {})})
+            _write_epoch_outputs(out, genotype, probs, epoch, cfg, history)
+            stats.update(search_diagnostics(probs, genotype, space.PARAMETER_FREE))
+            stats.update(derivation_margins(searcher.supernet.derive_scores(), genotype, space.genotype_from_scores,
+                                            searcher.supernet.primitives, searcher.supernet.edge_names))
+            changed, total = changed_edges(previous, genotype)
+            stats["genotype_changes"] = changed
             stats.update(truth)
-            log.log("epoch", (epoch + 1) * steps, epoch=epoch, **stats)
+            log.log("epoch", (epoch + 1) * steps, epoch=epoch + 1, **stats)
             checkpoint.save(out / "checkpoint.pt", {
-                "epoch": epoch, "config": to_dict(cfg), "searcher": searcher.state_dict(),
+                "epochs_done": epoch + 1, "config": to_dict(cfg), "searcher": searcher.state_dict(),
                 "torch_rng": torch.get_rng_state(), "history": history})
+            done = epoch + 1
+            log_epoch_pictures(log.writer, history, genotype, (epoch + 1) * steps)
+            note = ("genotype: first" if previous is None else "genotype unchanged" if not changed else
+                    f"genotype: {changed} of {total} edges changed")
+            console.line(epoch_line(epoch + 1, o.epochs, {k: v for k, v in stats.items() if k != "genotype_changes"},
+                                    parts, [note, *truth_words(truth)]))
+            previous = genotype
             if on_epoch is not None:
-                on_epoch(epoch, dict(stats))
-        if log.writer is not None and last > start_epoch:
-            log_search_pictures(log.writer, searcher.supernet, searcher.supernet.derive(), last * steps)
+                on_epoch(epoch + 1, dict(stats))
+    except KeyboardInterrupt as e:
+        raise interrupted(e, out, "ssnas search", epoch + 1, o.epochs, done) from None
     finally:
         log.close()
     genotype = searcher.supernet.derive()
-    return SearchResult(genotype, out, last - start_epoch, finished=last == o.epochs or not training)
+    finished = last == o.epochs or not training
+    if last > start_epoch and finished:
+        warning = undecided_warning(stats)
+        if warning:
+            console.warn(f"{warning} (`ssnas show {out}` repeats this)")
+    return SearchResult(genotype, out, last - start_epoch, finished=finished)
 
 
 def _run_epoch(searcher: Searcher, images: torch.Tensor | FolderImages, labels: torch.Tensor | None,
                idx_w: torch.Tensor, idx_a: torch.Tensor, epoch: int, steps: int, log: RunLog, out: Path,
-               history: list[dict[str, Any]]) -> dict[str, float]:
-    from tqdm.auto import tqdm
-
+               console: Console, history: list[dict[str, Any]]) -> tuple[dict[str, float], list[str]]:
+    """One epoch (`epoch` counts from 0 here; every file and line counts from 1). Returns the epoch's means (loss,
+    its parts, the architecture loss), time and images/s, and the names of the loss parts."""
     cfg = searcher.cfg
     b = cfg.optim.batch_size
     order = torch.Generator().manual_seed(epoch_seed(cfg.run.seed, epoch, 0))
@@ -390,10 +430,11 @@ def _run_epoch(searcher: Searcher, images: torch.Tensor | FolderImages, labels: 
     augment = torch.Generator(device=searcher.device).manual_seed(epoch_seed(cfg.run.seed, epoch, 1))
     searcher.supernet.train()
     searcher.objective.train()
-    total, seen, started = 0.0, 0, time.perf_counter()
-    bar = tqdm(range(steps), desc=f"epoch {epoch + 1}/{cfg.optim.epochs}{_truth_note(history)}",
-               disable=not cfg.run.progress, leave=False, dynamic_ncols=True)
-    for step in bar:
+    sums: dict[str, float] = {}
+    seen, started = 0, time.perf_counter()
+    truth = history[-1].get("truth", {}) if history else {}
+    note = f" ({'; '.join(truth_words(truth, 'last cell'))})" if truth else ""
+    for step in console.steps(steps, f"epoch {epoch + 1}/{cfg.optim.epochs}{note}"):
         t0 = time.perf_counter()
         w_index, a_index = w_batches[step], a_batches[step]
         x_w, x_a = next(pixels), next(pixels)
@@ -403,39 +444,43 @@ def _run_epoch(searcher: Searcher, images: torch.Tensor | FolderImages, labels: 
         if cfg.run.check_every and (step + 1) % cfg.run.check_every == 0:
             guard(searcher, epoch, step, out)
         images_per_s = b / (time.perf_counter() - t0)
-        total, seen = total + loss, seen + 1
-        bar.set_postfix(loss=f"{loss:.4f}", img_s=f"{images_per_s:.1f}")
+        row = {"loss": loss, **{k: float(v) for k, v in parts.items() if k != "loss"}, "arch_loss": float(arch_loss)}
+        for k, v in row.items():
+            sums[k] = sums.get(k, 0.0) + v
+        seen += 1
+        console.postfix(loss=f"{loss:.4f}", img_s=f"{images_per_s:.1f}")
         global_step = epoch * steps + step + 1
-        if step % max(cfg.run.log_every, 1) == 0 or step == steps - 1:
-            row = {k: float(v) for k, v in parts.items() if k != "loss"}
-            log.log("step", global_step, epoch=epoch, loss=loss, arch_loss=float(arch_loss),
-                    lr=searcher.opt_w.param_groups[0]["lr"], images_per_s=round(images_per_s, 2), **row)
-    bar.close()
+        if step % cfg.run.log_interval(steps) == 0 or step == steps - 1:
+            log.log("step", global_step, epoch=epoch + 1, **row, lr=searcher.opt_w.param_groups[0]["lr"],
+                    images_per_s=round(images_per_s, 2))
     seconds = time.perf_counter() - started
-    return {"loss": total / max(seen, 1), "seconds": round(seconds, 3),
-            "images_per_s": round(seen * b / seconds, 2)}
+    means = {k: v / max(seen, 1) for k, v in sums.items()}
+    if not all(math.isfinite(v) for k, v in means.items() if k == "arch_loss"):
+        means.pop("arch_loss")  # second order: the unrolled step reports no loss of its own
+    parts = [k for k in means if k not in ("loss", "arch_loss")]
+    return {**means, "seconds": round(seconds, 3), "images_per_s": round(seen * b / seconds, 2)}, parts
 
 
-def _truth_note(history: list[dict[str, Any]]) -> str:
-    """The last derived cell's true accuracy and rank for the progress bar (with --benchmark)."""
-    truth = history[-1].get("truth", {}) if history else {}
-    first = next((k for k in truth if k.startswith("true_")), None)
+def truth_words(truth: dict[str, Any], what: str = "true") -> list[str]:
+    """A benchmark's verdict on the derived cell for the epoch line and the progress bar (with --benchmark): its
+    first column's true accuracy, rank and percentile (every column is in metrics.jsonl)."""
+    first = next((k for k in truth if k.startswith("true_") and k != "true_missing"), None)
     if first is None:
-        return ""
+        return ["not in the benchmark"] if truth.get("true_missing") else []
     column = first[len("true_"):]
-    return f" (last cell: {truth[first]:.2f} {column}, rank {truth['rank_' + column]})"
+    top = truth.get(f"top_pct_{column}")
+    return [f"{what} {column} {truth[first]:.2f}, rank {truth[f'rank_{column}']}"
+            + (f" (top {top:.1f}%)" if top is not None else "")]
 
 
-def _write_epoch_outputs(out: Path, searcher: Searcher, genotype: Any, epoch: int, cfg: SearchConfig,
+def _write_epoch_outputs(out: Path, genotype: Any, probs: dict[str, Any], epoch: int, cfg: SearchConfig,
                          history: list[dict[str, Any]]) -> None:
     meta = {"epoch": epoch + 1, "epochs": cfg.optim.epochs, "objective": cfg.objective.name,
             "dataset": cfg.data.dataset, "seed": cfg.run.seed, "run": str(out)}
     data = genotype.to_json()
     data["meta"] = meta
     checkpoint.write_json(out / "genotype.json", data)
-    checkpoint.write_json(out / "alphas.json", searcher.supernet.probs())
-    # the genotype after every epoch, rewritten from the checkpointed history so a resume never duplicates rows
-    checkpoint.write_text(out / "genotypes.jsonl",
-                          "".join(json.dumps({"epoch": h["epoch"] + 1, "genotype": h["genotype"],
-                                                **({"truth": h["truth"]} if "truth" in h else {})}) + "\n"
-                                    for h in history))
+    checkpoint.write_json(out / "alphas.json", probs)
+    # the genotype (and alphas) after every epoch, rewritten from the checkpointed history so a resume never
+    # duplicates rows
+    checkpoint.write_text(out / "genotypes.jsonl", "".join(json.dumps(h) + "\n" for h in history))

@@ -93,3 +93,92 @@ def test_python_dash_m_ssnas_is_the_cli():
                          timeout=300).stdout
     assert "spaces:" in out and "darts" in out and "objectives:" in out
     assert "conrec" in out and "multitask" in out and "continual retraining" in out and "ccl, replay, finetune" in out
+
+
+# ---- small runs, resuming by folder, what a run prints (issue 16) ---------------------------------------------
+
+@pytest.mark.slow
+@requires_fashion
+def test_a_short_retrain_derives_its_warm_up_and_says_so(tmp_path, capsys):
+    out = tmp_path / "r"
+    argv = ["retrain", "--arch", "DARTS_V2", "--dataset", "fashion-mnist", "--subset", "64", "--layers", "3",
+            "--init-channels", "4", "--epochs", "2", "--batch-size", "8", "--steps-per-epoch", "1", "--proj-dim", "8",
+            "--view-size", "16", "--knn-every", "0", "--no-progress", "--device", "cpu", "--out", str(out)]
+    assert main(argv) == 0  # no --warmup-epochs: SimCLR's 10 would not fit in 2 epochs
+    printed = capsys.readouterr().out
+    assert "derived (flags you did not set): --warmup-epochs 0 (2 epochs)" in printed
+    assert json.loads((out / "config.json").read_text())["optim"]["warmup_epochs"] == 0  # the value it ran with
+    # a value the user did set is still checked strictly
+    assert main([*argv[:-2], "--out", str(tmp_path / "r2"), "--warmup-epochs", "5"]) == 2
+    assert "(--warmup-epochs) must be <= --epochs 2, got 5" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+@requires_fashion
+def test_resume_by_folder_alone_uses_the_saved_settings(tmp_path, capsys):
+    out = tmp_path / "s"
+    argv = ["search", "--dataset", "fashion-mnist", "--subset", "64", "--out", str(out), *TINY]
+    argv[argv.index("--epochs") + 1] = "2"
+    assert main([*argv, "--stop-after", "1"]) == 0
+    assert f"continue with: ssnas search --resume --out {out}" in capsys.readouterr().out
+    # a flag that changes the maths is refused, naming it, both values and the fix
+    assert main(["search", "--resume", "--out", str(out), "--lr", "0.5"]) == 2
+    err = capsys.readouterr().err
+    assert "optim.lr is 0.5 here but 0.025 in the saved run" in err and "--resume --out" in err
+    # the folder alone: the saved settings, a resume-safe flag beside it, and the run finishes (no --stop-after)
+    assert main(["search", "--resume", "--out", str(out), "--quiet"]) == 0
+    assert capsys.readouterr().out == ""
+    rows = [json.loads(r) for r in (out / "metrics.jsonl").read_text().splitlines()]
+    assert [r["epoch"] for r in rows if r["kind"] == "epoch"] == [1, 2]
+    assert json.loads((out / "genotype.json").read_text())["meta"]["epoch"] == 2
+    # a folder that holds no run, with no settings given, is not silently started with the defaults
+    assert main(["search", "--resume", "--out", str(tmp_path / "typo")]) == 2
+    assert "holds no run to resume" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+@requires_fashion
+def test_epoch_lines_persist_with_no_progress_and_show_warns_about_an_undecided_cell(tmp_path, capsys):
+    out = tmp_path / "s"
+    argv = ["search", "--dataset", "fashion-mnist", "--subset", "64", "--out", str(out), *TINY]
+    argv[argv.index("--epochs") + 1] = "2"
+    assert main(argv) == 0  # TINY has --no-progress
+    captured = capsys.readouterr()
+    lines = captured.out.splitlines()
+    assert lines[0].startswith(f"ssnas search: darts space, simclr objective -> {out}")
+    assert any(line.strip().startswith("threads") or "threads" in line for line in lines[:8])
+    epoch_lines = [line for line in lines if line.startswith("epoch ")]
+    assert len(epoch_lines) == 2 and epoch_lines[0].startswith("epoch 1/2  loss ")
+    assert "genotype: first" in epoch_lines[0] and "img/s" in epoch_lines[1] and "op margin" in epoch_lines[1]
+    assert "barely decided" in captured.err  # two tiny epochs cannot decide a cell
+    assert main(["show", str(out), "--no-size"]) == 0
+    shown = capsys.readouterr().out
+    assert "epoch 2/2" in shown and "warning: the derived cell is barely decided" in shown
+    assert "node 2 = " in shown and "node 0 =" not in shown  # nodes numbered as in genotype.json
+
+
+@pytest.mark.slow
+def test_sigterm_says_what_was_saved_and_how_to_continue(tmp_path):
+    import os
+    import signal
+    import time
+
+    out, log = tmp_path / "s", tmp_path / "stderr.txt"
+    args = ["--dataset", "fashion-mnist", "--subset", "96", "--layers", "3", "--init-channels", "4", "--nodes", "2",
+            "--epochs", "3", "--batch-size", "8", "--steps-per-epoch", "3", "--proj-dim", "16", "--view-size", "16",
+            "--no-progress", "--device", "cpu", "--log-every", "1", "--no-tensorboard", "--out", str(out)]
+    with log.open("w") as err:
+        proc = subprocess.Popen([sys.executable, "-m", "ssnas.cli", "search", *args], cwd=ROOT, stderr=err,
+                                stdout=subprocess.DEVNULL, env={**os.environ, "PYTHONUNBUFFERED": "1"})
+        deadline = time.monotonic() + 600  # a bound for a hung run, not a speed requirement
+        while time.monotonic() < deadline and proc.poll() is None:
+            metrics = out / "metrics.jsonl"
+            if metrics.exists() and '"epoch": 2' in metrics.read_text():
+                break
+            time.sleep(0.05)
+        proc.send_signal(signal.SIGTERM)
+        code = proc.wait(timeout=120)
+    text = log.read_text()
+    assert code == 143, text
+    assert f"interrupted by SIGTERM in epoch 2/3; epoch 1 of 3 is saved in {out}/checkpoint.pt" in text
+    assert f"continue with: ssnas search --resume --out {out}" in text and "Traceback" not in text

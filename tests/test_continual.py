@@ -183,7 +183,7 @@ def test_ccl_runs_end_to_end_and_reports_every_step(objective, tmp_path, fashion
         assert record[name]["forgetting"][1] == pytest.approx(matrix[0][0] - matrix[1][0])
     rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
     steps = [r for r in rows if r["kind"] == "step"]
-    incremental = [r for r in steps if r["epoch"] == 1]
+    incremental = [r for r in steps if r["epoch"] == 2]  # the second step's epoch (epochs count from 1)
     assert incremental and all({"distill", "extra_queue", "old_in_batch"} <= set(r) for r in incremental)
     assert any(r["old_in_batch"] >= 2 and r["distill"] > 0 for r in incremental)
     assert [r["continual_step"] for r in rows if r["kind"] == "continual"] == [1, 2]

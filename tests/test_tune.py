@@ -216,10 +216,13 @@ TINY_CLI = ["--dataset", "fashion-mnist", "--subset", "120", "--val-size", "30",
 @requires_fashion
 def test_cli_tunes_a_genotype_and_refuses_flags_of_the_other_target(tmp_path, capsys):
     out = tmp_path / "g"
+    # no --val-size and no --warmup-epochs: both derived from this small run's size (issue 16)
+    tiny = [a for i, a in enumerate(TINY_CLI) if "--val-size" not in TINY_CLI[max(i - 1, 0):i + 1]]
     argv = ["tune", "--target", "genotype", "--arch", "DARTS_V2", "--trials", "1", "--study", "g", "--out", str(out),
-            "--optimizer", "sgd", "--warmup-epochs", "0", *TINY_CLI]
+            "--optimizer", "sgd", *tiny]
     assert main(argv) == 0
     printed = capsys.readouterr().out
+    assert "derived (flags you did not set): --val-size 24 (20% of 120 images, at most 1000)" in printed
     assert f"best config: {out / 'g' / 'best_config.toml'}" in printed
     state = torch.load(out / "g" / "trial-0000" / "checkpoint.pt", weights_only=True)
     assert "encoder" in state and state["config"]["knn"]["every"] == 0  # scored on the split, not the test set

@@ -6,6 +6,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import tomllib
+from pathlib import Path
 from typing import Any
 
 from ssnas.config import leaf_fields, resolve, to_dict
@@ -70,7 +71,30 @@ def add_config_args(parser: argparse.ArgumentParser, cls: type) -> None:
 
 
 def config_from_args(ns: argparse.Namespace, cls: type) -> Any:
-    return resolve(cls, ns.config, {**flag_overrides(ns, cls), **parse_set(ns.set)})
+    """defaults < --config < flags and --set; `--resume --out DIR` without --config takes DIR/config.json as the
+    --config (the run's own settings), so the flags given beside it are the only differences, and the loop checks
+    that those may change on a resume."""
+    overrides = {**flag_overrides(ns, cls), **parse_set(ns.set)}
+    base = None if ns.config else resume_base(cls, overrides)
+    cfg = resolve(cls, ns.config or base, overrides)
+    if base and "run.stop_after" not in overrides:
+        cfg.run.stop_after = 0  # an earlier invocation's --stop-after is not the resumed one's
+    return cfg
+
+
+def resume_base(cls: type, overrides: dict[str, Any]) -> str | None:
+    """DIR/config.json for `--resume --out DIR` without --config; None when not resuming. A resume of a folder that
+    holds no run, with no settings given either, is refused: it would silently start a run with the defaults."""
+    if not overrides.get("run.resume"):
+        return None
+    out = Path(str(overrides.get("run.out") or cls().run.out))
+    saved = out / "config.json"
+    if saved.is_file():
+        return str(saved)
+    if not any(not key.startswith("run.") for key in overrides):
+        raise UserError(f"--resume: {out} holds no run to resume (no config.json); check --out, or give the run's "
+                        f"settings (--config FILE or flags) to start it there")
+    return None
 
 
 def add_launch_args(parser: argparse.ArgumentParser, what: str) -> Any:

@@ -22,9 +22,11 @@ def run(ns: argparse.Namespace) -> int:
         print(f"final network: {result.out / 'checkpoint.pt'}; evaluate with: ssnas eval {result.out} --protocol linear")
         return 0
     result = run_retrain(cfg)
+    if cfg.run.quiet:
+        return 0
     if not result.finished:
         print(f"stopped after {result.epochs_run} epoch(s) as asked; continue with: ssnas retrain --resume "
-              f"--config {result.out / 'config.json'}")
+              f"--out {result.out}")
     if result.knn_top1 is not None:
         print(f"kNN monitor, last reading: top-1 {100 * result.knn_top1:.2f}%")
     print(f"pretrained network: {result.out / 'checkpoint.pt'}; evaluate with: ssnas eval {result.out} --protocol linear")

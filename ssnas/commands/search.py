@@ -17,9 +17,11 @@ def run(ns: argparse.Namespace) -> int:
     if ns.nni:
         return _run_in_nni(cfg, ns)
     result = run_search(cfg)
+    if cfg.run.quiet:
+        return 0
     if not result.finished:
         print(f"stopped after {result.epochs_run} epoch(s) as asked; continue with: ssnas search --resume "
-              f"--config {result.out / 'config.json'}")
+              f"--out {result.out}")
     print(f"genotype: {result.out / 'genotype.json'}")
     print(json.dumps(result.genotype.to_json()))
     return 0
@@ -35,7 +37,9 @@ def _run_in_nni(cfg: Any, ns: argparse.Namespace) -> int:
     genotype = json.loads(path.read_text()) if path.is_file() else {}
     meta = genotype.pop("meta", {})
     if not genotype or meta.get("epoch") != meta.get("epochs"):  # the run, not the UI's fate, says if it finished
-        print(f"the search was stopped; finished epochs are checkpointed in {out}, continue with --resume",
+        saved = (f"epochs 1-{meta['epoch']} of {meta['epochs']} are saved in {out / 'checkpoint.pt'}"
+                 if meta.get("epoch") else "no epoch had finished, so nothing was checkpointed")
+        print(f"the search was stopped; {saved}; continue with: ssnas search --nni --resume --out {out}",
               file=sys.stderr)
         return 130 if status == "INTERRUPTED" else 0
     print(f"genotype: {out / 'genotype.json'}")

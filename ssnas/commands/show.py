@@ -1,8 +1,9 @@
 """`ssnas show SOURCE`: a genotype, its network's size and a run's figures, as text.
 
 SOURCE is anything `ssnas export` takes. For a run folder it also prints what the run recorded: the search's
-last epoch (loss, alpha entropy, share of parameter-free ops), the retrain's network and kNN monitor, and
-every `ssnas eval` result (eval-*.json).
+last epoch (loss, alpha entropy, the margins the derived cell rests on, share of parameter-free ops, and a warning
+when the cell is barely decided), the retrain's network and kNN monitor, and every `ssnas eval` result
+(eval-*.json). Nodes are named as in every picture and file (DARTS: inputs c_{k-2}, c_{k-1}, nodes 2, 3, ...).
 """
 from __future__ import annotations
 
@@ -17,6 +18,7 @@ from ssnas.arch import build_encoder, load_genotype, resolved_network, size_word
 from ssnas.commands.flags import add_flags, flag_overrides
 from ssnas.config import apply_overrides, check_tree
 from ssnas.errors import UserError
+from ssnas.nas.diagnostics import undecided_warning
 from ssnas.nas.genotype import genotype_ops
 from ssnas.nas.network import NetworkConfig, describe
 
@@ -24,7 +26,7 @@ ORDER = 45
 
 
 def cell_lines(genotype: Any) -> list[str]:
-    """Each cell, one node a line: `node 3 = skip_connect(c_{k-2}) + dil_conv_3x3(0)` (the cell view's names);
+    """Each cell, one node a line: `node 5 = skip_connect(c_{k-2}) + dil_conv_3x3(2)` (the cell view's names);
     `none` edges are left out of the sum (they add nothing), so a node fed by `none` alone reads `0`."""
     lines = []
     for kind, cell in genotype.cells().items():
@@ -113,16 +115,25 @@ def run_lines(folder: Path) -> list[str]:
         epochs = config.get("optim", {}).get("epochs", "?")
         line = f"search: {config.get('objective', {}).get('name', '?')} on {config.get('data', {}).get('dataset', '?')}"
         if last is not None:
-            line += f", epoch {last.get('epoch', 0) + 1}/{epochs}, loss {last.get('loss', float('nan')):.4f}"
-            if "entropy_normal_norm" in last:
-                line += (f", alpha entropy normal {last['entropy_normal_norm']:.2f} / reduce "
-                         f"{last.get('entropy_reduce_norm', float('nan')):.2f} of uniform")
+            line += f", epoch {last.get('epoch', '?')}/{epochs}, loss {last.get('loss', float('nan')):.4f}"
+            entropies = [f"{k[len('entropy_'):-len('_norm')]} {v:.3f}" for k, v in last.items()
+                         if k.startswith("entropy_") and k.endswith("_norm")]
+            if entropies:
+                line += f", alpha entropy {' / '.join(entropies)} of uniform"
+            if "op_margin_median" in last:
+                line += (f", op margin {last['op_margin_median']:.2g} (median; smallest "
+                         f"{last['op_margin_min']:.2g})")
+            if "edge_margin_min" in last:
+                line += f", edge margin {last['edge_margin_min']:.2g}"
             if "parameter_free_share" in last:
                 line += f", parameter-free ops {100 * last['parameter_free_share']:.0f}%"
         strategy = config.get("strategy", {}).get("name")
         if strategy:
             line += f"; strategy {strategy}"
         lines.append(line)
+        warning = undecided_warning(last) if last is not None else None
+        if warning:
+            lines.append(f"warning: {warning}")
         lines += truth_lines(folder)
     network = _read_json(folder / "network.json")
     if isinstance(network, dict):
@@ -136,7 +147,7 @@ def run_lines(folder: Path) -> list[str]:
                 f"{network.get('params', 0) / 1e6:.3f}M parameters, {network.get('flops', 0) / 2e6:.1f}M mult-adds")
         if last is not None:
             epochs = config.get("optim", {}).get("epochs", "?")
-            line += f"; epoch {last.get('epoch', 0) + 1}/{epochs}, loss {last.get('loss', float('nan')):.4f}"
+            line += f"; epoch {last.get('epoch', '?')}/{epochs}, loss {last.get('loss', float('nan')):.4f}"
             if "knn_top1" in last:
                 line += f", kNN monitor top-1 {100 * last['knn_top1']:.2f}%"
         lines.append(line)

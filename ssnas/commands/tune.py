@@ -37,7 +37,7 @@ def _trained_flags() -> dict[str, dict[str, Any]]:
 def _add_trained_flags(parser: argparse.ArgumentParser) -> None:
     group = parser.add_argument_group(
         "settings of the trained run (as for ssnas search / ssnas retrain)",
-        "A trial is short: --epochs defaults to 10 here (and --warmup-epochs to 1). --out is the tuning folder "
+        "A trial is short: --epochs defaults to 10 here. --out is the tuning folder "
         "(default runs/tune): trials run in OUT/STUDY/trial-NNNN, the default storage is OUT/tune.db.")
     for flag, by_target in _trained_flags().items():
         key, f, tp = next(iter(by_target.values()))

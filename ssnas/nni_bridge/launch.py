@@ -335,7 +335,8 @@ def search_experiment(cfg: Any, launch: Launch) -> tuple[str, Path]:
     spec.write_text(json.dumps(data, indent=2))
     shown = {k: v for k, v in flatten(data).items() if not k.startswith("run.") or k == "run.seed"}
     exp = make_experiment(f"search-{out.name}", folder, python_command("ssnas.nni_bridge.trial", "search", str(spec)),
-                          "ssnas.nni_bridge.tuner.FixedTuner", {"parameters": shown},
+                          # the trial reports the epoch's loss: the web UI should rank lower as better
+                          "ssnas.nni_bridge.tuner.FixedTuner", {"parameters": shown, "optimize_mode": "minimize"},
                           {"run.seed": {"_type": "choice", "_value": [cfg.run.seed]}}, 1)
     status, known = run_experiment(exp, launch)
     failed = [t for t in known if t["status"] == "FAILED"]

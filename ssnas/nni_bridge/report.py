@@ -15,16 +15,15 @@ def active() -> bool:
     return os.environ.get("NNI_PLATFORM", "") not in ("", "unittest") and bool(os.environ.get("NNI_TRIAL_JOB_ID"))
 
 
-def _clean(metrics: dict[str, Any]) -> dict[str, Any]:
-    """JSON-safe values; NNI's web UI plots the number under "default"."""
-    out: dict[str, Any] = {}
-    for k, v in metrics.items():
-        if isinstance(v, float) and not math.isfinite(v):
-            v = None
-        elif hasattr(v, "item"):  # a tensor or numpy scalar
-            v = v.item()
-        out[k] = v
-    return out
+def _clean(metric: Any) -> Any:
+    """A JSON-safe number (or dict of them); NNI's web UI plots a number, or a dict's "default"."""
+    if isinstance(metric, dict):
+        return {k: _clean(v) for k, v in metric.items()}
+    if hasattr(metric, "item"):  # a tensor or numpy scalar
+        metric = metric.item()
+    if isinstance(metric, float) and not math.isfinite(metric):
+        return None
+    return metric
 
 
 def parameters() -> dict[str, Any]:
@@ -36,15 +35,16 @@ def parameters() -> dict[str, Any]:
     return dict(nni.get_next_parameter() or {})
 
 
-def intermediate(metrics: dict[str, Any]) -> None:
+def intermediate(metric: float) -> None:
+    """One number per epoch (report one metric: NNI makes each key of a dict an axis of its views)."""
     if active():
         import nni
 
-        nni.report_intermediate_result(_clean(metrics))
+        nni.report_intermediate_result(_clean(metric))
 
 
-def final(metrics: dict[str, Any]) -> None:
+def final(metric: float) -> None:
     if active():
         import nni
 
-        nni.report_final_result(_clean(metrics))
+        nni.report_final_result(_clean(metric))

@@ -2,7 +2,11 @@
 
 `tune`: takes the Optuna trial the tuner asked for (its number is in the NNI parameters), trains and scores it
 with `ssnas.tune.TrialRunner` (the same code as `ssnas tune` without --nni) and reports the final result to NNI;
-the tuner tells the study. `search`: runs `ssnas.search.run_search`, reporting each epoch and the final genotype.
+the tuner tells the study. `search`: runs `ssnas.search.run_search`, reporting each epoch's loss.
+
+Each trial reports one number per epoch and one at the end (the tuned score, or the search's loss): NNI's web UI
+makes every key of a metric dict an axis of its hyper-parameter view, so the diagnostics, the genotype and the
+epoch lines go to the trial's log (stdout) instead.
 """
 from __future__ import annotations
 
@@ -19,8 +23,11 @@ from ssnas.tune.session import TrialFailed, TrialRunner, TuneConfig, TuneData, c
 from ssnas.tune.study import from_json
 
 
-def _numbers(stats: dict[str, Any]) -> dict[str, float]:
-    return {k: v for k, v in stats.items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
+def _to_log(what: str, numbers: dict[str, Any]) -> None:
+    """Diagnostics go to the trial's log (its stdout, shown by the web UI's trial detail), not into the metric:
+    NNI makes every metric key an axis of its hyper-parameter view."""
+    print(f"ssnas {what}: " + ", ".join(f"{k} {v:.6g}" if isinstance(v, float) else f"{k} {v}"
+                                         for k, v in numbers.items()), flush=True)
 
 
 def tune_trial(spec: Path) -> int:
@@ -35,17 +42,26 @@ def tune_trial(spec: Path) -> int:
     frozen = next(t for t in study.get_trials(deepcopy=False) if t.number == number)
     # the trial the tuner asked for: its parameters are set, so the runner's suggest_* calls return them
     trial = optuna.trial.Trial(study, frozen._trial_id)
+
+    def report(numbers: dict[str, Any]) -> None:
+        _to_log(f"trial {number}, epoch {numbers['epoch']}", {k: v for k, v in numbers.items() if k != "epoch"})
+        nni_report.intermediate(numbers["default"])  # one metric: kNN top-1, the study's objective
+
     runner = TrialRunner(tune, base, from_json(data["params"]), Path(data["root"]),
                          TuneData.from_file(Path(data["data"])),  # split and saved once by the launcher
-                         on_report=nni_report.intermediate)
+                         on_report=report)
     try:
         runner(trial)
     except optuna.TrialPruned:
-        pass  # runner.last says "pruned"; the tuner tells the study
+        # the study learns it here (with the last score as its value); the tuner's tell is then a no-op
+        study.tell(trial, state=optuna.trial.TrialState.PRUNED, skip_if_finished=True)
+        print(f"ssnas trial {number}: pruned after epoch {runner.last.get('epoch')}", flush=True)
     except TrialFailed as e:
         print(f"ssnas: error: {e}", file=sys.stderr)
         return 2  # no final result: the tuner marks the trial failed
-    nni_report.final(runner.last)
+    if "genotype" in runner.last:
+        print(f"ssnas trial {number}: genotype {runner.last['genotype']}", flush=True)
+    nni_report.final(runner.last["default"])
     return 0
 
 
@@ -55,13 +71,15 @@ def search_trial(config: Path) -> int:
     last: dict[str, Any] = {}
 
     def on_epoch(epoch: int, stats: dict[str, Any]) -> None:
-        last.update({"default": stats["loss"], "epoch": epoch + 1, **_numbers(stats)})
-        nni_report.intermediate(last)
+        # one metric, the epoch's mean loss (the launcher tells the web UI to minimise it); the rest is in the
+        # epoch line the search prints to this trial's log
+        last.update({"loss": stats["loss"], "epoch": epoch})
+        nni_report.intermediate(stats["loss"])
 
     result = run_search(cfg, on_epoch=on_epoch)
-    last.setdefault("default", 0.0)  # a resumed search that had nothing left to run
-    nni_report.final({**last, "epochs_run": result.epochs_run, "finished": int(result.finished),
-                      "genotype": json.dumps(result.genotype.to_json()), "out": str(result.out)})
+    print(f"ssnas search: genotype {json.dumps(result.genotype.to_json())} ({result.out / 'genotype.json'}), "
+          f"{result.epochs_run} epoch(s) run, {'finished' if result.finished else 'stopped'}", flush=True)
+    nni_report.final(last.get("loss", 0.0))  # 0.0: a resumed search that had nothing left to run
     return 0
 
 

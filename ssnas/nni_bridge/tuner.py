@@ -66,9 +66,10 @@ class OptunaTuner(Tuner):
 class FixedTuner(Tuner):
     """One trial with the given parameters (the settings of a `ssnas search --nni` run, shown in the UI)."""
 
-    def __init__(self, parameters: dict[str, Any]):
+    def __init__(self, parameters: dict[str, Any], optimize_mode: str = "minimize"):
         super().__init__()
         self.parameters = parameters
+        self.optimize_mode = optimize_mode  # what NNI's web UI shows and ranks by: the search reports its loss
         self.given = False
 
     def update_search_space(self, search_space: dict[str, Any]) -> None:

@@ -11,9 +11,9 @@ from typing import Any
 class RunLog:
     """Appends rows to `metrics.jsonl` and mirrors numeric fields to TensorBoard as `<kind>/<field>`.
 
-    On resume from epoch E, rows of epochs >= E (written by the run that was killed) are dropped, and
-    TensorBoard's purge_step does the same for its events, so a resumed run logs exactly like an
-    uninterrupted one.
+    Rows carry the epoch they belong to, counted from 1. On resume after E finished epochs, rows of later epochs
+    (written by the run that was killed) are dropped, and TensorBoard's purge_step does the same for its events, so
+    a resumed run logs exactly like an uninterrupted one.
     """
 
     def __init__(self, out: Path, resume_epoch: int = 0, resume_step: int = 0, tensorboard: bool = True):
@@ -21,7 +21,7 @@ class RunLog:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         if resume_epoch > 0 and self.path.exists():
             kept = [line for line in self.path.read_text().splitlines()
-                    if line.strip() and json.loads(line).get("epoch", 0) < resume_epoch]
+                    if line.strip() and json.loads(line).get("epoch", 0) <= resume_epoch]
             self.path.write_text("".join(line + "\n" for line in kept))
         elif resume_epoch == 0:
             self.path.write_text("")

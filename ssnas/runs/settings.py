@@ -11,7 +11,7 @@ from typing import Any, Collection
 import numpy as np
 import torch
 
-from ssnas.errors import UserError
+from ssnas.errors import Interrupted, UserError
 
 
 @dataclass
@@ -28,12 +28,21 @@ class RunConfig:
     stop_after: int = field(default=0, metadata={
         "help": "stop after N epochs in this invocation (time-limited jobs); continue later with --resume; 0 = never",
         "range": "[0, 100000]", "resume_safe": True})
-    log_every: int = field(default=10, metadata={"help": "write a metrics.jsonl row every N steps",
-                                                 "range": "[1, 1e9]", "resume_safe": True})
+    log_every: int | None = field(default=None, metadata={
+        "help": "write a metrics.jsonl row every N steps; unset = about 20 rows per epoch (every step of a short "
+                "epoch)", "range": "[1, 1e9]", "resume_safe": True})
     check_every: int = field(default=50, metadata={
         "help": "check every weight, alpha and BatchNorm statistic for NaN or infinity every N steps (always before "
                 "a checkpoint); 0 = before checkpoints only", "range": "[0, 1e9]", "resume_safe": True})
-    progress: bool = field(default=True, metadata={"help": "show a progress bar", "resume_safe": True})
+    progress: bool = field(default=True, metadata={
+        "help": "show a progress bar inside each epoch (on a terminal); the per-epoch lines print either way",
+        "resume_safe": True})
+    quiet: bool = field(default=False, metadata={"help": "print nothing but errors (the run's files are the same)",
+                                                 "resume_safe": True})
+    threads: int = field(default=0, metadata={
+        "help": "CPU threads for torch; 0 = the CPUs this process may use (its affinity, the container's CPU quota, "
+                "OMP_NUM_THREADS, and those other processes leave free), whichever is fewest",
+        "range": "[0, 4096]", "resume_safe": True})
     tensorboard: bool = field(default=True, metadata={"help": "write TensorBoard event files to OUT/tensorboard",
                                                       "resume_safe": True})
     benchmark: str = field(default="", metadata={
@@ -46,6 +55,17 @@ class RunConfig:
             raise UserError("--resume continues the run in --out and --force deletes it; pass one of them")
         if not self.out.strip():
             raise UserError("run.out (--out) is empty; name the run's output folder")
+
+    def log_interval(self, steps: int) -> int:
+        """--log-every, or for an unset one about 20 rows per epoch of `steps` steps."""
+        return self.log_every if self.log_every is not None else max(1, round(steps / 20))
+
+    def derive_log_every(self, steps: int) -> list[str]:
+        """Resolve an unset --log-every from the epoch's length; the note says what was derived."""
+        if self.log_every is not None:
+            return []
+        self.log_every = self.log_interval(steps)
+        return [f"--log-every {self.log_every} ({steps} steps per epoch)"]
 
 
 def resolve_device(name: str) -> torch.device:
@@ -85,6 +105,37 @@ def epoch_steps(images: int, batch_size: int, cap: int, what: str) -> int:
     return min(steps, cap) if cap else steps
 
 
+def epochs_done(state: dict[str, Any]) -> int:
+    """Finished epochs recorded in a checkpoint. Checkpoints count epochs from 1 ("epochs_done"); those written
+    before that held the 0-based index of the last finished epoch ("epoch")."""
+    return int(state["epochs_done"]) if "epochs_done" in state else int(state["epoch"]) + 1
+
+
+def resume_history(state: dict[str, Any]) -> list[dict[str, Any]]:
+    """A checkpoint's per-epoch history, epochs counted from 1 (older checkpoints counted from 0)."""
+    history = list(state.get("history", []))
+    if "epochs_done" not in state:
+        history = [{**h, "epoch": h["epoch"] + 1} for h in history]
+    return history
+
+
+def interrupted(cause: KeyboardInterrupt, out: Any, command: str, epoch: int, epochs: int, done: int) -> Interrupted:
+    """What Ctrl-C (or SIGTERM) in epoch `epoch` (from 1) left behind, when `done` epochs are checkpointed, and the
+    one command that continues."""
+    if isinstance(cause, Interrupted) and cause.message:
+        return cause  # already explained (an inner run's own interruption)
+    how = f"{command} --resume --out {out}"
+    by = f" by {cause.signal}" if isinstance(cause, Interrupted) and cause.signal else ""
+    code = cause.code if isinstance(cause, Interrupted) else 130
+    if done:
+        saved = (f"epochs 1-{done} of {epochs} are saved" if done > 1 else f"epoch 1 of {epochs} is saved")
+        text = f"interrupted{by} in epoch {epoch}/{epochs}; {saved} in {out}/checkpoint.pt; continue with: {how}"
+    else:
+        text = (f"interrupted{by} in epoch {epoch}/{epochs}, before any epoch finished: nothing was checkpointed "
+                f"({out}/config.json holds the settings); start it again with: {how}")
+    return Interrupted(text, code)
+
+
 def config_differences(saved: dict[str, Any], current: dict[str, Any], prefix: str = "") -> list[str]:
     """Dotted keys whose values differ between a saved config and the current one (objective options compared
     as a whole)."""
@@ -114,8 +165,8 @@ def resume_changes(saved: dict[str, Any], current: dict[str, Any], safe: Collect
         shown = ", ".join(f"{k} ({_value(saved, k)!r} -> {_value(current, k)!r})" for k in refused[:4])
         raise UserError(f"cannot resume {out}: the settings differ from the saved run in {shown}"
                         f"{' and more' if len(refused) > 4 else ''}, and only those --help marks 'may change on "
-                        f"--resume' may (learning rates, --grad-clip, how the run runs); rerun with the original "
-                        f"settings (--config {out / 'config.json'})")
+                        f"--resume' may (learning rates, --grad-clip, how the run runs); `--resume --out {out}` alone "
+                        f"continues with the saved settings ({out / 'config.json'})")
     return {k: {"was": _value(saved, k), "now": _value(current, k)} for k in diffs}
 
 

@@ -12,6 +12,16 @@ from ssnas.config import apply_overrides, to_dict
 from ssnas.runs import checkpoint
 
 
+# Below this many completed trials, parameter importances (fANOVA's random forest, or PED-ANOVA) mostly measure
+# which parameters the few trials happened to vary; the plot is drawn with a caveat and the summary repeats it.
+IMPORTANCE_MIN_TRIALS = 10
+
+
+def importance_caveat(complete: int) -> str:
+    return (f"from {complete} completed trial(s) only: importances below {IMPORTANCE_MIN_TRIALS} trials "
+            f"reflect chance more than the parameters")
+
+
 def _drop_none(data: Any) -> Any:
     """TOML has no null: an unset (None) setting is left out, so loading the file leaves it unset too."""
     if isinstance(data, dict):
@@ -86,8 +96,31 @@ def _importance(study: Any) -> Any:
         return plots.plot_param_importances(study, evaluator=PedAnovaImportanceEvaluator())
 
 
+def _full_axis_names(axes: Any, study: Any) -> None:
+    """Optuna's parallel-coordinate plot cuts parameter names to 17 characters ('augment.crop_scal...'): put the
+    full names back (each cut name is a prefix of exactly one parameter), slanted so they do not collide."""
+    params = sorted({k for t in study.get_trials(deepcopy=False) for k in t.params})
+    ax = axes.flat[0] if hasattr(axes, "flat") else axes
+    names = []
+    for label in ax.get_xticklabels():
+        text = label.get_text()
+        if text.endswith("..."):
+            match = [p for p in params if p.startswith(text[:-3])]
+            text = match[0] if len(match) == 1 else text
+        names.append(text)
+    ax.set_xticks(ax.get_xticks(), names, rotation=25, ha="right", fontsize=9)
+    ax.figure.set_size_inches(max(8.0, 1.9 * len(names)), 6.0)
+
+
+def _caveat(axes: Any, text: str) -> None:
+    """A red line under the plot (the figure is saved with a tight box, so it stays in the picture)."""
+    ax = axes.flat[0] if hasattr(axes, "flat") else axes
+    ax.text(0.0, -0.16, text, transform=ax.transAxes, ha="left", va="top", fontsize=9, color="#b00000")
+
+
 def save_plots(study: Any, root: Path) -> tuple[list[Path], dict[str, str]]:
-    """Optuna's matplotlib plots as PNG files; a plot the study cannot draw yet (too few trials) is skipped."""
+    """Optuna's matplotlib plots as PNG files; a plot the study cannot draw yet (too few trials) is skipped, and
+    the importance plot of a study with fewer than IMPORTANCE_MIN_TRIALS completed trials says it is noise."""
     import matplotlib
 
     matplotlib.use("Agg")  # files only, no display
@@ -111,6 +144,10 @@ def save_plots(study: Any, root: Path) -> tuple[list[Path], dict[str, str]]:
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")  # "experimental" warnings of optuna.visualization.matplotlib
                 axes = make(study)
+            if name == "parallel_coordinate.png":
+                _full_axis_names(axes, study)
+            if name == "importance.png" and complete < IMPORTANCE_MIN_TRIALS:
+                _caveat(axes, importance_caveat(complete))
             figure = (axes.flat[0] if hasattr(axes, "flat") else axes).figure
             figure.savefig(root / name, dpi=120, bbox_inches="tight")
             plt.close(figure)
@@ -143,7 +180,11 @@ def write_outputs(result: Any, tune: Any, base: Any, url: str) -> None:
     if tune.plots and states:
         result.plots, skipped = save_plots(study, root)
         if result.plots:
-            print(f"plots: {', '.join(p.name for p in result.plots)} in {root}")
+            print(f"plots: {', '.join(p.name for p in result.plots)} in {root} (live while a study runs: "
+                  f"pip install optuna-dashboard; optuna-dashboard {url})")
+        complete = states.count("COMPLETE")
+        if root / "importance.png" in result.plots and complete < IMPORTANCE_MIN_TRIALS:
+            print(f"importance.png is {importance_caveat(complete)}")
         for name, why in skipped.items():
             print(f"plot {name} skipped: {why}")
 

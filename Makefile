@@ -8,6 +8,10 @@ BIN    := $(VENV)/bin
 # torch and torchvision are pinned together: other pairs do not load each other's ops
 TORCH  := torch==2.14.1 torchvision==0.29.1
 DEMO   := runs/demo
+# CPU threads of the demo's commands: empty = ssnas's default (the CPUs this process may use; see README,
+# "Threads on a shared machine"); e.g. `make demo THREADS=1` on a machine that other jobs keep busy
+THREADS ?=
+RUNFLAGS := $(if $(THREADS),--threads $(THREADS))
 
 .PHONY: setup data demo test test-all clean
 
@@ -30,12 +34,12 @@ data:
 demo: setup data
 	rm -rf $(DEMO)
 	$(BIN)/ssnas search --dataset fashion-mnist --subset 1024 --layers 5 --init-channels 8 \
-	    --batch-size 32 --epochs 2 --out $(DEMO)/search
+	    --batch-size 32 --epochs 2 --out $(DEMO)/search $(RUNFLAGS)
 	$(BIN)/ssnas retrain --arch $(DEMO)/search --objective simclr --dataset fashion-mnist --subset 2000 \
 	    --layers 5 --init-channels 8 --batch-size 64 --epochs 2 --warmup-epochs 1 --test-subset 1000 \
-	    --out $(DEMO)/retrain
-	$(BIN)/ssnas eval $(DEMO)/retrain --protocol linear --test-subset 1000
-	$(BIN)/ssnas eval $(DEMO)/retrain --protocol knn --test-subset 1000
+	    --out $(DEMO)/retrain $(RUNFLAGS)
+	$(BIN)/ssnas eval $(DEMO)/retrain --protocol linear --test-subset 1000 $(RUNFLAGS)
+	$(BIN)/ssnas eval $(DEMO)/retrain --protocol knn --test-subset 1000 $(RUNFLAGS)
 	$(BIN)/ssnas export $(DEMO)/search --to png --out $(DEMO)/cells.png
 	$(BIN)/ssnas export $(DEMO)/search --to nni --out $(DEMO)/arch_nni.json
 	$(BIN)/ssnas export $(DEMO)/retrain --to onnx --out $(DEMO)/model.onnx

@@ -24,6 +24,7 @@ ROOT = Path(__file__).resolve().parents[1]
 # sets OMP_WAIT_POLICY=PASSIVE where neither it nor GOMP_SPINCOUNT is set; libgomp's own default, when neither is
 # set, is to spin 300,000 times before sleeping, which GOMP_SPINCOUNT=300000 restores.
 SETTINGS = {
+    "ssnas's default (threads from free CPUs, passive wait)": {},
     "1 thread": {"OMP_NUM_THREADS": "1"},
     "2 threads, libgomp's default wait (300k spins)": {"OMP_NUM_THREADS": "2", "GOMP_SPINCOUNT": "300000"},
     "2 threads, passive wait": {"OMP_NUM_THREADS": "2", "OMP_WAIT_POLICY": "PASSIVE"},
@@ -59,7 +60,10 @@ def main() -> None:
     print(json.dumps({"load_before": os.getloadavg(), "cpus": os.cpu_count()}), flush=True)
     results: dict[tuple[int, str], list[float]] = {}
     for hogs in args.hogs:
-        procs = [subprocess.Popen([sys.executable, "-c", "while True: pass"]) for _ in range(hogs)]
+        # each hog in its own session: with the kernel's autogroups, another user's job is scheduled as its own
+        # group, not as a member of ours
+        procs = [subprocess.Popen([sys.executable, "-c", "while True: pass"], start_new_session=True)
+                 for _ in range(hogs)]
         try:
             time.sleep(1 if hogs else 0)
             for r in range(args.rounds):
@@ -67,7 +71,7 @@ def main() -> None:
                     row = _step(args, env)
                     results.setdefault((hogs, name), []).append(row["s_per_step"])
                     print(json.dumps({"hogs": hogs, "round": r, "setting": name, "s_per_step": row["s_per_step"],
-                                      "load": os.getloadavg()[0]}), flush=True)
+                                      "threads": row.get("threads"), "load": os.getloadavg()[0]}), flush=True)
         finally:
             for proc in procs:
                 proc.kill()

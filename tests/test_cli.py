@@ -113,12 +113,16 @@ def test_a_short_retrain_derives_its_warm_up_and_says_so(tmp_path, capsys):
     assert "(--warmup-epochs) must be <= --epochs 2, got 5" in capsys.readouterr().err
 
 
+def _two_epoch_search(out) -> list[str]:
+    return ["search", "--dataset", "fashion-mnist", "--subset", "64", "--out", str(out),
+            *[("2" if TINY[i - 1] == "--epochs" else a) for i, a in enumerate(TINY)]]
+
+
 @pytest.mark.slow
 @requires_fashion
 def test_resume_by_folder_alone_uses_the_saved_settings(tmp_path, capsys):
     out = tmp_path / "s"
-    argv = ["search", "--dataset", "fashion-mnist", "--subset", "64", "--out", str(out), *TINY]
-    argv[argv.index("--epochs") + 1] = "2"
+    argv = _two_epoch_search(out)
     assert main([*argv, "--stop-after", "1"]) == 0
     assert f"continue with: ssnas search --resume --out {out}" in capsys.readouterr().out
     # a flag that changes the maths is refused, naming it, both values and the fix
@@ -140,13 +144,12 @@ def test_resume_by_folder_alone_uses_the_saved_settings(tmp_path, capsys):
 @requires_fashion
 def test_epoch_lines_persist_with_no_progress_and_show_warns_about_an_undecided_cell(tmp_path, capsys):
     out = tmp_path / "s"
-    argv = ["search", "--dataset", "fashion-mnist", "--subset", "64", "--out", str(out), *TINY]
-    argv[argv.index("--epochs") + 1] = "2"
+    argv = _two_epoch_search(out)
     assert main(argv) == 0  # TINY has --no-progress
     captured = capsys.readouterr()
     lines = captured.out.splitlines()
     assert lines[0].startswith(f"ssnas search: darts space, simclr objective -> {out}")
-    assert any(line.strip().startswith("threads") or "threads" in line for line in lines[:8])
+    assert any(line.startswith("  device:   cpu, threads 1 (OMP_NUM_THREADS=1; ") for line in lines)  # and why
     epoch_lines = [line for line in lines if line.startswith("epoch ")]
     assert len(epoch_lines) == 2 and epoch_lines[0].startswith("epoch 1/2  loss ")
     assert "genotype: first" in epoch_lines[0] and "img/s" in epoch_lines[1] and "op margin" in epoch_lines[1]

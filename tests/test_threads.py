@@ -11,14 +11,29 @@ from ssnas.runs import threads
 from tests.conftest import ROOT
 
 
-def test_default_is_the_smallest_of_affinity_quota_and_omp_num_threads():
-    assert threads.default_threads({}, affinity=2, quota=None) == threads.ThreadChoice(2, "CPUs in this process's affinity")
-    assert threads.default_threads({}, affinity=8, quota=1.5).count == 2  # a 1.5-CPU quota: 2 threads, not 8
-    assert "quota" in threads.default_threads({}, affinity=8, quota=1.5).why
-    assert threads.default_threads({"OMP_NUM_THREADS": "1"}, affinity=8, quota=4.0) == threads.ThreadChoice(
-        1, "OMP_NUM_THREADS=1")
-    assert threads.default_threads({"OMP_NUM_THREADS": "junk"}, affinity=3, quota=None).count == 3
-    assert threads.default_threads({}, affinity=4, quota=0.2).count == 1  # never 0
+def test_default_is_the_smallest_of_affinity_quota_omp_num_threads_and_idle_cpus():
+    def default(env=None, affinity=2, quota=None, busy=0):
+        return threads.default_threads(env or {}, affinity=affinity, quota=quota, busy=busy)
+
+    assert default() == threads.ThreadChoice(2, "CPUs in this process's affinity")
+    assert default(affinity=8, quota=1.5).count == 2  # a 1.5-CPU quota: 2 threads, not 8
+    assert "quota" in default(affinity=8, quota=1.5).why
+    assert default({"OMP_NUM_THREADS": "1"}, affinity=8, quota=4.0) == threads.ThreadChoice(1, "OMP_NUM_THREADS=1")
+    assert default({"OMP_NUM_THREADS": "junk"}, affinity=3).count == 3
+    assert default(affinity=4, quota=0.2).count == 1  # never 0
+    # another process busy on one of 2 cores: one thread; busier than the machine: still one
+    assert default(busy=1) == threads.ThreadChoice(1, "1 of 2 CPUs busy with other processes")
+    assert default(busy=9).count == 1 and default(affinity=8, busy=3).count == 5
+    assert default({"OMP_NUM_THREADS": "2"}, busy=5).count == 2  # the user's choice stands
+
+
+def test_busy_cpus_reads_the_runnable_tasks_less_this_process(tmp_path):
+    loadavg = tmp_path / "loadavg"
+    loadavg.write_text("9.10 9.86 10.47 8/138 12884\n")
+    assert threads.busy_cpus(samples=3, interval_s=0, path=loadavg) == 7
+    loadavg.write_text("0.00 0.01 0.05 1/120 99\n")
+    assert threads.busy_cpus(samples=1, path=loadavg) == 0
+    assert threads.busy_cpus(samples=1, path=tmp_path / "missing") == 0
 
 
 def test_cgroup_quota_is_read_from_v2_and_v1_files(tmp_path):

@@ -35,7 +35,8 @@ def add_flags(parser: argparse.ArgumentParser, cls: type) -> None:
         for part in key.split("."):
             default = default[part]
         note = RESUME_NOTE if f.metadata.get("resume_safe") else ""
-        text = f"{f.metadata.get('help', '')} [{key}; default: {default}{note}]"
+        shown = "unset (see above)" if default is None else default  # None: derived or taken from a recipe
+        text = f"{f.metadata.get('help', '')} [{key}; default: {shown}{note}]"
         if tp is bool:
             parser.add_argument(flag, dest=key, default=None, action=argparse.BooleanOptionalAction, help=text)
         else:

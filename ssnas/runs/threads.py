@@ -7,8 +7,11 @@ Two things make a busy machine slow, and they are set in two places:
   `--threads` (0 = `default_threads()`).
 
 `default_threads()` is the CPUs this process may really use: its CPU affinity, the container's CPU quota (cgroup
-v2 `cpu.max`, or v1 `cpu.cfs_quota_us`) and OMP_NUM_THREADS when set, whichever is smallest. BENCHMARKS.md
-("Threads on a shared machine") has the measurements behind the defaults.
+v2 `cpu.max`, or v1 `cpu.cfs_quota_us`), OMP_NUM_THREADS when set, and the CPUs other processes are not busy on
+right now (the runnable tasks in /proc/loadavg, sampled at start), whichever is smallest. A second thread only pays
+when a core is free for it: when other work keeps the cores busy, each barrier waits for a partner thread that is
+queued behind that work, and one thread ran faster (BENCHMARKS.md, "Threads on a shared machine", has the
+measurements behind these defaults). The count is chosen once, when a run starts.
 
 This module must not import torch at its top: the CLI calls `prepare_environment` before torch is loaded.
 """
@@ -16,6 +19,7 @@ from __future__ import annotations
 
 import math
 import os
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Mapping, MutableMapping
@@ -81,6 +85,21 @@ def affinity_cpus() -> int:
         return os.cpu_count() or 1
 
 
+def busy_cpus(samples: int = 5, interval_s: float = 0.02, path: Path = Path("/proc/loadavg")) -> int:
+    """CPUs that other processes keep busy now: the runnable tasks of /proc/loadavg ("R/T", R counting this
+    process too) less one, the median of a few samples (an instant's count is noisy); 0 when unreadable."""
+    counts = []
+    for i in range(samples):
+        text = _read(path)
+        try:
+            counts.append(max(0, int(text.split()[3].split("/")[0]) - 1) if text else 0)
+        except (IndexError, ValueError):
+            return 0
+        if i + 1 < samples:
+            time.sleep(interval_s)
+    return sorted(counts)[len(counts) // 2]
+
+
 @dataclass(frozen=True)
 class ThreadChoice:
     count: int
@@ -88,16 +107,22 @@ class ThreadChoice:
 
 
 def default_threads(environ: Mapping[str, str] | None = None, affinity: int | None = None,
-                    quota: float | None = -1.0) -> ThreadChoice:
-    """min(CPU affinity, cgroup CPU quota rounded up, OMP_NUM_THREADS when set), at least 1, with the reason."""
+                    quota: float | None = -1.0, busy: int | None = None) -> ThreadChoice:
+    """min(CPU affinity, cgroup CPU quota rounded up, OMP_NUM_THREADS when set, else the CPUs not busy with other
+    processes), at least 1, with the reason."""
     env = os.environ if environ is None else environ
-    options = [(affinity if affinity is not None else affinity_cpus(), "CPUs in this process's affinity")]
+    cpus = affinity if affinity is not None else affinity_cpus()
+    options = [(cpus, "CPUs in this process's affinity")]
     quota = cgroup_cpus() if quota == -1.0 else quota
     if quota is not None:
         options.append((max(1, math.ceil(quota)), f"CPU quota of this container ({quota:g} CPUs)"))
     omp = env.get("OMP_NUM_THREADS", "").split(",")[0].strip()
     if omp.isdigit() and int(omp) > 0:
         options.append((int(omp), f"OMP_NUM_THREADS={omp}"))
+    else:  # the user's OMP_NUM_THREADS stands; otherwise leave the cores other work keeps busy to it
+        busy = busy_cpus() if busy is None else busy
+        if busy:
+            options.append((max(1, cpus - busy), f"{min(busy, cpus)} of {cpus} CPUs busy with other processes"))
     count, why = min(options, key=lambda o: o[0])
     return ThreadChoice(max(count, 1), why)
 

@@ -249,3 +249,30 @@ def test_cli_tunes_a_continual_retraining(tmp_path, capsys):
     assert len((trial / "knn.jsonl").read_text().splitlines()) == 2  # scored after each epoch of both steps
     best = resolve(RetrainConfig, str(out / "c" / "best_config.toml"), {})
     assert best.continual.steps == 2 and 0.01 <= best.continual.distill_weight <= 1.0
+
+
+@pytest.mark.slow
+def test_optuna_plots_show_full_parameter_names_and_warn_below_ten_trials(tmp_path):
+    import optuna
+    from optuna.visualization import matplotlib as plots
+
+    from ssnas.tune import report
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    study = optuna.create_study(direction="maximize", sampler=optuna.samplers.RandomSampler(seed=0))
+    names = ("augment.jitter_strength", "augment.crop_scale_min", "objective.temperature")
+
+    def objective(trial):
+        values = [trial.suggest_float(name, 0.1, 1.0) for name in names]
+        trial.report(values[0], 1)
+        return values[0] - values[1]
+
+    study.optimize(objective, n_trials=3)
+    axes = plots.plot_parallel_coordinate(study)
+    assert any(t.get_text().endswith("...") for t in axes.get_xticklabels())  # Optuna cuts names at 17 characters
+    report._full_axis_names(axes, study)
+    assert [t.get_text() for t in axes.get_xticklabels()][1:] == sorted(names)
+    saved, skipped = report.save_plots(study, tmp_path)
+    assert {p.name for p in saved} == {"history.png", "intermediate_values.png", "parallel_coordinate.png",
+                                       "importance.png"} and not skipped
+    assert "3 completed trial(s) only" in report.importance_caveat(3)

@@ -2,17 +2,20 @@
 import io
 
 from ssnas.runs.console import Console, epoch_line
+from ssnas.search import truth_words
 
 
 def test_epoch_line_shows_loss_parts_known_and_unknown_numbers_and_time():
     stats = {"loss": 5.43211, "nt_xent": 5.43211, "arch_loss": 5.4, "entropy_normal_norm": 0.9987,
              "entropy_reduce_norm": 0.95, "entropy_normal": 2.07, "op_margin_median": 0.00031,
-             "parameter_free_share": 0.25, "true_accuracy": 0.9123, "seconds": 41.23, "images_per_s": 24.84}
+             "parameter_free_share": 0.25, "new_statistic": 0.9123, "true_cifar10_test": 93.5,
+             "rank_cifar10_test": 12, "top_pct_cifar10_test": 0.077, "seconds": 41.23, "images_per_s": 24.84}
     line = epoch_line(2, 50, stats, parts=["nt_xent"], notes=["genotype: 3 of 16 edges changed"])
     assert line.startswith("epoch  2/50  loss 5.4321 (nt_xent 5.4321)")
     assert "alpha entropy normal 0.999 reduce 0.950 of uniform" in line and "2.07" not in line
     assert "op margin 0.00031" in line and "parameter-free ops 25.0%" in line
-    assert "true_accuracy 0.9123" in line  # a statistic this module has never heard of still shows
+    assert "new_statistic 0.9123" in line  # a statistic this module has never heard of still shows
+    assert "93.5" not in line and "rank" not in line  # a benchmark's truth comes as the loop's one note
     assert line.endswith("genotype: 3 of 16 edges changed  41.2 s  24.8 img/s")
 
 
@@ -49,3 +52,10 @@ def test_on_a_terminal_the_bar_vanishes_and_the_epoch_line_stays():
     console.line("epoch 1/1  loss 1.0000")
     assert tty.getvalue().rstrip().endswith("epoch 1/1  loss 1.0000")
     assert not Console(progress=False, stream=Tty()).bars  # --no-progress: lines only
+
+
+def test_the_benchmark_note_names_the_first_column_its_rank_and_percentile():
+    truth = {"true_cifar10_test": 93.514, "rank_cifar10_test": 12, "top_pct_cifar10_test": 0.077,
+             "true_cifar100_test": 70.1, "rank_cifar100_test": 40, "top_pct_cifar100_test": 0.26}
+    assert truth_words(truth) == ["true cifar10_test 93.51, rank 12 (top 0.1%)"]
+    assert truth_words({"true_missing": 1}) == ["not in the benchmark"] and truth_words({}) == []

@@ -52,7 +52,7 @@ def diverged(what: str, epoch: int, step: int, out: Path, command: str, rates: M
     where = f"{what} at epoch {epoch + 1}, step {step + 1}"
     if (Path(out) / "checkpoint.pt").is_file():
         return UserError(f"{where}; the last good checkpoint is kept: continue from it with lower learning rates, "
-                         f"e.g. ssnas {command} --resume --config {Path(out) / 'config.json'} {lower_rates(rates)}")
+                         f"e.g. ssnas {command} --resume --out {out} {lower_rates(rates)}")
     return UserError(f"{where}, before any epoch was saved; run again with lower learning rates, e.g. "
                      f"{lower_rates(rates)}")
 

@@ -122,7 +122,7 @@ class EvalConfig:
     amp: bool = field(default=True, metadata={"help": "mixed precision when training on CUDA"})
     threads: int = field(default=0, metadata={
         "help": "CPU threads for torch; 0 = the CPUs this process may use (its affinity, the container's CPU quota "
-                "and OMP_NUM_THREADS, whichever is smallest)"})
+                "OMP_NUM_THREADS, and those other processes leave free), whichever is fewest", "range": "[0, 4096]"})
     progress: bool = field(default=True, metadata={"help": "show a progress bar"})
     tensorboard: bool = field(default=True, metadata={"help": "write TensorBoard event files"})
 

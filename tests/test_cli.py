@@ -126,9 +126,9 @@ def test_resume_by_folder_alone_uses_the_saved_settings(tmp_path, capsys):
     assert main([*argv, "--stop-after", "1"]) == 0
     assert f"continue with: ssnas search --resume --out {out}" in capsys.readouterr().out
     # a flag that changes the maths is refused, naming it, both values and the fix
-    assert main(["search", "--resume", "--out", str(out), "--lr", "0.5"]) == 2
+    assert main(["search", "--resume", "--out", str(out), "--momentum", "0.5"]) == 2
     err = capsys.readouterr().err
-    assert "optim.lr is 0.5 here but 0.025 in the saved run" in err and "--resume --out" in err
+    assert "optim.momentum (0.9 -> 0.5)" in err and f"`--resume --out {out}` alone continues" in err
     # the folder alone: the saved settings, a resume-safe flag beside it, and the run finishes (no --stop-after)
     assert main(["search", "--resume", "--out", str(out), "--quiet"]) == 0
     assert capsys.readouterr().out == ""

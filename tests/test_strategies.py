@@ -186,7 +186,11 @@ def test_the_search_never_reads_the_table(tmp_path, fashion_train, capsys):
               if json.loads(line)["kind"] == "epoch"]
     assert [e["true_cifar10_test"] for e in epochs] == [r["truth"]["true_cifar10_test"] for r in runs["with"]]
     assert "truth" not in runs["without"][0]
-    capsys.readouterr()
+    printed = capsys.readouterr().out  # the epoch lines of both runs: the truth shows only in those with a table
+    first = runs["with"][0]["truth"]
+    assert "epoch 1/3  " in printed and (f"true cifar10_test {first['true_cifar10_test']:.2f}, rank "
+                                          f"{first['rank_cifar10_test']} (top ") in printed
+    assert printed.count("true cifar10_test") == 3
     assert main(["show", str(tmp_path / "with")]) == 0
     shown = capsys.readouterr().out
     last = runs["with"][-1]["truth"]

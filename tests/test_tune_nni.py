@@ -36,12 +36,13 @@ def _get(port: int, path: str):
 
 
 def _trial_stdout(job) -> str:
-    """What the trial printed: NNI's local training service keeps it beside its stderr."""
+    """What the trial printed: NNI's local training service keeps it beside its stderr (NNI 3 leaves trial.stdout
+    empty and writes the prints to trial.log)."""
     folder = Path(str(job.get("logPath", "")).replace("file://localhost:", ""))
-    for name in ("stdout", "trial.stdout", "trial.log"):
-        if (folder / name).is_file():
-            return (folder / name).read_text(errors="replace")
-    raise AssertionError(f"no trial output in {folder}")
+    found = [folder / name for name in ("stdout", "trial.stdout", "trial.log") if (folder / name).is_file()]
+    if not found:
+        raise AssertionError(f"no trial output in {folder}")
+    return "".join(path.read_text(errors="replace") for path in found)
 
 
 def _decode(data: str):

@@ -248,7 +248,7 @@ class _Stream:
             "epochs_done": done, "config": to_dict(self.cfg), **self.trainer.state_dict(), "history": [],
             "arch": {"name": self.cfg.arch, "genotype": self.run.arch_json}, "data": self.run.data_info,
             "continual": {"exemplars": self.exemplars.tolist(), "rows": self.rows,
-                          "terms": None if self.terms is None else self.terms.state_dict()}})
+                          "terms": None if self.terms is None else self.terms.state_dict()}}, kind="continual")
 
     def record(self, order: list[int]) -> dict[str, Any]:
         c = self.cfg.continual

@@ -235,7 +235,7 @@ def prepare_out(cfg: RetrainConfig, out: Path) -> dict[str, Any] | None:
     if not cfg.run.resume:
         raise UserError(f"{out} already holds a run (checkpoint.pt); pass --resume to continue it "
                         f"(`ssnas retrain --resume --out {out}`), or choose another --out")
-    state = checkpoint.load(ckpt)
+    state = checkpoint.load(ckpt, kind="retrain")
     if "encoder" not in state:
         raise UserError(f"{out} holds a search, not a retrain run; choose another --out")
     # a changed --lr needs nothing more: every step computes its rate from the config (warmup_cosine)
@@ -345,7 +345,7 @@ def run_retrain(cfg: RetrainConfig, train: ImageSet | None = None, test: ImageSe
             # "encoder" is what `ssnas eval` loads; "arch" and "data" let it rebuild the network and its inputs
             checkpoint.save(out / "checkpoint.pt", {
                 "epochs_done": epoch + 1, "config": to_dict(cfg), **trainer.state_dict(), "history": history,
-                "arch": {"name": cfg.arch, "genotype": arch_json}, "data": data_info})
+                "arch": {"name": cfg.arch, "genotype": arch_json}, "data": data_info}, kind="retrain")
             done = epoch + 1
             console.line(epoch_line(epoch + 1, o.epochs, stats, parts))
             if on_epoch is not None:

@@ -280,7 +280,7 @@ def prepare_out(cfg: SearchConfig, out: Path) -> dict[str, Any] | None:
     if not cfg.run.resume:
         raise UserError(f"{out} already holds a search (checkpoint.pt); pass --resume to continue it "
                         f"(`ssnas search --resume --out {out}`), or choose another --out")
-    state = checkpoint.load(ckpt)
+    state = checkpoint.load(ckpt, kind="search")
     state["changes"] = resume_changes(state["config"], to_dict(cfg), resume_safe_keys(SearchConfig), out)
     return state
 
@@ -390,7 +390,7 @@ def run_search(cfg: SearchConfig, train: ImageSet | None = None, *,
             log.log("epoch", (epoch + 1) * steps, epoch=epoch + 1, **stats)
             checkpoint.save(out / "checkpoint.pt", {
                 "epochs_done": epoch + 1, "config": to_dict(cfg), "searcher": searcher.state_dict(),
-                "torch_rng": torch.get_rng_state(), "history": history})
+                "torch_rng": torch.get_rng_state(), "history": history}, kind="search")
             done = epoch + 1
             log_epoch_pictures(log.writer, history, genotype, (epoch + 1) * steps)
             note = ("genotype: first" if previous is None else "genotype unchanged" if not changed else

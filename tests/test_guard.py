@@ -107,7 +107,7 @@ def test_eval_and_export_refuse_a_network_with_non_finite_weights(tmp_path, caps
     state = checkpoint.load(out / "checkpoint.pt")
     name = next(k for k, v in state["encoder"].items() if v.is_floating_point() and "running_mean" in k)
     state["encoder"][name][0] = math.nan  # as a run without the guard could have saved it
-    checkpoint.save(out / "checkpoint.pt", state)
+    checkpoint.save(out / "checkpoint.pt", state, kind="retrain")
     capsys.readouterr()
     for argv in (["eval", str(out), "--protocol", "knn", "--device", "cpu"],
                  ["export", str(out), "--to", "onnx", "--out", str(tmp_path / "m.onnx")]):

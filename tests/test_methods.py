@@ -13,6 +13,7 @@ from ssnas.errors import UserError
 from ssnas.nas.network import NetworkConfig, ResNet18Cifar
 from ssnas.nas.space import SpaceConfig
 from ssnas.training.objective import Batch, ObjectiveConfig
+from ssnas.runs import checkpoint
 from tests.conftest import requires_fashion
 
 NEW = ("conrec", "multitask")
@@ -128,7 +129,7 @@ def test_retrain_then_eval_and_export(name, tmp_path, fashion_train):
     steps = [r for r in steps if r["kind"] == "step"]
     expected = {"conrec": {"nt_xent", "reconstruction"}, "multitask": {"nt_xent", "prediction", "jigsaw"}}[name]
     assert all(expected <= set(r) and torch.isfinite(torch.tensor(r["loss"])) for r in steps)
-    state = torch.load(out / "checkpoint.pt", weights_only=False)
+    state = checkpoint.load(out / "checkpoint.pt")
     assert any(k.startswith("decoder.") for k in state["objective"])  # the decoder is trained and checkpointed
     cfg = EvalConfig(protocol="knn", progress=False, tensorboard=False)
     cfg.data.dataset = "fashion-mnist"

@@ -14,6 +14,7 @@ from ssnas.nas.ops import DARTS_OPS
 from ssnas.nas.space import SpaceConfig
 from ssnas.search import run_search
 from ssnas.search_spaces.darts import PRIMITIVES, DartsSupernet
+from ssnas.runs import checkpoint
 from tests.conftest import tiny_search_config
 
 CL = torch.channels_last
@@ -85,7 +86,7 @@ def test_pc_darts_search_runs_and_learns_the_betas(tmp_path, fashion_train):
                                           "supernet.edge_norm": True})
     result = run_search(cfg, fashion_train)
     assert result.finished and len(result.genotype.normal) == 4
-    state = torch.load(tmp_path / "checkpoint.pt", weights_only=False)["searcher"]
+    state = checkpoint.load(tmp_path / "checkpoint.pt")["searcher"]
     betas = {k: v for k, v in state["supernet"].items() if k.startswith("betas_")}
     assert set(betas) == {"betas_normal", "betas_reduce"}
     # the architecture optimiser updated all four tensors (alphas and betas), each with a non-zero gradient

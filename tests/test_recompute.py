@@ -14,6 +14,7 @@ from ssnas.kernels import use_fast_kernels
 from ssnas.nas.space import SpaceConfig
 from ssnas.search_spaces.darts import DartsSupernet
 from ssnas.search_spaces.nb201 import NB201Supernet
+from ssnas.runs import checkpoint
 
 CL = torch.channels_last
 TIGHT = dict(rtol=1e-10, atol=1e-10)
@@ -90,7 +91,7 @@ def test_a_search_with_recomputed_cells_ends_with_the_same_alphas(tmp_path, fash
         cfg = tiny_search_config(tmp_path / str(on), **{"supernet.recompute_cells": on})
         assert run_search(cfg, fashion_train).finished
         assert bool(calls) == on  # the flag reached the supernet (and only when set)
-        state = torch.load(tmp_path / str(on) / "checkpoint.pt", weights_only=False)["searcher"]["supernet"]
+        state = checkpoint.load(tmp_path / str(on) / "checkpoint.pt")["searcher"]["supernet"]
         results[on] = state
     for name, value in results[False].items():  # alphas, every weight and every BN buffer
         torch.testing.assert_close(results[True][name], value, rtol=1e-6, atol=1e-7, msg=name)

@@ -19,6 +19,7 @@ from ssnas.search import SearchConfig
 from ssnas.tune.session import TuneConfig, TuneData, make_pruner, prepare_study, run_tune, storage_url
 from ssnas.tune.space import every_tunable, nni_search_space, space_for
 from ssnas.tune.study import distributions
+from ssnas.runs import checkpoint
 from tests.conftest import requires_fashion, tiny_search_config
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
@@ -224,7 +225,7 @@ def test_cli_tunes_a_genotype_and_refuses_flags_of_the_other_target(tmp_path, ca
     printed = capsys.readouterr().out
     assert "derived (flags you did not set): --val-size 24 (20% of 120 images, at most 1000)" in printed
     assert f"best config: {out / 'g' / 'best_config.toml'}" in printed
-    state = torch.load(out / "g" / "trial-0000" / "checkpoint.pt", weights_only=True)
+    state = checkpoint.load(out / "g" / "trial-0000" / "checkpoint.pt")
     assert "encoder" in state and state["config"]["knn"]["every"] == 0  # scored on the split, not the test set
     cfg = resolve(RetrainConfig, str(out / "g" / "best_config.toml"), {})
     assert cfg.arch == "DARTS_V2" and cfg.network.layers == 3

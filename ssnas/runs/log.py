@@ -7,24 +7,36 @@ import time
 from pathlib import Path
 from typing import Any
 
+from ssnas.files import atomic_write
+
+
+def _epoch(line: str) -> int | None:
+    """The epoch of a metrics row; None for a line a crash cut short (or anything else that is not a row)."""
+    try:
+        row = json.loads(line)
+    except ValueError:
+        return None
+    epoch = row.get("epoch", 0) if isinstance(row, dict) else None
+    return epoch if isinstance(epoch, int) else None
+
 
 class RunLog:
     """Appends rows to `metrics.jsonl` and mirrors numeric fields to TensorBoard as `<kind>/<field>`.
 
     Rows carry the epoch they belong to, counted from 1. On resume after E finished epochs, rows of later epochs
     (written by the run that was killed) are dropped, and TensorBoard's purge_step does the same for its events, so
-    a resumed run logs exactly like an uninterrupted one.
+    a resumed run logs exactly like an uninterrupted one. A last line the kill cut in half is dropped too.
     """
 
     def __init__(self, out: Path, resume_epoch: int = 0, resume_step: int = 0, tensorboard: bool = True):
         self.path = Path(out) / "metrics.jsonl"
         self.path.parent.mkdir(parents=True, exist_ok=True)
         if resume_epoch > 0 and self.path.exists():
-            kept = [line for line in self.path.read_text().splitlines()
-                    if line.strip() and json.loads(line).get("epoch", 0) <= resume_epoch]
-            self.path.write_text("".join(line + "\n" for line in kept))
+            kept = [line for line in self.path.read_text(errors="replace").splitlines()
+                    if _epoch(line) is not None and _epoch(line) <= resume_epoch]
+            atomic_write(self.path, lambda f: f.write("".join(line + "\n" for line in kept).encode()))
         elif resume_epoch == 0:
-            self.path.write_text("")
+            atomic_write(self.path, lambda f: None)
         self._file = self.path.open("a")
         self.writer = None
         if tensorboard:

@@ -260,11 +260,11 @@ class TuneData:
     def save(self, path: Path) -> None:
         """One file for NNI's trial processes: decoding a dataset once per study, not once per trial."""
         parts = {k: {"images": s.images, "labels": s.labels} for k, s in vars(self).items()}
-        checkpoint.save(path, {"name": self.train.name, "classes": self.train.classes, **parts})
+        checkpoint.save(path, {"name": self.train.name, "classes": self.train.classes, **parts}, kind="tune-data")
 
     @classmethod
     def from_file(cls, path: Path) -> TuneData:
-        state = checkpoint.load(path)
+        state = checkpoint.load(path, kind="tune-data")
         return cls(**{k: ImageSet(state[k]["images"], state[k]["labels"], state["classes"], state["name"])
                       for k in ("train", "val", "bank")})
 

@@ -65,7 +65,8 @@ declare -A ARCHS=([darts_v2]=DARTS_V2 [found]="$FOUND" [resnet18]=resnet18)
 for name in darts_v2 found resnet18; do
   run=$OUT/$name
   if [ ! -f "$run/eval-linear.json" ]; then
-    if [ -f "$run/checkpoint.pt" ]; then resume=(--resume); else resume=(); fi
+    # a killed run continues (one killed before its first checkpoint starts afresh)
+    if [ -d "$run" ]; then resume=(--resume); else resume=(); fi
     "$SSNAS" retrain "${RETRAIN[@]}" --arch "${ARCHS[$name]}" --out "$run" "${resume[@]}"
     "$SSNAS" eval "$run" --protocol linear "${EVAL[@]}"
     "$SSNAS" eval "$run" --protocol knn "${EVAL[@]}"

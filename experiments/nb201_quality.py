@@ -50,7 +50,7 @@ def command(args: argparse.Namespace, strategy: str, objective: str, seed: int, 
     cmd = [sys.executable, "-m", "ssnas", "search", "--config", str(args.config), "--strategy", strategy,
            "--objective", objective, "--seed", str(seed), "--benchmark", str(args.benchmark),
            "--data-root", str(args.data_root), "--out", str(folder), "--no-progress"]
-    if (folder / "checkpoint.pt").is_file():
+    if folder.is_dir():  # a killed run continues; one killed before its first checkpoint starts afresh
         cmd.append("--resume")
     for item in args.set or []:
         cmd += ["--set", item]

@@ -37,6 +37,7 @@ from ssnas.evaluate import LinearConfig, train_linear_probe
 from ssnas.retrain import Pretrainer, RetrainConfig, run_epoch, validate as validate_retrain, write_run_files
 from ssnas.runs import checkpoint
 from ssnas.runs import threads as thread_settings
+from ssnas.runs.folder import hold
 from ssnas.runs.log import RunLog
 from ssnas.runs.settings import epoch_steps, resolve_device
 from ssnas.training.continual import (ContinualTerms, Step, continual_metrics, select_min_variance, select_random,
@@ -81,10 +82,14 @@ def run_continual(cfg: RetrainConfig, train: ImageSet | None = None, test: Image
     `on_epoch(epoch, stats)` runs after each epoch's checkpoint, epochs counted from 1 (tuning reports and prunes
     there)."""
     arch = validate(cfg)
-    c, o = cfg.continual, cfg.optim
     out = Path(cfg.run.out)
-    if (out / "checkpoint.pt").exists():
-        raise UserError(f"{out} already holds a run (checkpoint.pt); choose another --out")
+    with hold(out, force=cfg.run.force):  # the output folder is this run's until it returns
+        return _run_continual(cfg, arch, out, train, test, on_epoch)
+
+
+def _run_continual(cfg: RetrainConfig, arch: Any, out: Path, train: ImageSet | None, test: ImageSet | None,
+                   on_epoch: Callable[[int, dict[str, Any]], None] | None) -> ContinualResult:
+    c = cfg.continual
     thread_settings.apply(cfg.run.threads)
     device = resolve_device(cfg.run.device)
     train = train if train is not None else load_dataset(cfg.data, "train", seed=cfg.run.seed)

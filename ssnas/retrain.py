@@ -28,6 +28,7 @@ from ssnas.runs import checkpoint
 from ssnas.runs import threads as thread_settings
 from ssnas.runs.console import Console, epoch_line
 from ssnas.runs.log import RunLog
+from ssnas.runs.folder import check_out, hold
 from ssnas.runs.guard import check_loss, check_modules
 from ssnas.runs.settings import (RunConfig, epoch_seed, epoch_steps, epochs_done, interrupted, record_resume,
                                  resolve_device, resume_changes, resume_history, seed_everything)
@@ -229,12 +230,11 @@ def write_run_files(cfg: RetrainConfig, out: Path, arch: Any, trainer: Pretraine
 
 
 def prepare_out(cfg: RetrainConfig, out: Path) -> dict[str, Any] | None:
+    """The checkpoint to resume from, if any (as search.prepare_out)."""
+    check_out(out, cfg.run.resume, cfg.run.force)
     ckpt = out / "checkpoint.pt"
-    if not ckpt.exists():
+    if not cfg.run.resume or not ckpt.exists():
         return None
-    if not cfg.run.resume:
-        raise UserError(f"{out} already holds a run (checkpoint.pt); pass --resume to continue it "
-                        f"(`ssnas retrain --resume --out {out}`), or choose another --out")
     state = checkpoint.load(ckpt, kind="retrain")
     if "encoder" not in state:
         raise UserError(f"{out} holds a search, not a retrain run; choose another --out")
@@ -289,7 +289,13 @@ def run_retrain(cfg: RetrainConfig, train: ImageSet | None = None, test: ImageSe
         raise UserError("--continual-steps runs the continual loop: `ssnas retrain` starts it, or call "
                         "ssnas.continual.run_continual; run_retrain trains on all the data at once")
     out = Path(cfg.run.out)
-    resume_state = prepare_out(cfg, out)
+    with hold(out, cfg.run.resume, cfg.run.force):  # the output folder is this run's until it returns
+        return _run_retrain(cfg, arch, out, prepare_out(cfg, out), train, test, on_epoch, derived)
+
+
+def _run_retrain(cfg: RetrainConfig, arch: Any, out: Path, resume_state: dict[str, Any] | None,
+                 train: ImageSet | None, test: ImageSet | None,
+                 on_epoch: Callable[[int, dict[str, Any]], None] | None, derived: list[str]) -> RetrainResult:
     console = Console(cfg.run.progress, cfg.run.quiet)
     threads = thread_settings.apply(cfg.run.threads)
     device = resolve_device(cfg.run.device)

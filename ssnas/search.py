@@ -20,7 +20,6 @@ from ssnas.config import check_tree, resume_safe_keys, to_dict
 from ssnas.data.augment import AugmentConfig, ViewMaker
 from ssnas.data.datasets import DataConfig, ImageSet, bilevel_split, load_dataset, visible_labels
 from ssnas.data.stream import FolderImages, batches, on_device
-from ssnas.errors import UserError
 from ssnas.export.graph import log_epoch_pictures  # matplotlib only when pictures are drawn
 from ssnas.nas.architect import unrolled_arch_grads
 from ssnas.nas.diagnostics import changed_edges, derivation_margins, search_diagnostics, undecided_warning
@@ -29,6 +28,7 @@ from ssnas.runs import checkpoint
 from ssnas.runs import threads as thread_settings
 from ssnas.runs.console import Console, epoch_line
 from ssnas.runs.ground_truth import BenchmarkTable, epoch_truth
+from ssnas.runs.folder import check_out, hold
 from ssnas.runs.guard import check_loss, check_modules
 from ssnas.runs.log import RunLog
 from ssnas.runs.settings import (RunConfig, epoch_seed, epoch_steps, epochs_done, interrupted, record_resume,
@@ -273,13 +273,12 @@ class SearchResult:
 
 def prepare_out(cfg: SearchConfig, out: Path) -> dict[str, Any] | None:
     """Return the checkpoint to resume from, if any, with what the resume changes under "changes"; refuse to
-    overwrite a finished or running search, and a resume that changes more than the resume-safe keys."""
+    overwrite an earlier run without --resume or --force (ssnas.runs.folder), and a resume that changes more than
+    the resume-safe keys."""
+    check_out(out, cfg.run.resume, cfg.run.force)
     ckpt = out / "checkpoint.pt"
-    if not ckpt.exists():
+    if not cfg.run.resume or not ckpt.exists():
         return None
-    if not cfg.run.resume:
-        raise UserError(f"{out} already holds a search (checkpoint.pt); pass --resume to continue it "
-                        f"(`ssnas search --resume --out {out}`), or choose another --out")
     state = checkpoint.load(ckpt, kind="search")
     state["changes"] = resume_changes(state["config"], to_dict(cfg), resume_safe_keys(SearchConfig), out)
     return state
@@ -299,13 +298,20 @@ def run_search(cfg: SearchConfig, train: ImageSet | None = None, *,
                on_epoch: Callable[[int, dict[str, Any]], None] | None = None) -> SearchResult:
     """Run (or resume) a search; `train` may be given directly (tests, benchmarks), else it is loaded.
     `on_epoch(epoch, stats)` runs after each epoch's checkpoint, with the epoch counted from 1 (tuning reports and
-    prunes there); the numbers a loop adds to `stats` show in metrics.jsonl, TensorBoard and the epoch line."""
+    prunes there); the numbers a loop adds to `stats` show in metrics.jsonl, TensorBoard and the epoch line. The run
+    holds its output folder (ssnas.runs.folder.hold) from before it reads the checkpoint until it returns."""
     validate(cfg)
     out = Path(cfg.run.out)
-    resume_state = prepare_out(cfg, out)
     space = registry.space(cfg.space)
     # the ground truth is read before the data, so a bad table fails fast; only the logger ever consults it
     table = BenchmarkTable.load(cfg.run.benchmark, space.parse_text, space.NAME) if cfg.run.benchmark else None
+    with hold(out, cfg.run.resume, cfg.run.force):
+        return _run_search(cfg, out, prepare_out(cfg, out), space, table, train, on_epoch)
+
+
+def _run_search(cfg: SearchConfig, out: Path, resume_state: dict[str, Any] | None, space: Any,
+                table: BenchmarkTable | None, train: ImageSet | None,
+                on_epoch: Callable[[int, dict[str, Any]], None] | None) -> SearchResult:
     console = Console(cfg.run.progress, cfg.run.quiet)
     threads = thread_settings.apply(cfg.run.threads)
     device = resolve_device(cfg.run.device)

@@ -20,7 +20,7 @@ from ssnas.tune.space import describe
 ORDER = 30
 # Keys of the trained config without a flag here: the session scores with its own kNN settings (--knn-k,
 # --knn-temperature; retrain's test-set monitor is off in trials), and a study resumes by itself.
-SKIPPED_KEYS = ("knn.", "run.resume", "run.stop_after")
+SKIPPED_KEYS = ("knn.", "run.resume", "run.force", "run.stop_after")
 
 
 def _trained_flags() -> dict[str, dict[str, Any]]:

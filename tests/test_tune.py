@@ -277,3 +277,34 @@ def test_optuna_plots_show_full_parameter_names_and_warn_below_ten_trials(tmp_pa
     assert {p.name for p in saved} == {"history.png", "intermediate_values.png", "parallel_coordinate.png",
                                        "importance.png"} and not skipped
     assert "3 completed trial(s) only" in report.importance_caveat(3)
+
+
+@pytest.mark.slow  # 28 TPE draws on SQLite and a subprocess
+def test_a_study_resumed_after_a_crash_draws_what_an_uninterrupted_one_draws(tmp_path):
+    """The sampler was re-seeded with seed + trials so far, so a study resumed after a crash drew other parameters
+    than the uninterrupted one. Now each drawn trial's sampler is seeded from (study seed, its sampled index); the
+    values a fixed function of the parameters stand in for the trials' training (14 trials: TPE's 10 random
+    start-up draws, then its model's)."""
+    from ssnas.tune.study import open_study, recover
+
+    dists = distributions(space_for("simclr"))
+
+    def run(study, n: int) -> None:
+        for _ in range(n):
+            trial = study.ask(dists)
+            study.tell(trial, sum(v for v in trial.params.values()))
+
+    straight = open_study(f"sqlite:///{tmp_path / 'straight.db'}", "s", seed=5)
+    run(straight, 14)
+    url = f"sqlite:///{tmp_path / 'crashed.db'}"
+    crashed = open_study(url, "s", seed=5)
+    run(crashed, 6)
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait(timeout=120)
+    lost = crashed.ask(dists)  # trial 6 was drawn, then its worker was killed
+    lost.set_user_attr("ssnas_pid", dead.pid)
+    resumed = open_study(url, "s", seed=5)  # a new session, a new sampler object
+    assert recover(resumed) == [6]
+    run(resumed, 8)  # the re-run of trial 6, with its parameters, then 7 new draws
+    done = [t.params for t in resumed.trials if t.state == TrialState.COMPLETE]
+    assert len(done) == 14 and done == [t.params for t in straight.trials]

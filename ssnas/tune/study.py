@@ -12,9 +12,54 @@ from ssnas.config import Tunable
 from ssnas.errors import UserError
 
 
+def trial_seed(seed: int, index: int) -> int:
+    """The seed of the sampler's draws for the `index`-th sampled trial of a study seeded `seed`."""
+    return (seed * 1_000_003 + index * 7_919 + 17) % 2**32
+
+
+def sampled_index(study: Any, number: int) -> int:
+    """A trial's place among the trials the sampler drew: its number, less the re-runs of crashed trials before
+    it (those are enqueued with the crashed trial's parameters and draw nothing). So the n-th drawn trial has
+    index n whether or not the study crashed and resumed before it."""
+    return number - sum(1 for t in study.get_trials(deepcopy=False)
+                        if t.number < number and "ssnas_retry_of" in t.user_attrs)
+
+
+def seeded_sampler(seed: int) -> Any:
+    """Optuna's TPE, seeded afresh for every trial from (study seed, the trial's sampled index): a trial's
+    parameters depend on the seed, its place in the study and the results before it, never on how many
+    processes ran the study or when one crashed. A study resumed after a crash therefore draws exactly what the
+    uninterrupted one draws (TPE's first 10 trials are its random start-up draws, later ones its model's)."""
+    import optuna
+
+    class TrialSeededTPE(optuna.samplers.BaseSampler):
+        def __init__(self) -> None:
+            self.tpe = optuna.samplers.TPESampler(seed=seed)
+
+        def before_trial(self, study: Any, trial: Any) -> None:
+            self.tpe = optuna.samplers.TPESampler(seed=trial_seed(seed, sampled_index(study, trial.number)))
+            self.tpe.before_trial(study, trial)
+
+        def infer_relative_search_space(self, study: Any, trial: Any) -> dict[str, Any]:
+            return self.tpe.infer_relative_search_space(study, trial)
+
+        def sample_relative(self, study: Any, trial: Any, search_space: dict[str, Any]) -> dict[str, Any]:
+            return self.tpe.sample_relative(study, trial, search_space)
+
+        def sample_independent(self, study: Any, trial: Any, param_name: str, param_distribution: Any) -> Any:
+            return self.tpe.sample_independent(study, trial, param_name, param_distribution)
+
+        def after_trial(self, study: Any, trial: Any, state: Any, values: Any) -> None:
+            self.tpe.after_trial(study, trial, state, values)
+
+        def reseed_rng(self) -> None:
+            """Every trial is seeded from its index already; nothing to reseed."""
+
+    return TrialSeededTPE()
+
+
 def open_study(url: str, name: str, pruner: Any = None, seed: int = 0, create: bool = True) -> Any:
-    """The study in `url`, created if asked; TPE seeded with seed + trials so far, so a resumed study does not
-    draw its first trials' random start-up parameters again."""
+    """The study in `url`, created if asked, sampled by `seeded_sampler(seed)`."""
     import optuna
 
     kwargs = {"connect_args": {"timeout": 60}} if url.startswith("sqlite") else {}  # NNI's trial and tuner share it
@@ -34,7 +79,7 @@ def open_study(url: str, name: str, pruner: Any = None, seed: int = 0, create: b
         if type(e).__module__.split(".")[0] not in ("sqlalchemy", "optuna"):
             raise
         raise UserError(f"cannot open --storage {url}: {str(e).splitlines()[0]}") from None
-    study.sampler = optuna.samplers.TPESampler(seed=seed + len(study.get_trials(deepcopy=False)))
+    study.sampler = seeded_sampler(seed)
     return study
 
 

@@ -60,6 +60,8 @@ def test_search_settings(capsys, args, says):
     (["tune", "--study", ".."], "study (--study) must be a plain name"),  # wrote outside --out before
     (["tune", "--study", "a/b"], "study (--study) must be a plain name"),
     (["tune", "--trials", "0"], "trials (--trials) must be in [1, 100000]"),
+    (["tune", "--nni", "--tuner-wait", "nan"], "--tuner-wait must be in [1, 3600] seconds, got nan"),
+    (["search", "--nni", "--tuner-wait", "0"], "--tuner-wait must be in [1, 3600] seconds, got 0.0"),
     (["export", "DARTS_V2", "--batch-size", "0"], "batch_size (--batch-size) must be in [1, 1024]"),
     (["show", "DARTS_V2", "--layers", "100000"], "layers (--layers) must be in [0, 200]"),
     (["bench", "search", "--steps", "0"], "--steps must be in [1, 1000000]"),

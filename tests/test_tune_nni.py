@@ -90,6 +90,24 @@ def launch(tmp_path):
             x.wait(timeout=10)
 
 
+@pytest.fixture
+def slow_tuner(tmp_path, monkeypatch):
+    """Makes NNI's tuner process (the one NNI starts with SDK_PROCESS=dispatcher) sleep N s before anything else: a
+    sitecustomize on PYTHONPATH, which every Python process the test starts inherits and only the tuner obeys."""
+    site = tmp_path / "slow-site"
+    site.mkdir()
+    (site / "sitecustomize.py").write_text(
+        "import os, time\n"
+        "if os.environ.get('SDK_PROCESS') == 'dispatcher':\n"
+        "    time.sleep(float(os.environ['SSNAS_TEST_TUNER_DELAY_S']))\n")
+
+    def slow(seconds: float) -> None:
+        monkeypatch.setenv("PYTHONPATH", os.pathsep.join(filter(None, [str(site), os.environ.get("PYTHONPATH")])))
+        monkeypatch.setenv("SSNAS_TEST_TUNER_DELAY_S", str(seconds))
+
+    return slow
+
+
 def _output(proc: subprocess.Popen) -> str:
     """What the process has printed so far (a file read: never blocks)."""
     return proc.log.read_text(errors="replace")
@@ -178,7 +196,10 @@ def test_tune_as_an_nni_experiment_shows_every_trial_and_stops_cleanly(tmp_path,
 @pytest.mark.slow
 @pytest.mark.timeout(900)
 @requires_fashion
-def test_search_as_an_nni_experiment_reports_epochs_and_the_genotype(tmp_path, capsys, launch):
+def test_search_as_an_nni_experiment_reports_epochs_and_the_genotype(tmp_path, capsys, launch, slow_tuner):
+    """With a tuner that takes longer to start than NNI's hard-coded 10 s (as on a loaded machine, where `ssnas tune
+    --nni` failed with 'Tuner did not connect in 10 seconds'), the experiment waits for it (--tuner-wait)."""
+    slow_tuner(15)
     port, out = _free_port(), tmp_path / "search"
     proc = launch(["search", "--nni", "--keep-ui", "--port", str(port), "--out", str(out), "--epochs", "2", *TINY])
     (job,) = _wait_until_done(launch, proc, port, 1)
@@ -193,3 +214,35 @@ def test_search_as_an_nni_experiment_reports_epochs_and_the_genotype(tmp_path, c
     assert _decode(job["hyperParameters"][0])["parameters"]["supernet.layers"] == 3
     output = _stop_and_check_nothing_is_left(launch, proc, port, capsys)
     assert f"genotype: {out / 'genotype.json'}" in output
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(900)
+@requires_fashion
+def test_a_tuner_that_never_connects_is_one_line_naming_the_logs(tmp_path, launch, slow_tuner):
+    """A failed start printed NNI's raw Node.js stack trace before; now one line, and nothing is left running."""
+    slow_tuner(30)
+    port, out = _free_port(), tmp_path / "search"
+    proc = launch(["search", "--nni", "--tuner-wait", "3", "--port", str(port), "--out", str(out), "--epochs", "1",
+                   *TINY])
+    deadline = time.monotonic() + TRIALS_DEADLINE_S
+    while proc.poll() is None and time.monotonic() < deadline:
+        launch.remember(proc)
+        time.sleep(0.2)
+    nodes = [p for p in launch.remember(proc) if _name(p) == "node"]
+    assert proc.wait(timeout=EXIT_DEADLINE_S) == 2, _output(proc)
+    lines = [line for line in _output(proc).splitlines() if line.strip()]
+    assert "Traceback" not in _output(proc) and "    at " not in _output(proc)  # no Python, no Node.js stack
+    assert lines[-1].startswith("ssnas: error: the NNI experiment failed: "), lines[-1]
+    assert "did not connect in 3 s (--tuner-wait)" in lines[-1] and str(out / "nni") in lines[-1], lines[-1]
+    deadline = time.monotonic() + EXIT_DEADLINE_S
+    while time.monotonic() < deadline and any(_alive(p) for p in nodes):
+        time.sleep(0.2)
+    assert not [p for p in nodes if _alive(p)]
+
+
+def _name(p) -> str:
+    try:
+        return p.name()
+    except psutil.Error:
+        return ""

@@ -110,4 +110,7 @@ def add_launch_args(parser: argparse.ArgumentParser, what: str) -> Any:
     group.add_argument("--port", type=int, default=8080, help="port of the web UI (default: 8080)")
     group.add_argument("--keep-ui", action="store_true",
                        help="keep the web UI up after the work is done, until Ctrl-C or ssnas tune --nni --stop")
+    group.add_argument("--tuner-wait", type=float, default=120.0, metavar="SECONDS",
+                       help="how long NNI waits for its tuner process to connect (NNI's own: 10 s, too short on a "
+                            "busy machine; default: 120)")
     return group

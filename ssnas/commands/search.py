@@ -32,7 +32,7 @@ def _run_in_nni(cfg: Any, ns: argparse.Namespace) -> int:
     import sys
 
 
-    status, out = search_experiment(cfg, Launch(ns.host, ns.port, ns.keep_ui))
+    status, out = search_experiment(cfg, Launch(ns.host, ns.port, ns.keep_ui, ns.tuner_wait))
     path = out / "genotype.json"
     genotype = json.loads(path.read_text()) if path.is_file() else {}
     meta = genotype.pop("meta", {})

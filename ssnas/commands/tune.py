@@ -87,7 +87,7 @@ def run(ns: argparse.Namespace) -> int:
         print(describe(base.objective.name, continual=is_continual(tune.target, base)))
         return 0
     if ns.nni:
-        status, _ = tune_experiment(tune, base, Launch(ns.host, ns.port, ns.keep_ui))
+        status, _ = tune_experiment(tune, base, Launch(ns.host, ns.port, ns.keep_ui, ns.tuner_wait))
         if status in ("INTERRUPTED", "STOPPED"):
             print(f"the study is saved; continue it with the same command (--study {tune.study})", file=sys.stderr)
             return 130 if status == "INTERRUPTED" else 0

@@ -18,7 +18,9 @@ import json
 import logging
 import os
 import shlex
+import signal
 import socket
+import subprocess
 import sys
 import time
 import urllib.error
@@ -40,10 +42,16 @@ LOOPBACK = ("127.0.0.1", "localhost", "::1")
 ALL_INTERFACES = ("0.0.0.0", "::")
 FINAL_STATES = ("SUCCEEDED", "FAILED", "USER_CANCELED", "SYS_CANCELED", "EARLY_STOPPED")
 POLL_S = 1.0
+STOP_WAIT_S = 60.0  # how long a stopping NNI server may take before its processes are terminated
 
-# Preloaded into NNI's node process: a listen(port) without a host gets SSNAS_NNI_HOST.
-BIND_JS = """\
-// ssnas: bind NNI's REST server (app.listen(port): all interfaces) to one host, given in SSNAS_NNI_HOST.
+# Preloaded into NNI's node process (NODE_OPTIONS=--require):
+# - a listen(port) without a host gets SSNAS_NNI_HOST (NNI's REST server listens on every interface otherwise);
+# - NNI waits for its tuner (the dispatcher, a Python process it starts) for a hard-coded 10 s
+#   (nni_node/core/tuner_command_channel.js: setTimeout(..., 10000)); on a loaded machine the tuner's Python start
+#   takes longer, and the experiment died with "Tuner did not connect in 10 seconds". That one timer waits
+#   SSNAS_NNI_TUNER_WAIT_MS instead (--tuner-wait).
+PRELOAD_JS = """\
+// ssnas: bind NNI's REST server to SSNAS_NNI_HOST; wait SSNAS_NNI_TUNER_WAIT_MS for the tuner, not 10 s.
 const net = require('net');
 const host = process.env.SSNAS_NNI_HOST;
 if (host) {
@@ -55,6 +63,16 @@ if (host) {
     return listen.apply(this, args);
   };
 }
+const wait = Number(process.env.SSNAS_NNI_TUNER_WAIT_MS || 0);
+if (wait > 0) {
+  const setTimeout0 = global.setTimeout;
+  global.setTimeout = function (callback, delay, ...rest) {
+    if (delay === 10000 && (new Error().stack || '').includes('tuner_command_channel')) {
+      delay = wait;
+    }
+    return setTimeout0.call(this, callback, delay, ...rest);
+  };
+}
 """
 
 
@@ -64,6 +82,7 @@ class Launch:
     host: str = "127.0.0.1"
     port: int = 8080
     keep_ui: bool = False
+    tuner_wait_s: float = 120.0  # how long NNI waits for its tuner process to connect (NNI's own: 10 s)
 
     def check(self) -> None:
         if self.host not in LOOPBACK + ALL_INTERFACES:
@@ -71,6 +90,8 @@ class Launch:
                             f"localhost, so use 127.0.0.1 (the default) or 0.0.0.0 (every interface, no login)")
         if not 0 < self.port < 65536:
             raise UserError(f"--port must be between 1 and 65535, got {self.port}")
+        if not 1 <= self.tuner_wait_s <= 3600:
+            raise UserError(f"--tuner-wait must be in [1, 3600] seconds, got {self.tuner_wait_s}")
 
     def check_free(self) -> None:
         """Before any work: the port must be free for the web UI."""
@@ -164,16 +185,17 @@ def _nni() -> Any:
 
 
 @contextlib.contextmanager
-def _bound_to(host: str, folder: Path) -> Iterator[None]:
-    """Environment for the node process NNI starts: preload BIND_JS unless every interface is wanted."""
-    if host in ALL_INTERFACES:
-        yield
-        return
-    script = folder / "bind_host.js"
-    script.write_text(BIND_JS)
-    saved = {k: os.environ.get(k) for k in ("NODE_OPTIONS", "SSNAS_NNI_HOST")}
+def _preloaded(launch: Launch, folder: Path) -> Iterator[None]:
+    """Environment for the node process NNI starts: PRELOAD_JS, the host to bind (unless every interface is wanted)
+    and how long to wait for the tuner."""
+    script = folder / "ssnas_preload.js"
+    script.write_text(PRELOAD_JS)
+    saved = {k: os.environ.get(k) for k in ("NODE_OPTIONS", "SSNAS_NNI_HOST", "SSNAS_NNI_TUNER_WAIT_MS")}
     os.environ["NODE_OPTIONS"] = f"{saved['NODE_OPTIONS'] or ''} --require {json.dumps(str(script))}".strip()
-    os.environ["SSNAS_NNI_HOST"] = "127.0.0.1" if host == "localhost" else host
+    os.environ.pop("SSNAS_NNI_HOST", None)
+    if launch.host not in ALL_INTERFACES:
+        os.environ["SSNAS_NNI_HOST"] = "127.0.0.1" if launch.host == "localhost" else launch.host
+    os.environ["SSNAS_NNI_TUNER_WAIT_MS"] = str(int(launch.tuner_wait_s * 1000))
     try:
         yield
     finally:
@@ -230,22 +252,29 @@ def run_experiment(exp: Any, launch: Launch) -> tuple[str, list[dict[str, Any]]]
     logging.getLogger("nni").setLevel(logging.WARNING)  # its own URL list names every interface; ours is right
     seen: dict[str, str] = {}
     status, known, keeping = "STOPPED", [], False
+    failure = None
     try:
-        with _bound_to(launch.host, folder):
+        with _preloaded(launch, folder):
             try:
-                exp.start(launch.port)
+                # detached: NNI's node server writes its stdout and stderr (stack traces included) to
+                # <experiment>/log/nnictl_std*.log rather than to our terminal; `_stop` ends it either way
+                exp.start(launch.port, run_mode=_nni().RunMode.Detach)
             except Exception as e:
                 if "not idle" in str(e):
                     raise UserError(f"port {launch.port} is in use; pass --port N, or stop the experiment there with "
                                     f"ssnas tune --nni --stop --port {launch.port}") from None
                 raise UserError(f"NNI could not start the experiment ({str(e).splitlines()[0] if str(e) else e!r}); "
-                                f"its log is in {folder / exp.id / 'log'}") from None
+                                f"its logs are in {folder / exp.id / 'log'}") from None
         print(f"NNI experiment {exp.id}: web UI at {launch.url} (no login; listening on {launch.host}); "
               f"stop it with Ctrl-C or: ssnas tune --nni --stop --port {launch.port}", flush=True)
         while True:
             if _server_gone(exp):
                 status = "DONE" if keeping else "STOPPED"
-                print("the NNI experiment was stopped", flush=True)
+                code = getattr(exp._proc, "returncode", 0) if exp._proc is not None else 0
+                if code:  # not stopped: NNI's server died
+                    status, failure = "ERROR", f"NNI's server exited with code {code}"
+                else:
+                    print("the NNI experiment was stopped", flush=True)
                 break
             try:
                 status = exp.get_status()
@@ -257,6 +286,8 @@ def run_experiment(exp: Any, launch: Launch) -> tuple[str, list[dict[str, Any]]]
                 if t["status"] in FINAL_STATES and seen.get(t["id"]) != t["status"]:
                     print(_describe(t), flush=True)
                 seen[t["id"]] = t["status"]
+            if status == "ERROR":
+                failure = _errors(launch)
             if status in ("DONE", "ERROR", "STOPPED") and not keeping:
                 if status != "DONE" or not launch.keep_ui:
                     break
@@ -269,17 +300,52 @@ def run_experiment(exp: Any, launch: Launch) -> tuple[str, list[dict[str, Any]]]
         print("interrupted: stopping the NNI experiment", file=sys.stderr, flush=True)
     finally:
         _stop(exp)
+    if failure is not None:
+        raise UserError(f"the NNI experiment failed: {failure}; NNI's logs are in {folder / exp.id / 'log'}")
     return status, known
 
 
+def _errors(launch: Launch) -> str:
+    """The first error NNI's manager recorded (check-status), on one line."""
+    try:
+        errors = rest(launch, "check-status", timeout=5).get("errors") or []
+    except (urllib.error.URLError, OSError, ValueError, AttributeError):
+        errors = []
+    text = " ".join(str(errors[0]).split()) if errors else "its manager reported an error"
+    # NNI's message names its own 10 s; PRELOAD_JS made it wait --tuner-wait
+    text = text.replace("did not connect in 10 seconds", f"did not connect in {launch.tuner_wait_s:g} s (--tuner-wait)")
+    return text if len(text) <= 300 else text[:297] + "..."
+
+
 def _stop(exp: Any) -> None:
-    """Stop NNI's manager, its dispatcher and its trials (a no-op when they are gone already)."""
-    if getattr(exp, "_proc", None) is None:
+    """Stop NNI's manager, its dispatcher and its trials (a no-op when they are gone already). Every wait is
+    bounded: NNI's own `Experiment.stop` waits for its server without a limit, so the server is asked to stop here
+    (REST, NNI's 20 s timeout), given STOP_WAIT_S to exit, then its process group (the server starts it with
+    setpgrp: the dispatcher and the trials are in it) is terminated, and killed if that is not enough."""
+    proc = getattr(exp, "_proc", None)
+    if proc is None:
         return
-    if _server_gone(exp):
-        exp._proc = None  # stopped from outside: nothing left to ask, only NNI's logging to close
+    if not _server_gone(exp):
+        with contextlib.suppress(Exception):  # it may hang up before it answers
+            _nni().rest.delete(exp.port, "/experiment", exp.url_prefix)
+        if not _exited(proc, STOP_WAIT_S):
+            for sig, wait_s in ((signal.SIGTERM, STOP_WAIT_S), (signal.SIGKILL, 10.0)):
+                with contextlib.suppress(ProcessLookupError, PermissionError):
+                    os.killpg(proc.pid, sig)
+                if _exited(proc, wait_s):
+                    break
+    exp._proc = None  # stopped: NNI's own stop has only its logging left to close
     with contextlib.suppress(KeyboardInterrupt):
         exp.stop()
+
+
+def _exited(proc: Any, wait_s: float) -> bool:
+    """Whether NNI's server process (a Popen) exits within `wait_s` seconds."""
+    try:
+        proc.wait(timeout=wait_s)
+        return True
+    except subprocess.TimeoutExpired:
+        return False
 
 
 def trial_log(trial: dict[str, Any]) -> str:

@@ -52,7 +52,8 @@ for name in simclr simclr_attention conrec; do
   run=$OUT/$name
   if [ ! -f "$run/eval-linear.json" ]; then
     # shellcheck disable=SC2086
-    [ -f "$run/checkpoint.pt" ] || "$SSNAS" retrain "${RETRAIN[@]}" ${OBJECTIVE[$name]} --out "$run"
+    # a run killed before its first checkpoint starts afresh (--resume with nothing to resume does)
+    [ -f "$run/checkpoint.pt" ] || "$SSNAS" retrain "${RETRAIN[@]}" ${OBJECTIVE[$name]} --out "$run" --resume
     "$SSNAS" eval "$run" --protocol linear "${EVAL[@]}"
     "$SSNAS" eval "$run" --protocol knn "${EVAL[@]}"
   fi

@@ -44,7 +44,8 @@ fi
 
 for method in ccl finetune replay joint; do
   run=$OUT/$method
-  [ -f "$run/continual.json" ] || "$SSNAS" retrain "${RETRAIN[@]}" --continual-method "$method" --out "$run"
+  # a continual run cannot resume: one killed before it finished starts afresh (--force clears its files)
+  [ -f "$run/continual.json" ] || "$SSNAS" retrain "${RETRAIN[@]}" --continual-method "$method" --out "$run" --force
 done
 
 PY=$( [ -x .venv/bin/python ] && echo .venv/bin/python || echo python3 )

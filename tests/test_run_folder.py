@@ -78,6 +78,7 @@ def test_an_earlier_run_is_never_overwritten_without_resume_or_force(tmp_path, c
         capsys, ["search", "--out", str(out), "--resume", "--force"])
 
 
+@pytest.mark.slow
 @requires_fashion
 def test_force_starts_afresh_and_keeps_other_files(tmp_path, capsys):
     out = tmp_path / "run"

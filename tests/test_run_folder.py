@@ -21,6 +21,7 @@ TINY = ["--dataset", "fashion-mnist", "--subset", "64", "--layers", "3", "--init
 
 
 def _error(capsys, argv) -> str:
+    capsys.readouterr()  # what earlier calls printed (a search's closing warning, say) is not this call's
     code = main(argv)
     err = capsys.readouterr().err.strip()
     assert code == 2, err
@@ -75,7 +76,7 @@ def test_an_earlier_run_is_never_overwritten_without_resume_or_force(tmp_path, c
     assert sorted(p.name for p in clear(out)) == ["config.json", "eval-linear.json", "tensorboard"]
     assert sorted(p.name for p in out.iterdir()) == ["notes.txt"]  # never anything ssnas did not write
     assert "--resume continues the run in --out and --force deletes it" in _error(
-        capsys, ["search", "--out", str(out), "--resume", "--force"])
+        capsys, ["search", "--out", str(out), "--resume", "--force", "--dataset", "/nonexistent.npz"])
 
 
 @pytest.mark.slow

@@ -25,6 +25,7 @@ from ssnas.errors import UserError
 MAX_CONFIG_BYTES = 1 << 20  # a TOML config or a run's config.json
 MAX_GENOTYPE_BYTES = 1 << 20  # a genotype .json/.txt/.py file
 MAX_NESTING = 32  # a genotype nests 4 levels (cell, pair, op); a config 3
+STALE_TEMP_S = 3600.0  # in a folder several processes write: a temporary file this old belongs to no running write
 
 _TEMP = re.compile(r"^\..+\.[a-z0-9_]{8}\.tmp$")  # tempfile.mkstemp(prefix=".NAME.", suffix=".tmp")
 _STRING = re.compile(r'"(?:[^"\\]|\\.)*"')

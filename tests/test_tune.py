@@ -192,6 +192,20 @@ def test_a_failing_setting_fails_its_trials_and_then_stops_the_study(tmp_path, d
     assert "loss became" in study.trials[0].user_attrs["error"]
 
 
+def test_a_resumed_study_removes_temporary_files_killed_writes_left(tmp_path):
+    """Killed atomic writes of best_config.toml left `.*.tmp` files in the study folder forever. Several workers may
+    share a study, so only those older than any write can take are removed."""
+    base = tiny_search_config(tmp_path / "tune")
+    _, _, root = prepare_study(_tune(tmp_path), base, space_for("simclr"))
+    root.mkdir(parents=True, exist_ok=True)
+    old, fresh = root / ".best_config.toml.k1ll3d00.tmp", root / ".best_config.toml.wr1t1ng0.tmp"
+    for path in (old, fresh):
+        path.write_text("half a config")
+    os.utime(old, (old.stat().st_atime - 2 * 3600, old.stat().st_mtime - 2 * 3600))
+    prepare_study(_tune(tmp_path), base, space_for("simclr"))
+    assert not old.exists() and fresh.exists()
+
+
 def test_resuming_with_other_settings_is_refused(tmp_path):
     simclr = space_for("simclr")
     base = tiny_search_config(tmp_path / "tune")

@@ -20,10 +20,9 @@ from pathlib import Path
 import numpy as np
 
 from ssnas.errors import UserError
-from ssnas.files import atomic_write, remove_stale_temps
+from ssnas.files import STALE_TEMP_S, atomic_write, remove_stale_temps
 
 FORMAT = 2  # bump when the layout or the key changes: old files are then never read
-STALE_TEMP_S = 3600.0  # a temporary file this old belongs to no write still running
 
 
 def cache_dir() -> Path:

@@ -26,6 +26,7 @@ from ssnas.config import Tunable, apply_overrides, check_tree, resume_safe_keys,
 from ssnas.data.augment import ViewMaker
 from ssnas.data.datasets import ImageSet, balanced_subset_indices, load_dataset
 from ssnas.errors import UserError
+from ssnas.files import STALE_TEMP_S, remove_stale_temps
 from ssnas.retrain import RetrainConfig, run_retrain, validate as validate_retrain
 from ssnas.runs import checkpoint
 from ssnas.runs import threads as thread_settings
@@ -207,6 +208,7 @@ def prepare_study(tune: TuneConfig, base: Any, params: tuple[Tunable, ...]) -> t
                         f"--out or --study, or delete {root}")
     check_spec(study, study_spec(tune, base, params), url)
     again = recover(study)
+    remove_stale_temps(root, STALE_TEMP_S)  # of killed writes of the best config; other workers may be writing
     if again:
         print(f"ssnas: unfinished trial(s) {', '.join(map(str, again))} run again with the same parameters")
     return study, url, root

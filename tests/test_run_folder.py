@@ -111,3 +111,25 @@ def test_run_files_follow_the_umask(tmp_path):
         os.umask(previous)
     for name in ("checkpoint.pt", "config.json", "genotype.json", "metrics.jsonl", ".ssnas.lock"):
         assert oct((tmp_path / "g" / name).stat().st_mode & 0o777) == oct(0o640), name
+
+
+def test_a_filesystem_without_locks_warns_and_runs(tmp_path, capsys, monkeypatch):
+    """Some network and FUSE mounts refuse flock (ENOLCK): the run goes on, unlocked, and says so in one line."""
+    import errno
+    import fcntl
+
+    from ssnas.runs import folder
+
+    def no_locks(fd, operation):
+        raise OSError(errno.ENOLCK, os.strerror(errno.ENOLCK))
+
+    monkeypatch.setattr(fcntl, "flock", no_locks)
+    fresh, old = tmp_path / ".config.json.wr1t1ng0.tmp", tmp_path / ".config.json.k1ll3d00.tmp"
+    for path in (fresh, old):
+        path.write_text("half")
+    os.utime(old, (0, 0))
+    with folder.hold(tmp_path) as out:
+        assert out == tmp_path
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("ssnas: warning: the filesystem of") and "does not support locks" in err, err
+    assert fresh.exists() and not old.exists()  # unlocked: only what no running write can own is removed

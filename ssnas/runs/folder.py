@@ -4,7 +4,8 @@
 
 - an exclusive lock: `fcntl.flock` on `OUT/.ssnas.lock`, held for the run's life. The kernel releases it when the
   process ends, however it ends, so a killed run leaves no stale lock; the holder's pid, host, command and start
-  time are written into the file, for the message the next run prints ("in use by pid N ...").
+  time are written into the file, for the message the next run prints ("in use by pid N ..."). A filesystem
+  that refuses locks (ENOLCK, EOPNOTSUPP: some network and FUSE mounts) gets a warning and an unlocked run.
 - the temporary files killed atomic writes left behind are removed (only now: no other process writes here);
 - an earlier run's files are never overwritten by accident: without `--resume` or `--force`, a folder that holds
   any file an ssnas run writes is refused. `--force` deletes those files (and only those) first; `--resume` with
@@ -27,7 +28,7 @@ from pathlib import Path
 from typing import Any, Iterator
 
 from ssnas.errors import UserError
-from ssnas.files import new_file_mode, remove_stale_temps
+from ssnas.files import STALE_TEMP_S, new_file_mode, remove_stale_temps
 
 LOCK = ".ssnas.lock"
 # What the runs write into their folder: a folder holding any of these holds an earlier run. (nni/ is not one:
@@ -80,23 +81,33 @@ def hold(out: Path, resume: bool = False, force: bool = False) -> Iterator[Path]
     lock = out / LOCK
     fd = os.open(lock, os.O_RDWR | os.O_CREAT, new_file_mode())
     try:
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except OSError as e:
-            if e.errno not in (errno.EWOULDBLOCK, errno.EAGAIN, errno.EACCES):
-                raise
-            raise UserError(f"{out} is in use by {_holder(lock)}; wait for that run to end, or choose another "
-                            f"--out") from None
+        locked = _lock(fd, out, lock)
         info = {"pid": os.getpid(), "host": socket.gethostname(), "command": _command(), "started": time.time()}
         os.ftruncate(fd, 0)
         os.pwrite(fd, json.dumps(info).encode() + b"\n", 0)
         check_out(out, resume, force)  # again, now that no other run can write here
-        remove_stale_temps(out)
+        remove_stale_temps(out, 0.0 if locked else STALE_TEMP_S)  # unlocked: another run may be writing
         if force or (resume and not (out / "checkpoint.pt").exists()):  # nothing to resume: start afresh
             clear(out)
         yield out
     finally:
         os.close(fd)  # closing the descriptor releases the lock
+
+
+def _lock(fd: int, out: Path, lock: Path) -> bool:
+    """Take the exclusive lock; refuse a folder another run holds. A filesystem without locks (some network or
+    FUSE mounts answer ENOLCK or EOPNOTSUPP) gets a one-line warning and the run goes on unlocked."""
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        return True
+    except OSError as e:
+        if e.errno in (errno.ENOLCK, errno.EOPNOTSUPP, errno.EINVAL):
+            print(f"ssnas: warning: the filesystem of {out} does not support locks ({e.strerror}); nothing stops "
+                  f"another run from writing there at the same time", file=sys.stderr, flush=True)
+            return False
+        if e.errno not in (errno.EWOULDBLOCK, errno.EAGAIN, errno.EACCES):
+            raise
+    raise UserError(f"{out} is in use by {_holder(lock)}; wait for that run to end, or choose another --out")
 
 
 def clear(out: Path) -> list[Path]:

@@ -10,8 +10,9 @@ strategy, objective and seed changed, and writes its own run folder OUT/<strateg
 already finished is not run again, and a killed one resumes, so the command can be repeated until the grid is full.
 `--report-only` rebuilds the outputs from the run folders:
 - OUT/quality.json: every run (its true accuracy and rank per epoch, wall time) and the summary per cell of the grid;
-- OUT/quality.md: the table (mean +- std of the final cell's true CIFAR-10 accuracy, the worst seed, the best and
-  worst rank, how many seeds reach the top 1%, mean wall time), every seed listed, not only the best;
+- OUT/quality.md: the table (over the finished seeds: mean +- std of the final cell's true CIFAR-10 accuracy, the
+  worst seed, the best and worst rank, how many reach the top 1%, mean wall time), every seed listed, not only the
+  best, unfinished ones marked with the epoch they reached;
 - OUT/trajectory.png: the true accuracy of the cell derived after each epoch, one colour per strategy (thin lines:
   seeds; thick: their mean).
 The table is read by the search's logger only (`--benchmark`); it never decides anything.
@@ -39,11 +40,12 @@ def run_folder(out: Path, strategy: str, objective: str, seed: int) -> Path:
 
 
 def finished(folder: Path) -> bool:
+    """The search decided: its last epoch is done (or a training-free strategy wrote its cell)."""
     path = folder / "genotype.json"
     if not path.is_file():
         return False
     meta = json.loads(path.read_text()).get("meta", {})
-    return meta.get("epoch") == meta.get("epochs")
+    return bool(meta.get("finished", meta.get("epoch") == meta.get("epochs")))
 
 
 def command(args: argparse.Namespace, strategy: str, objective: str, seed: int, folder: Path) -> list[str]:
@@ -71,34 +73,44 @@ def run_one(args: argparse.Namespace, strategy: str, objective: str, seed: int) 
 
 
 def read_run(folder: Path) -> dict | None:
-    """The trajectory of one finished run: per epoch the true accuracy and rank of the derived cell."""
+    """The trajectory of one run, finished or not: per epoch the true accuracy and rank of the derived cell."""
     path = folder / "genotypes.jsonl"
-    if not finished(folder) or not path.is_file():
+    if not path.is_file() or not path.read_text().strip():
         return None
     rows = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
     metrics = [json.loads(line) for line in (folder / "metrics.jsonl").read_text().splitlines() if line.strip()]
     epochs = [m for m in metrics if m.get("kind") == "epoch"]
     strategy_rows = [m for m in metrics if m.get("kind") == "strategy"]
     seconds = sum(m.get("seconds", 0.0) for m in epochs) + sum(m.get("seconds", 0.0) for m in strategy_rows)
-    return {"arch": rows[-1]["genotype"].get("arch"),
+    meta = json.loads((folder / "genotype.json").read_text()).get("meta", {})
+    truth = rows[-1].get("truth", {})
+    return {"arch": rows[-1]["genotype"].get("arch"), "finished": finished(folder),
+            "epochs_done": meta.get("epoch"), "epochs": meta.get("epochs"),
             "true": [r.get("truth", {}).get(f"true_{COLUMN}") for r in rows],
             "rank": [r.get("truth", {}).get(f"rank_{COLUMN}") for r in rows],
-            "final_true": rows[-1].get("truth", {}).get(f"true_{COLUMN}"),
-            "final_rank": rows[-1].get("truth", {}).get(f"rank_{COLUMN}"),
-            "cifar100": rows[-1].get("truth", {}).get("true_cifar100_test"),
-            "imagenet16": rows[-1].get("truth", {}).get("true_imagenet16_test"),
+            "final_true": truth.get(f"true_{COLUMN}"), "final_rank": truth.get(f"rank_{COLUMN}"),
+            "cifar100": truth.get("true_cifar100_test"), "imagenet16": truth.get("true_imagenet16_test"),
             "seconds": round(seconds, 1)}
 
 
 def summarise(runs: dict[int, dict]) -> dict:
-    finals = [r["final_true"] for r in runs.values() if r["final_true"] is not None]
-    ranks = [r["final_rank"] for r in runs.values() if r["final_rank"] is not None]
-    if not finals:
-        return {"seeds": len(runs)}
-    return {"seeds": len(finals), "mean": statistics.fmean(finals),
-            "std": statistics.stdev(finals) if len(finals) > 1 else 0.0, "worst": min(finals), "best": max(finals),
-            "best_rank": min(ranks), "worst_rank": max(ranks), "top1": sum(f >= TOP1 for f in finals),
-            "minutes": statistics.fmean(r["seconds"] for r in runs.values()) / 60}
+    """Mean, spread and worst over the finished runs only (an unfinished run is listed, never averaged)."""
+    done = [r for r in runs.values() if r["finished"] and r["final_true"] is not None]
+    summary = {"seeds": len(done), "unfinished": len(runs) - len(done)}
+    if not done:
+        return summary
+    finals = [r["final_true"] for r in done]
+    return {**summary, "mean": statistics.fmean(finals), "std": statistics.stdev(finals) if len(finals) > 1 else 0.0,
+            "worst": min(finals), "best": max(finals), "best_rank": min(r["final_rank"] for r in done),
+            "worst_rank": max(r["final_rank"] for r in done), "top1": sum(f >= TOP1 for f in finals),
+            "minutes": statistics.fmean(r["seconds"] for r in done) / 60}
+
+
+def seed_entry(seed: int, run: dict) -> str:
+    value = "?" if run["final_true"] is None else f"{run['final_true']:.2f}"
+    if run["finished"]:
+        return f"{seed}: {value}"
+    return f"{seed}: {value} (unfinished, epoch {run['epochs_done']}/{run['epochs']})"
 
 
 def report(args: argparse.Namespace) -> None:
@@ -111,16 +123,17 @@ def report(args: argparse.Namespace) -> None:
                     grid.setdefault(strategy, {}).setdefault(objective, {})[seed] = run
     summary = {s: {o: summarise(r) for o, r in objs.items()} for s, objs in grid.items()}
     (args.out / "quality.json").write_text(json.dumps({"runs": grid, "summary": summary}, indent=1) + "\n")
-    lines = ["| strategy | objective | seeds | CIFAR-10 mean ± std | worst | top-1% seeds | ranks (best-worst) | "
-             "minutes/run | every seed |", "|---|---|---|---|---|---|---|---|---|"]
+    lines = ["| strategy | objective | finished seeds | CIFAR-10 mean ± std | worst | top-1% seeds | "
+             "ranks (best-worst) | minutes/run | every seed |", "|---|---|---|---|---|---|---|---|---|"]
     for strategy, objs in summary.items():
         for objective, s in objs.items():
-            if "mean" not in s:
-                continue
-            seeds = ", ".join(f"{k}: {r['final_true']:.2f}" for k, r in sorted(grid[strategy][objective].items()))
-            lines.append(f"| {strategy} | {objective} | {s['seeds']} | {s['mean']:.2f} ± {s['std']:.2f} | "
-                         f"{s['worst']:.2f} | {s['top1']}/{s['seeds']} | {s['best_rank']}-{s['worst_rank']} | "
-                         f"{s['minutes']:.0f} | {seeds} |")
+            seeds = ", ".join(seed_entry(k, r) for k, r in sorted(grid[strategy][objective].items()))
+            if "mean" in s:
+                figures = (f"{s['mean']:.2f} ± {s['std']:.2f} | {s['worst']:.2f} | {s['top1']}/{s['seeds']} | "
+                           f"{s['best_rank']}-{s['worst_rank']} | {s['minutes']:.0f}")
+            else:
+                figures = "- | - | - | - | -"
+            lines.append(f"| {strategy} | {objective} | {s['seeds']} | {figures} | {seeds} |")
     (args.out / "quality.md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
     plot(grid, args.out / "trajectory.png")
@@ -144,9 +157,9 @@ def plot(grid: dict, path: Path) -> None:
             if not curves:
                 continue
             colour = colours[i % len(colours)]
-            for curve in curves:
-                ax.plot(range(1, len(curve) + 1), curve, color=colour, alpha=0.3, linewidth=0.8)
-            length = min(len(c) for c in curves)
+            for curve in curves:  # every seed, unfinished ones up to their last epoch
+                ax.plot(range(1, len(curve) + 1), curve, color=colour, alpha=0.35, linewidth=0.9, marker=".")
+            length = min(len(c) for c in curves)  # the mean over every seed, as far as all of them went
             mean = [statistics.fmean(c[e] for c in curves) for e in range(length)]
             ax.plot(range(1, length + 1), mean, color=colour, linewidth=2.2, label=f"{strategy} ({len(curves)} seeds)")
         ax.axhline(TOP1, color="grey", linestyle="--", linewidth=1)

@@ -386,7 +386,8 @@ def _run_search(cfg: SearchConfig, out: Path, resume_state: dict[str, Any] | Non
             truth = epoch_truth(table, space.to_text(genotype)) if table is not None else {}
             history.append({"epoch": epoch + 1, "genotype": genotype.to_json(), "probs": probs,
                             **({"truth": truth} if truth else {})})
-            _write_epoch_outputs(out, genotype, probs, epoch, cfg, history)
+            _write_epoch_outputs(out, genotype, probs, epoch, cfg, history,
+                                 finished=epoch + 1 == o.epochs or not searcher.strategy.needs_training())
             stats.update(search_diagnostics(probs, genotype, space.PARAMETER_FREE))
             stats.update(derivation_margins(searcher.supernet.derive_scores(), genotype, space.genotype_from_scores,
                                             searcher.supernet.primitives, searcher.supernet.edge_names))
@@ -480,8 +481,10 @@ def truth_words(truth: dict[str, Any], what: str = "true") -> list[str]:
 
 
 def _write_epoch_outputs(out: Path, genotype: Any, probs: dict[str, Any], epoch: int, cfg: SearchConfig,
-                         history: list[dict[str, Any]]) -> None:
-    meta = {"epoch": epoch + 1, "epochs": cfg.optim.epochs, "objective": cfg.objective.name,
+                         history: list[dict[str, Any]], finished: bool) -> None:
+    """genotype.json (with `meta.finished`: the search has decided, after its last epoch or, for a training-free
+    strategy, before any), alphas.json and genotypes.jsonl."""
+    meta = {"epoch": epoch + 1, "epochs": cfg.optim.epochs, "finished": finished, "objective": cfg.objective.name,
             "dataset": cfg.data.dataset, "seed": cfg.run.seed, "run": str(out)}
     data = genotype.to_json()
     data["meta"] = meta

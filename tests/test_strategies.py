@@ -45,6 +45,7 @@ def test_every_strategy_derives_a_valid_genotype_in_every_space(tmp_path, fashio
     rows = [json.loads(line) for line in (tmp_path / "genotypes.jsonl").read_text().splitlines()]
     # a training-free strategy decides before the first step and writes one record; the others one per epoch
     assert result.finished and len(rows) == result.epochs_run == (1 if name == "tenas" else epochs)
+    assert saved["meta"]["finished"] is True  # what the quality driver reads to skip a decided run
 
 
 def test_every_strategy_has_a_summary_and_refuses_unknown_options():

@@ -51,8 +51,12 @@ def main() -> None:
     shape = ["--layers", str(args.layers), "--init-channels", str(args.init_channels),
              "--batch-size", str(args.batch_size), "--steps", str(args.steps), "--warmup", str(args.warmup)]
 
-    def ssnas(objective: str, *extra: str) -> list[str]:
+    def ssnas(objective: str, *extra: str, plain_darts: bool = True) -> list[str]:
+        # plain DARTS, the work NNI's DARTS does (ssnas's default strategy is beta-DARTS); an older checkout given
+        # by --before may predate --strategy, and ran plain DARTS anyway
+        strategy = ["--strategy", "darts"] if plain_darts else []
         return [sys.executable, "-m", "ssnas.cli", "bench", "search", "--json", "--objective", objective, *extra,
+                *strategy,
                 "--dataset", "cifar10", "--data-root", args.data_root, "--device", "cpu", *shape]
 
     objectives = ("supervised",) if args.skip_simclr else ("supervised", "simclr")
@@ -65,7 +69,7 @@ def main() -> None:
     where = {name: ROOT for name in contenders}
     if args.before:
         name = "ssnas supervised, before"
-        contenders[name] = ssnas("supervised")
+        contenders[name] = ssnas("supervised", plain_darts=False)
         where[name] = Path(args.before).resolve()
     if not args.skip_nni:
         threads = ["--threads", str(args.threads)] if args.threads else []

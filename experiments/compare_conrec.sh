@@ -11,10 +11,10 @@
 #
 # --quick: a CPU-sized run: a class-balanced 4000-image CIFAR-10 subset (--subset), a small NAS-Bench-201 network
 # (1 cell per stage, C = 16), 12 epochs (--epochs) of batch 128 with SGD, the probe trained on the subset and tested
-# on 2000 test images; about 25 minutes per objective on one loaded core (BENCHMARKS.md ran --subset 2000
-# --epochs 8). CIFAR-10 is not a fine-grained dataset, which is where the paper reports ConRec's gains. Its numbers
-# show the mechanics and their cost; they are not CIFAR-10 results. Runs in the order SimCLR, ConRec, SimCLR +
-# attention; a run already in DIR is continued or reused, and the summary lists the finished ones.
+# on 2000 test images; about 15 minutes per objective on one loaded core, 6 with --subset 2000 --epochs 8 (what
+# BENCHMARKS.md ran). CIFAR-10 is not a fine-grained dataset, which is where the paper reports ConRec's gains. Its
+# numbers show the mechanics and their cost; they are not CIFAR-10 results. Runs in the order SimCLR, ConRec,
+# SimCLR + attention; a run already in DIR is continued or reused, and the summary lists the finished ones.
 # Data: $SSNAS_DATA, else ../shared/data beside the checkout, else ./data. Results: DIR/summary.md
 # (default DIR: runs/compare-conrec, or runs/compare-conrec-quick).
 set -euo pipefail

@@ -331,7 +331,9 @@ def _run_retrain(cfg: RetrainConfig, arch: Any, out: Path, resume_state: dict[st
                   f"{o.warmup_epochs} warm-up epochs"),
         ("kNN monitor", monitor),
         ("device", f"{device}, threads {thread_settings.describe(threads)}" if device.type == "cpu" else str(device)),
-        ("resume", f"from epoch {start_epoch + 1} ({start_epoch} of {o.epochs} finished)" if start_epoch else None),
+        ("resume", None if not start_epoch else f"all {o.epochs} epochs were already finished: nothing to do"
+                   if start_epoch >= o.epochs else
+                   f"from epoch {start_epoch + 1} ({start_epoch} of {o.epochs} finished)"),
     ], derived)
     log = RunLog(out, resume_epoch=start_epoch, resume_step=start_epoch * steps, tensorboard=cfg.run.tensorboard)
     images = on_device(train.images, device)  # in memory: moved once; streamed: decoded batch by batch

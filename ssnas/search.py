@@ -352,7 +352,9 @@ def _run_search(cfg: SearchConfig, out: Path, resume_state: dict[str, Any] | Non
         ("supernet", f"{cfg.supernet.layers} cells of width {cfg.supernet.init_channels}: {weights / 1e6:.3f}M "
                      f"weights, {sum(a.numel() for a in searcher.alphas)} architecture parameters"),
         ("device", f"{device}, threads {thread_settings.describe(threads)}" if device.type == "cpu" else str(device)),
-        ("resume", f"from epoch {start_epoch + 1} ({start_epoch} of {o.epochs} finished)" if start_epoch else None),
+        ("resume", None if not start_epoch else f"all {o.epochs} epochs were already finished: nothing to do"
+                   if start_epoch >= o.epochs else
+                   f"from epoch {start_epoch + 1} ({start_epoch} of {o.epochs} finished)"),
     ], derived)
     log = RunLog(out, resume_epoch=start_epoch, resume_step=start_epoch * steps, tensorboard=cfg.run.tensorboard)
     previous = space.genotype_from_json(history[-1]["genotype"], "history") if history else None

@@ -13,6 +13,9 @@ here their sizes come from `--proj-hidden-dim` / `--proj-dim` so tiny runs stay 
 a frozen EMA copy of the whole supernet, alphas included, made in `attach` (see objectives/clsa.py for why).
 BYOL's asymmetric augmentations (blur and solarisation probabilities per view, App. B) are not reproduced: both
 views come from the shared weak pipeline.
+
+Under torchrun nothing is gathered: the loss is a mean over images, so each rank's mean over its shard is its share
+of the global loss; the target is an EMA of parameters that are the same on every rank, so it is too.
 """
 from __future__ import annotations
 
@@ -23,13 +26,13 @@ import torch.nn.functional as F
 from torch import nn
 
 from ssnas.training.momentum import byol_tau, ema_update_, momentum_copy
-from ssnas.training.objective import Batch, Objective, projection_head
+from ssnas.training.objective import Batch, Objective, at_least_float32, projection_head
 
 
 def byol_loss(prediction: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     """2 - 2 cos(prediction, target), averaged over the batch; the target gets no gradient (BYOL Eq. 2)."""
-    p = F.normalize(prediction.float(), dim=1)
-    z = F.normalize(target.detach().float(), dim=1)
+    p = F.normalize(at_least_float32(prediction), dim=1)
+    z = F.normalize(at_least_float32(target.detach()), dim=1)
     return (2.0 - 2.0 * (p * z).sum(dim=1)).mean()
 
 

@@ -18,7 +18,10 @@ encoder that jumped to each new alpha at once would make the queued keys less co
 property MoCo's momentum exists to protect (MoCo Sec. 3.2). The copy is frozen (`requires_grad=False`), so neither
 the weight nor the architecture optimiser sees it, and it lives in this module's `state_dict` for exact resumes.
 
-Single device: MoCo's shuffling BN needs several GPUs; here the key encoder's BN sees its own batch only.
+Under torchrun, as in CLSA's and MoCo's code, the bank holds every rank's keys (`concat_all_gather`) and the queue
+takes all of them, so every rank keeps the same queue; the key encoder is an EMA of parameters that are the same on
+every rank. MoCo's shuffling BN is not reproduced: the key encoder's BN sees this rank's batch, or with --sync-bn
+the global one.
 """
 from __future__ import annotations
 
@@ -31,12 +34,13 @@ from torch import nn
 from ssnas.config import Tunable
 from ssnas.data.strong_augment import FIXMATCH_POOL, StrongAugment, StrongViewMaker, validate_strong
 from ssnas.training.momentum import KeyQueue, ema_update_, momentum_copy
-from ssnas.training.objective import Batch, Objective, ViewSpec, projection_head
+from ssnas.training.objective import Batch, Objective, ViewSpec, at_least_float32, projection_head
 
 
-def info_nce(logits: torch.Tensor) -> torch.Tensor:
-    """Cross-entropy with the positive of row i at column i (the query's own key; CLSA's labels = arange(N))."""
-    return F.cross_entropy(logits, torch.arange(logits.shape[0], device=logits.device))
+def info_nce(logits: torch.Tensor, offset: int = 0) -> torch.Tensor:
+    """Cross-entropy with the positive of row i at column offset + i (the query's own key; CLSA's labels =
+    arange(N), shifted to this rank's keys among the gathered ones)."""
+    return F.cross_entropy(logits, torch.arange(offset, offset + logits.shape[0], device=logits.device))
 
 
 def ddm_loss(weak_logits: torch.Tensor, strong_logits: torch.Tensor) -> torch.Tensor:
@@ -45,8 +49,8 @@ def ddm_loss(weak_logits: torch.Tensor, strong_logits: torch.Tensor) -> torch.Te
     Both inputs are similarities over the same bank already divided by the DDM temperature T2; the weak
     distribution is the target and gets no gradient (CLSA model/CLSA.py: `labels0 = logits.clone().detach()`).
     """
-    target = F.softmax(weak_logits.detach().float(), dim=1)
-    return -(target * F.log_softmax(strong_logits.float(), dim=1)).sum(dim=1).mean()
+    target = F.softmax(at_least_float32(weak_logits.detach()), dim=1)
+    return -(target * F.log_softmax(at_least_float32(strong_logits), dim=1)).sum(dim=1).mean()
 
 
 @dataclass
@@ -109,11 +113,12 @@ class CLSA(Objective):
         t, t2 = self.cfg.temperature, self.opts.ddm_temperature
         with torch.no_grad():  # keys: no gradient (MoCo Algorithm 1, k.detach())
             k = F.normalize(self.key_head(self.key_encoder(batch.views[1])), dim=1)
+            k = batch.ranks.gather_data(k)  # every rank's keys (the global batch's)
         # The bank: this batch's keys, then the queue (CLSA: [q . k_allgather^T, q . queue], N x (N + K)).
         bank = torch.cat([k, self.queue.keys.to(k.dtype)])
         q = self.embed(encoder, batch.views[0])
         sims = q @ bank.t()
-        contrastive = info_nce(sims / t)
+        contrastive = info_nce(sims / t, batch.offset)
         ddm = sims.new_zeros(())
         # Each strong view through the encoder on its own, as the reference does (BN sees weak and strong
         # batches separately).

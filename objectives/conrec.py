@@ -203,7 +203,7 @@ class ConRec(Objective):
         # one encoder pass over both views, as objectives/simclr.py does (BN sees the 2N batch)
         maps = feature_maps(encoder, x)
         z1, z2 = self.head(self.pool(maps, generator)).chunk(2)
-        contrastive = nt_xent(z1, z2, self.cfg.temperature)
+        contrastive = nt_xent(z1, z2, self.cfg.temperature, batch.ranks)  # under torchrun: every rank's views
         loss = o.contrastive_weight * contrastive
         out = {"nt_xent": contrastive.detach()}
         if self.decoder is not None:

@@ -18,6 +18,11 @@ those variants only need their own logits.
 
 The mix is drawn from a generator seeded by the batch's instance ids and a step counter kept in a buffer, so
 calling `forward` twice on one batch (second-order DARTS does) gives the same loss, and resumes are exact.
+
+Under torchrun the mix is the global batch's: the instance ids and the first views of every rank are gathered, the
+permutation and the lam's are drawn over all of them (the same on every rank, seeded by all the ids), each rank mixes
+its own anchors with partners from any rank, and the candidates are every rank's positives (gathered with
+gradients). One process with the global batch computes the same loss.
 """
 from __future__ import annotations
 
@@ -28,15 +33,15 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ssnas.training.objective import Batch, Objective, batch_seed, projection_head
+from ssnas.training.objective import Batch, Objective, at_least_float32, batch_seed, projection_head
 
 
-def imix_loss(logits: torch.Tensor, partner: torch.Tensor, lam: torch.Tensor) -> torch.Tensor:
+def imix_loss(logits: torch.Tensor, partner: torch.Tensor, lam: torch.Tensor, offset: int = 0) -> torch.Tensor:
     """Cross-entropy against the mixed virtual labels lam_i e_i + (1 - lam_i) e_partner(i); rows = mixed anchors,
-    columns = candidates whose column i is anchor i's own positive."""
-    log_p = F.log_softmax(logits.float(), dim=1)
+    columns = candidates whose column offset + i is anchor i's own positive."""
+    log_p = F.log_softmax(at_least_float32(logits), dim=1)
     rows = torch.arange(logits.shape[0], device=logits.device)
-    own, other = log_p[rows, rows], log_p[rows, partner]
+    own, other = log_p[rows, rows + offset], log_p[rows, partner]
     return -(lam * own + (1.0 - lam) * other).mean()
 
 
@@ -67,15 +72,18 @@ class IMix(Objective):
         self.register_buffer("step", torch.zeros((), dtype=torch.long))
 
     def forward(self, encoder: nn.Module, batch: Batch) -> dict[str, torch.Tensor]:
-        n = batch.size
-        partner, lam = draw_mix(n, self.opts.alpha, batch_seed(batch.index, int(self.step)))  # same batch, same mix
+        n, ranks = batch.size, batch.ranks
+        every_index = ranks.gather_data(batch.index)  # the global batch (this rank's ids alone for one process)
+        # same batch, same mix
+        partner, lam = draw_mix(every_index.numel(), self.opts.alpha, batch_seed(every_index, int(self.step)))
+        rows = ranks.rows(every_index.numel())
         x, x_pos = batch.views[0], batch.views[1]
-        partner_d, lam_d = partner.to(x.device), lam.to(x.device, x.dtype)
-        mixed = lam_d.view(-1, 1, 1, 1) * x + (1.0 - lam_d.view(-1, 1, 1, 1)) * x[partner_d]
+        partner_d, lam_d = partner[rows].to(x.device), lam[rows].to(x.device, x.dtype)
+        mixed = lam_d.view(-1, 1, 1, 1) * x + (1.0 - lam_d.view(-1, 1, 1, 1)) * ranks.gather_data(x)[partner_d]
         # one encoder pass over anchors and positives (builder.py: `im_q = torch.cat([im_q, im_k])` for npair)
         z = F.normalize(self.head(encoder(torch.cat([mixed, x_pos]))), dim=1)
-        q, k = z[:n], z[n:]
-        loss = imix_loss(q @ k.t() / self.cfg.temperature, partner_d, lam_d.float())
+        q, k = z[:n], ranks.gather(z[n:])
+        loss = imix_loss(q @ k.t() / self.cfg.temperature, partner_d, at_least_float32(lam_d), batch.offset)
         return {"loss": loss, "imix": loss.detach(), "lam_mean": lam_d.float().mean().detach()}
 
     @torch.no_grad()

@@ -158,7 +158,7 @@ class MultiTask(Objective):
         loss = x1.new_zeros((), dtype=torch.float32)
         if o.contrastive_weight > 0:
             z1, z2 = self.head(encoder(torch.cat([x1, x2]))).chunk(2)
-            contrastive = nt_xent(z1, z2, self.cfg.temperature)
+            contrastive = nt_xent(z1, z2, self.cfg.temperature, batch.ranks)  # under torchrun: every rank's views
             loss = loss + o.contrastive_weight * contrastive
             out["nt_xent"] = contrastive.detach()
         if self.decoder is not None:

@@ -22,27 +22,38 @@ import torch.nn.functional as F
 from torch import nn
 
 from ssnas.objectives.simclr import nt_xent
-from ssnas.training.objective import Batch, Objective, projection_head
+from ssnas.runs.distributed import SINGLE, Ranks
+from ssnas.training.objective import Batch, Objective, at_least_float32, projection_head
 
 
-def suncet_loss(z: torch.Tensor, labels: torch.Tensor, temperature: float) -> torch.Tensor:
-    """The SuNCEt term over labelled embeddings z [M, D] with labels [M]; anchors without any positive (a class
-    seen once) are left out of the mean, and an empty set gives 0."""
-    if z.shape[0] < 2:
+def suncet_loss(z: torch.Tensor, labels: torch.Tensor, temperature: float, ranks: Ranks = SINGLE) -> torch.Tensor:
+    """The SuNCEt term over the labelled rows of z [M, D] (labels [M], -1 = unlabelled): each labelled anchor
+    against every other labelled embedding. Anchors without any positive (a class seen once) are left out of the
+    mean, and a batch without any positive gives 0.
+
+    Under torchrun the labelled set is the global batch's: embeddings (with gradients) and labels are gathered from
+    every rank, this rank's labelled rows are the anchors, and the result is this rank's share: the sum over its
+    anchors divided by the global number of anchors, times the number of ranks (the ranks may hold different numbers
+    of labelled images), so that the mean over the ranks is the loss of one process on the global batch.
+    """
+    z = F.normalize(at_least_float32(z), dim=1)
+    every, every_labels = ranks.gather(z), ranks.gather_data(labels)
+    own = torch.arange(z.shape[0], device=z.device) + ranks.rank * z.shape[0]  # each anchor's own column
+    logits = z @ every.t() / temperature
+    labelled = every_labels >= 0
+    not_self = torch.ones_like(logits, dtype=torch.bool).index_put_(
+        (torch.arange(z.shape[0], device=z.device), own), torch.tensor(False, device=z.device))
+    candidates = labelled.view(1, -1) & not_self  # j in S, j != i
+    same = candidates & (labels.view(-1, 1) == every_labels.view(1, -1))
+    has_pos = (labels >= 0) & same.any(dim=1)
+    anchors = ranks.all_reduce_sum(has_pos.sum().to(z.dtype).view(1)).detach()
+    if float(anchors) == 0:
         return z.sum() * 0.0  # keeps the graph (and the device) without a term
-    z = F.normalize(z.float(), dim=1)
-    logits = z @ z.t() / temperature
-    self_mask = torch.eye(z.shape[0], dtype=torch.bool, device=z.device)
-    logits = logits.masked_fill(self_mask, float("-inf"))  # j, k != i
-    same = (labels.view(-1, 1) == labels.view(1, -1)) & ~self_mask
-    has_pos = same.any(dim=1)
-    if not bool(has_pos.any()):
-        return z.sum() * 0.0
     # rows without a positive are dropped before the logsumexp: an all -inf row would give NaN gradients
-    logits, same = logits[has_pos], same[has_pos]
-    log_all = torch.logsumexp(logits, dim=1)
+    logits, candidates, same = logits[has_pos], candidates[has_pos], same[has_pos]
+    log_all = torch.logsumexp(logits.masked_fill(~candidates, float("-inf")), dim=1)
     log_pos = torch.logsumexp(logits.masked_fill(~same, float("-inf")), dim=1)
-    return -(log_pos - log_all).mean()
+    return -(log_pos - log_all).sum() * (ranks.world / anchors[0])
 
 
 @dataclass
@@ -63,11 +74,10 @@ class SuNCEt(Objective):
     def forward(self, encoder: nn.Module, batch: Batch) -> dict[str, torch.Tensor]:
         t = self.cfg.temperature
         z1, z2 = self.head(encoder(torch.cat(batch.views[:2]))).chunk(2)
-        unsupervised = nt_xent(z1, z2, t)
+        unsupervised = nt_xent(z1, z2, t, batch.ranks)
         labels = batch.labels if batch.labels is not None else torch.full_like(batch.index, -1)
         known = labels >= 0
-        y = labels[known]
-        supervised = suncet_loss(torch.cat([z1[known], z2[known]]), torch.cat([y, y]), t)
+        supervised = suncet_loss(torch.cat([z1, z2]), torch.cat([labels, labels]), t, batch.ranks)
         loss = unsupervised + self.opts.suncet_weight * supervised
         return {"loss": loss, "nt_xent": unsupervised.detach(), "suncet": supervised.detach(),
                 "labelled": known.sum().float()}

@@ -21,8 +21,9 @@ from ssnas.data.datasets import load_dataset, visible_labels
 from ssnas.kernels import use_fast_kernels
 from ssnas.retrain import Pretrainer, validate
 from ssnas.runs import threads as thread_settings
-from ssnas.runs.settings import resolve_device, seed_everything
 from ssnas.errors import UserError
+from ssnas.runs.distributed import SINGLE, Ranks
+from ssnas.runs.settings import record_world, seed_everything
 from ssnas.search import Searcher, validate as validate_search
 
 
@@ -50,11 +51,12 @@ def check_counts(steps: int, warmup: int, bench_subset: int) -> None:
             raise UserError(f"{name} must be in [{low}, 1000000], got {value}")
 
 
-def _bench_data(cfg, bench_subset: int) -> tuple[Any, torch.device, Any, torch.Tensor | None]:
+def _bench_data(cfg, bench_subset: int, ranks: Ranks = SINGLE) -> tuple[Any, torch.device, Any, torch.Tensor | None]:
     """(cfg with the bench subset, device, training images, the labels the objective may see) for a bench."""
     cfg = dataclasses.replace(cfg, data=dataclasses.replace(cfg.data, subset=cfg.data.subset or bench_subset))
     thread_settings.apply(cfg.run.threads)
-    device = resolve_device(cfg.run.device)
+    record_world(cfg, ranks.world)
+    device = ranks.device(cfg.run.device)
     seed_everything(cfg.run.seed)
     train = load_dataset(cfg.data, "train", seed=cfg.run.seed).in_memory()  # benches time the step, not decoding
     policy = registry.objective(cfg.objective.name).labels
@@ -77,24 +79,34 @@ def _seconds_per_step(step: Callable[[Any], Any], steps: int, warmup: int, devic
     return elapsed / max(steps, 1)
 
 
-def bench_search(cfg, steps: int = 10, warmup: int = 3, bench_subset: int = 2048) -> dict[str, Any]:
-    """Time `Searcher.train_step` (views + arch step + weight step) on real images."""
+def _world(cfg, ranks: Ranks) -> dict[str, Any]:
+    return {"world_size": ranks.world, "batch_size_per_process": cfg.optim.batch_size,
+            "global_batch_size": cfg.run.global_batch_size, "sync_bn": cfg.run.sync_bn}
+
+
+def bench_search(cfg, steps: int = 10, warmup: int = 3, bench_subset: int = 2048,
+                 ranks: Ranks = SINGLE) -> dict[str, Any]:
+    """Time `Searcher.train_step` (views + arch step + weight step) on real images. Under torchrun every rank
+    takes its shard of a global batch of batch_size x world images; images/s counts the global batch."""
     check_counts(steps, warmup, bench_subset)
     validate_search(cfg)
-    cfg, device, train, labels = _bench_data(cfg, bench_subset)
+    cfg, device, train, labels = _bench_data(cfg, bench_subset, ranks)
     labelled = labels is not None
     mean, std = train.mean_std()
-    searcher = Searcher(cfg, train.channels, mean, std, device, num_classes=len(train.classes) if labelled else 0)
+    searcher = Searcher(cfg, train.channels, mean, std, device, num_classes=len(train.classes) if labelled else 0,
+                        ranks=ranks)
     images = train.images.to(device)
-    b = cfg.optim.batch_size
+    b = cfg.run.global_batch_size
     generator = torch.Generator(device=device).manual_seed(cfg.run.seed)
     order = torch.randperm(len(train), generator=torch.Generator().manual_seed(cfg.run.seed))
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
 
+    mine = ranks.rows(b)  # this rank's rows of each global batch
+
     def halves(i: int) -> tuple[torch.Tensor, torch.Tensor]:
-        return (order[torch.arange(2 * i * b, (2 * i + 1) * b) % len(order)],
-                order[torch.arange((2 * i + 1) * b, (2 * i + 2) * b) % len(order)])
+        return (order[torch.arange(2 * i * b, (2 * i + 1) * b) % len(order)][mine],
+                order[torch.arange((2 * i + 1) * b, (2 * i + 2) * b) % len(order)][mine])
 
     s_per_step = _seconds_per_step(
         lambda idx: searcher.train_step(images[idx[0].to(device)], images[idx[1].to(device)], idx[0], idx[1], labels,
@@ -102,7 +114,7 @@ def bench_search(cfg, steps: int = 10, warmup: int = 3, bench_subset: int = 2048
         steps, warmup, device, prepare=halves)
     return {"impl": "ssnas", "bench": "search", "objective": cfg.objective.name, "space": cfg.space,
             "order": cfg.optim.order, "layers": cfg.supernet.layers, "init_channels": cfg.supernet.init_channels,
-            "batch_size": b, "views": searcher.view_spec.weak + searcher.view_spec.strong,
+            "batch_size": b, **_world(cfg, ranks), "views": searcher.view_spec.weak + searcher.view_spec.strong,
             "image_size": train.image_size, "dataset": cfg.data.dataset,
             "partial_channels": cfg.supernet.partial_channels, "edge_norm": cfg.supernet.edge_norm,
             "recompute_cells": cfg.supernet.recompute_cells,
@@ -130,19 +142,19 @@ def bench_augment(cfg, steps: int = 10, warmup: int = 3, bench_subset: int = 204
 
 
 def bench_retrain(cfg, steps: int = 10, warmup: int = 3, bench_subset: int = 2048,
-                  compare: bool = True) -> dict[str, Any]:
+                  compare: bool = True, ranks: Ranks = SINGLE) -> dict[str, Any]:
     """Time `Pretrainer.step` (views, forward, backward, optimiser, `after_step`) of `ssnas retrain`; with
     `compare`, also the same steps with the textbook kernels (`use_fast_kernels(encoder, False)`), the naive
-    version, in the same process."""
+    version, in the same process. Under torchrun, as `bench_search`."""
     check_counts(steps, warmup, bench_subset)
     arch = validate(cfg)
-    cfg, device, train, labels = _bench_data(cfg, bench_subset)
+    cfg, device, train, labels = _bench_data(cfg, bench_subset, ranks)
     mean, std = train.mean_std()
     trainer = Pretrainer(cfg, arch, train.channels, mean, std, device,
-                         num_classes=len(train.classes) if labels is not None else 0)
+                         num_classes=len(train.classes) if labels is not None else 0, ranks=ranks)
     images = train.images.to(device)
     labels_dev = None if labels is None else labels.to(device)
-    b = cfg.optim.batch_size
+    b = cfg.run.global_batch_size
     order = torch.randperm(len(train), generator=torch.Generator().manual_seed(cfg.run.seed))
     generator = torch.Generator(device=device).manual_seed(cfg.run.seed)
     trainer.encoder.train()
@@ -150,13 +162,15 @@ def bench_retrain(cfg, steps: int = 10, warmup: int = 3, bench_subset: int = 204
     def seconds_per_step() -> float:  # the views are made inside the timed step, as in `ssnas retrain`
         return _seconds_per_step(
             lambda index: trainer.step(trainer.make_batch(images[index], index, generator, labels_dev), trainer.lr, 0.5),
-            steps, warmup, device, prepare=lambda i: order[torch.arange(i * b, (i + 1) * b) % len(order)].to(device))
+            steps, warmup, device,
+            prepare=lambda i: order[torch.arange(i * b, (i + 1) * b) % len(order)][ranks.rows(b)].to(device))
 
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
     fast = seconds_per_step()
     row = {"impl": "ssnas", "bench": "retrain", "arch": cfg.arch, "objective": cfg.objective.name,
            "layers": cfg.network.layers, "init_channels": cfg.network.init_channels, "batch_size": b,
+           **_world(cfg, ranks),
            "views": trainer.batches.spec.weak + trainer.batches.spec.strong, "image_size": train.image_size,
            "dataset": cfg.data.dataset, "images_per_s": round(b / fast, 2), "s_per_step": round(fast, 4),
            "peak_mem_mb": round(peak_memory_mb(device), 1), "steps_timed": steps, "warmup_steps": warmup}

@@ -23,15 +23,18 @@ from ssnas.data.augment import AugmentConfig, ViewMaker
 from ssnas.data.datasets import DataConfig, ImageSet, balanced_subset_indices, load_dataset, visible_labels
 from ssnas.data.stream import FolderImages, batches, on_device
 from ssnas.errors import UserError
+from ssnas.kernels import fast_route, use_fast_kernels
+from ssnas.nas.global_bn import use_global_batch_norm
 from ssnas.nas.network import NetworkConfig, describe
 from ssnas.runs import checkpoint
 from ssnas.runs import threads as thread_settings
 from ssnas.runs.console import Console, epoch_line
+from ssnas.runs.distributed import SINGLE, Ranks, hold_on_rank0
 from ssnas.runs.log import RunLog
-from ssnas.runs.folder import check_out, hold
+from ssnas.runs.folder import check_out
 from ssnas.runs.guard import check_loss, check_modules
 from ssnas.runs.settings import (RunConfig, epoch_seed, epoch_steps, epochs_done, interrupted, record_resume,
-                                 resolve_device, resume_changes, resume_history, seed_everything)
+                                 record_world, resolve_device, resume_changes, resume_history, seed_everything)
 from ssnas.training.continual import ContinualConfig
 from ssnas.training.knn import KnnConfig, knn_top1
 from ssnas.training.objective import Batch, BatchMaker, ObjectiveConfig
@@ -49,8 +52,8 @@ class RetrainOptimConfig:
     optimizer: str = field(default="lars", metadata={"help": "lars (SimCLR) or sgd (momentum SGD)",
                                                      "choices": tuple(RECIPES)})
     lr: float | None = field(default=None, metadata={
-        "help": "base learning rate per 256 images, scaled by batch/256 (SimCLR); default: lars 1.0, sgd 0.12",
-        "range": "(0, inf)", "resume_safe": True})
+        "help": "base learning rate per 256 images, scaled by the global batch/256 (SimCLR); default: lars 1.0, "
+                "sgd 0.12", "range": "(0, inf)", "resume_safe": True})
     weight_decay: float | None = field(default=None, metadata={"help": "weight decay; default: lars 1e-6, sgd 5e-4",
                                                                "range": "[0, 1]"})
     momentum: float = field(default=0.9, metadata={"help": "momentum (SimCLR: 0.9)", "range": "[0, 1)"})
@@ -60,7 +63,8 @@ class RetrainOptimConfig:
     epochs: int = field(default=1000, metadata={"help": "pretraining epochs (SimCLR CIFAR-10 recipe: 1000)",
                                                 "range": "[1, 100000]"})
     batch_size: int = field(default=512, metadata={
-        "help": "images per step; each gives the objective its views (SimCLR CIFAR-10: 512)", "range": "[2, 65536]"})
+        "help": "images per step; each gives the objective its views (SimCLR CIFAR-10: 512); under torchrun per "
+                "process, so a step takes batch-size x processes images", "range": "[2, 65536]"})
     steps_per_epoch: int = field(default=0, metadata={
         "help": "cap on steps per epoch; 0 = one pass over the training set", "range": "[0, 1e9]"})
     amp: bool = field(default=True, metadata={"help": "float16 mixed precision on CUDA (ignored on CPU)"})
@@ -79,11 +83,12 @@ class RetrainOptimConfig:
         self.warmup_epochs = min(10, self.epochs // 10)
         return [f"--warmup-epochs {self.warmup_epochs} ({self.epochs} epochs)"]
 
-    def resolved(self) -> tuple[float, float]:
+    def resolved(self, world: int = 1) -> tuple[float, float]:
+        """(learning rate scaled by the global batch of `world` processes, weight decay)."""
         recipe = RECIPES[self.optimizer]
         lr = recipe["lr"] if self.lr is None else self.lr
         wd = recipe["weight_decay"] if self.weight_decay is None else self.weight_decay
-        return lr * self.batch_size / 256, wd
+        return lr * self.batch_size * world / 256, wd
 
 
 @dataclass
@@ -136,25 +141,32 @@ def validate(cfg: RetrainConfig) -> Any:
 
 
 class Pretrainer:
-    """The encoder, the objective and the optimiser; `step` = views, loss, update, `after_step`."""
+    """The encoder, the objective and the optimiser; `step` = views, loss, update, `after_step`. Under torchrun
+    (`ranks`) every rank holds the same network and the gradients are averaged over the ranks before the update."""
 
     def __init__(self, cfg: RetrainConfig, arch: Any, channels: int, mean: list[float], std: list[float],
-                 device: torch.device, num_classes: int = 0):
+                 device: torch.device, num_classes: int = 0, ranks: Ranks = SINGLE):
         self.cfg = cfg
         self.device = device
+        self.ranks = ranks
         # the encoder is built first after seeding, so `ssnas eval --random-init` rebuilds these exact weights
         seed_everything(cfg.run.seed)
-        self.encoder = build_encoder(arch, cfg.network, channels)
+        self.encoder = use_fast_kernels(build_encoder(arch, cfg.network, channels),
+                                        fast_route(cfg.run.kernels, device.type))  # where measured faster
         self.objective = registry.objective(cfg.objective.name)(cfg.objective, self.encoder.feature_dim, num_classes)
+        if cfg.run.sync_bn:  # before `attach`, so that momentum copies normalise globally too
+            use_global_batch_norm(self.encoder, ranks)
+            use_global_batch_norm(self.objective, ranks)
         self.encoder.to(device, memory_format=torch.channels_last)
         self.objective.to(device)
         self.objective.attach(self.encoder)
-        self.lr, weight_decay = cfg.optim.resolved()
+        ranks.broadcast_([*self.encoder.state_dict().values(), *self.objective.state_dict().values()])
+        self.lr, weight_decay = cfg.optim.resolved(ranks.world)
         self.optimizer = make_optimizer(cfg.optim.optimizer, [self.encoder, self.objective], self.lr,
                                         cfg.optim.momentum, weight_decay)
         self.params = [p for group in self.optimizer.param_groups for p in group["params"]]
         self.autocast, self.scaler = mixed_precision(device, cfg.optim.amp)
-        self.batches = BatchMaker(self.objective, ViewMaker(cfg.augment, mean, std))
+        self.batches = BatchMaker(self.objective, ViewMaker(cfg.augment, mean, std), ranks)
 
     def make_batch(self, x: torch.Tensor, index: torch.Tensor, generator: torch.Generator,
                    labels: torch.Tensor | None) -> Batch:
@@ -173,6 +185,10 @@ class Pretrainer:
                 more = extra(batch)
                 out = {**out, **{k: v for k, v in more.items() if k != "loss"}, "loss": out["loss"] + more["loss"]}
         self.scaler.scale(out["loss"]).backward()
+        # Under torchrun: the global batch's gradient. An all-reduce after the backward pass rather than DDP's
+        # hooks: objectives call the encoder several times per step (CLSA's strong views, BYOL's target), keep
+        # heads outside it and copy it (momentum encoders), which a DDP wrapper would have to see through.
+        self.ranks.average_grads(self.params)
         self.scaler.step(self.optimizer)
         self.scaler.update()
         self.objective.after_step(self.encoder, progress)
@@ -210,20 +226,22 @@ class RunFiles:
 
 
 def write_run_files(cfg: RetrainConfig, out: Path, arch: Any, trainer: Pretrainer, train: ImageSet,
-                    mean: list[float], std: list[float]) -> RunFiles:
-    """config.json, genotype.json (a genotype's) and network.json (sizes, parameters, FLOPs) into `out`. Returns the
-    size and what the checkpoints carry for `ssnas eval` ("arch", "data")."""
+                    mean: list[float], std: list[float], write: bool = True) -> RunFiles:
+    """config.json, genotype.json (a genotype's) and network.json (sizes, parameters, FLOPs) into `out` (not with
+    `write=False`: ranks other than 0). Returns the size and what the checkpoints carry for `ssnas eval` ("arch",
+    "data")."""
     view_size = cfg.augment.size or train.image_size
     size = describe(trainer.encoder, (train.channels, view_size, view_size))
-    out.mkdir(parents=True, exist_ok=True)
-    checkpoint.write_json(out / "config.json", to_dict(cfg))
     arch_json = None if isinstance(arch, str) else arch.to_json()
-    if arch_json is not None:
-        checkpoint.write_json(out / "genotype.json", arch_json)
-    checkpoint.write_json(out / "network.json", {
-        "arch": cfg.arch, "genotype": arch_json, **size, "feature_dim": trainer.encoder.feature_dim,
-        "input_shape": [train.channels, view_size, view_size], "layers": cfg.network.layers,
-        "init_channels": cfg.network.init_channels, "lr": trainer.lr, "weight_decay": cfg.optim.resolved()[1]})
+    if write:
+        out.mkdir(parents=True, exist_ok=True)
+        checkpoint.write_json(out / "config.json", to_dict(cfg))
+        if arch_json is not None:
+            checkpoint.write_json(out / "genotype.json", arch_json)
+        checkpoint.write_json(out / "network.json", {
+            "arch": cfg.arch, "genotype": arch_json, **size, "feature_dim": trainer.encoder.feature_dim,
+            "input_shape": [train.channels, view_size, view_size], "layers": cfg.network.layers,
+            "init_channels": cfg.network.init_channels, "lr": trainer.lr, "weight_decay": cfg.optim.resolved()[1]})
     data_info = {"channels": train.channels, "image_size": train.image_size, "view_size": view_size,
                  "mean": mean, "std": std, "classes": train.classes, "dataset": cfg.data.dataset}
     return RunFiles(size, arch_json, data_info)
@@ -239,7 +257,8 @@ def prepare_out(cfg: RetrainConfig, out: Path) -> dict[str, Any] | None:
     if "encoder" not in state:
         raise UserError(f"{out} holds a search, not a retrain run; choose another --out")
     # a changed --lr needs nothing more: every step computes its rate from the config (warmup_cosine)
-    state["changes"] = resume_changes(state["config"], to_dict(cfg), resume_safe_keys(RetrainConfig), out)
+    state["changes"] = resume_changes(state["config"], to_dict(cfg), resume_safe_keys(RetrainConfig), out,
+                                      defaults=to_dict(RetrainConfig()))
     return state
 
 
@@ -279,55 +298,64 @@ def knn_monitor(trainer: Pretrainer, bank: ImageSet, queries: ImageSet) -> float
 
 
 def run_retrain(cfg: RetrainConfig, train: ImageSet | None = None, test: ImageSet | None = None, *,
-                on_epoch: Callable[[int, dict[str, Any]], None] | None = None) -> RetrainResult:
+                on_epoch: Callable[[int, dict[str, Any]], None] | None = None,
+                ranks: Ranks = SINGLE) -> RetrainResult:
     """Pretrain (or resume) a network; `train`/`test` may be given directly (tests), else they are loaded.
     `on_epoch(epoch, stats)` runs after each epoch's checkpoint, with the epoch counted from 1 (tuning reports and
-    prunes there)."""
+    prunes there). Under torchrun, `ranks` (ssnas.runs.distributed.session): every step takes batch_size x world
+    images, each rank its shard; only rank 0 holds the folder, writes and runs the kNN monitor."""
     derived = cfg.optim.derive_warmup()
     arch = validate(cfg)
     if cfg.continual.steps:
         raise UserError("--continual-steps runs the continual loop: `ssnas retrain` starts it, or call "
                         "ssnas.continual.run_continual; run_retrain trains on all the data at once")
+    record_world(cfg, ranks.world)
     out = Path(cfg.run.out)
-    with hold(out, cfg.run.resume, cfg.run.force):  # the output folder is this run's until it returns
-        return _run_retrain(cfg, arch, out, prepare_out(cfg, out), train, test, on_epoch, derived)
+    with hold_on_rank0(ranks, out, cfg.run.resume, cfg.run.force):  # the output folder is this run's until it returns
+        return _run_retrain(cfg, arch, out, prepare_out(cfg, out), train, test, on_epoch, derived, ranks)
 
 
 def _run_retrain(cfg: RetrainConfig, arch: Any, out: Path, resume_state: dict[str, Any] | None,
                  train: ImageSet | None, test: ImageSet | None,
-                 on_epoch: Callable[[int, dict[str, Any]], None] | None, derived: list[str]) -> RetrainResult:
-    console = Console(cfg.run.progress, cfg.run.quiet)
+                 on_epoch: Callable[[int, dict[str, Any]], None] | None, derived: list[str],
+                 ranks: Ranks) -> RetrainResult:
+    console = Console(cfg.run.progress, cfg.run.quiet or not ranks.is_main)  # rank 0 alone prints
     threads = thread_settings.apply(cfg.run.threads)
-    device = resolve_device(cfg.run.device)
+    device = ranks.device(cfg.run.device)
     objective_cls = registry.objective(cfg.objective.name)
     if train is None:
         train = load_dataset(cfg.data, "train", seed=cfg.run.seed)
     labels = visible_labels(train, objective_cls.labels, cfg.objective.labels_fraction, cfg.run.seed)
-    knn_sets = _knn_sets(cfg, train, test, console)
+    knn_sets = _knn_sets(cfg, train, test, console) if ranks.is_main else None  # the monitor is rank 0's
     mean, std = train.mean_std()
     o = cfg.optim
-    steps = epoch_steps(len(train), o.batch_size, o.steps_per_epoch, "the training set")
+    steps = epoch_steps(len(train), cfg.run.global_batch_size, o.steps_per_epoch,
+                        f"the training set (a step takes {o.batch_size} x {ranks.world} processes)"
+                        if ranks.active else "the training set")
     derived += cfg.run.derive_log_every(steps)
 
     trainer = Pretrainer(cfg, arch, train.channels, mean, std, device,
-                         num_classes=len(train.classes) if labels is not None else 0)
+                         num_classes=len(train.classes) if labels is not None else 0, ranks=ranks)
     start_epoch, history = 0, []
     if resume_state is not None:
         trainer.load_state_dict(resume_state)
         start_epoch, history = epochs_done(resume_state), resume_history(resume_state)
-        out.mkdir(parents=True, exist_ok=True)
-        record_resume(out, start_epoch, resume_state["changes"])
-    run = write_run_files(cfg, out, arch, trainer, train, mean, std)
+        if ranks.is_main:
+            out.mkdir(parents=True, exist_ok=True)
+            record_resume(out, start_epoch, resume_state["changes"])
+    run = write_run_files(cfg, out, arch, trainer, train, mean, std, write=ranks.is_main)
     size, arch_json, data_info = run.size, run.arch_json, run.data_info
     view = data_info["view_size"]
     monitor = (f"every {cfg.knn.every} epochs and after the last, {len(knn_sets[1])} test images" if knn_sets
                else "off")
+    batch = (f"batch {o.batch_size} x {ranks.world} processes = {cfg.run.global_batch_size}" if ranks.active
+             else f"batch {o.batch_size}")
     console.summary(f"ssnas retrain: {cfg.arch} with the {cfg.objective.name} objective -> {out}", [
         ("data", f"{cfg.data.dataset}: {len(train)} images, {train.channels}x{train.image_size}x{train.image_size}, "
                  f"views {view}x{view}"),
         ("network", ("ResNet-18" if is_backbone(arch) else size_words(arch, cfg.network))
                     + f": {size['params'] / 1e6:.3f}M parameters, {size['flops'] / 2e6:.1f}M mult-adds per image"),
-        ("steps", f"{steps} per epoch x {o.epochs} epochs, batch {o.batch_size}, {o.optimizer} lr {trainer.lr:.4g}, "
+        ("steps", f"{steps} per epoch x {o.epochs} epochs, {batch}, {o.optimizer} lr {trainer.lr:.4g}, "
                   f"{o.warmup_epochs} warm-up epochs"),
         ("kNN monitor", monitor),
         ("device", f"{device}, threads {thread_settings.describe(threads)}" if device.type == "cpu" else str(device)),
@@ -335,7 +363,8 @@ def _run_retrain(cfg: RetrainConfig, arch: Any, out: Path, resume_state: dict[st
                    if start_epoch >= o.epochs else
                    f"from epoch {start_epoch + 1} ({start_epoch} of {o.epochs} finished)"),
     ], derived)
-    log = RunLog(out, resume_epoch=start_epoch, resume_step=start_epoch * steps, tensorboard=cfg.run.tensorboard)
+    log = RunLog(out, resume_epoch=start_epoch, resume_step=start_epoch * steps, tensorboard=cfg.run.tensorboard,
+                 write=ranks.is_main)
     images = on_device(train.images, device)  # in memory: moved once; streamed: decoded batch by batch
     labels_dev = None if labels is None else labels.to(device)
     knn_top1 = next((h["knn_top1"] for h in reversed(history) if "knn_top1" in h), None)
@@ -351,9 +380,10 @@ def _run_retrain(cfg: RetrainConfig, arch: Any, out: Path, resume_state: dict[st
             history.append({"epoch": epoch + 1, **{k: v for k, v in stats.items() if k in ("loss", "knn_top1")}})
             log.log("epoch", (epoch + 1) * steps, epoch=epoch + 1, **stats)
             # "encoder" is what `ssnas eval` loads; "arch" and "data" let it rebuild the network and its inputs
-            checkpoint.save(out / "checkpoint.pt", {
-                "epochs_done": epoch + 1, "config": to_dict(cfg), **trainer.state_dict(), "history": history,
-                "arch": {"name": cfg.arch, "genotype": arch_json}, "data": data_info}, kind="retrain")
+            if ranks.is_main:
+                checkpoint.save(out / "checkpoint.pt", {
+                    "epochs_done": epoch + 1, "config": to_dict(cfg), **trainer.state_dict(), "history": history,
+                    "arch": {"name": cfg.arch, "genotype": arch_json}, "data": data_info}, kind="retrain")
             done = epoch + 1
             console.line(epoch_line(epoch + 1, o.epochs, stats, parts))
             if on_epoch is not None:
@@ -379,16 +409,19 @@ def run_epoch(trainer: Pretrainer, images: torch.Tensor | FolderImages, labels: 
     dataset indices (default: all); `extra` adds terms to the loss (`Pretrainer.step`). Returns the epoch's mean
     loss and mean loss parts, its time and images/s."""
     cfg = trainer.cfg
-    console = console or Console(cfg.run.progress, cfg.run.quiet)
+    console = console or Console(cfg.run.progress, cfg.run.quiet or not trainer.ranks.is_main)
     o = cfg.optim
-    b = o.batch_size
+    b = o.batch_size * trainer.ranks.world  # the global batch: each rank makes its shard (Pretrainer.make_batch)
     schedule_epoch = epoch if schedule_epoch is None else schedule_epoch
     # every random draw of an epoch comes from seeds of (run, epoch): a resumed run repeats it exactly
     draw = torch.Generator().manual_seed(epoch_seed(cfg.run.seed, epoch, 0))
     order = torch.randperm(len(images), generator=draw) if pool is None else pool[torch.randperm(len(pool), generator=draw)]
-    pixels = batches(images, [order[step * b:(step + 1) * b] for step in range(steps)], trainer.device)
+    mine = trainer.ranks.rows(b)  # this rank's rows of every global batch: it reads only those
+    index_lists = [order[step * b:(step + 1) * b][mine] for step in range(steps)]
+    pixels = batches(images, index_lists, trainer.device)
     augment = torch.Generator(device=trainer.device).manual_seed(epoch_seed(cfg.run.seed, epoch, 1))
-    torch.manual_seed(epoch_seed(cfg.run.seed, epoch, 2))  # drop-path masks and anything else global
+    # drop-path masks and anything else global: each rank its own stream (rank 0's is one process's)
+    torch.manual_seed(epoch_seed(cfg.run.seed, epoch, 2 + 10 * trainer.ranks.rank))
     if hasattr(trainer.encoder, "drop_path_prob"):
         trainer.encoder.drop_path_prob = cfg.network.drop_path * schedule_epoch / o.epochs  # DARTS: linear ramp
     trainer.encoder.train()
@@ -401,10 +434,11 @@ def run_epoch(trainer: Pretrainer, images: torch.Tensor | FolderImages, labels: 
         t0 = time.perf_counter()
         global_step = epoch * steps + step
         schedule_step = schedule_epoch * steps + step
-        index = order[step * b:(step + 1) * b].to(trainer.device)
+        index = index_lists[step].to(trainer.device)
         batch = trainer.make_batch(next(pixels), index, augment, labels)
         lr = warmup_cosine(schedule_step, total_steps, warmup_steps, trainer.lr)
-        parts = trainer.step(batch, lr, (schedule_step + 1) / total_steps, extra)
+        # the global batch's loss, the same on every rank (so every rank stops together when it is not finite)
+        parts = trainer.ranks.mean_values(trainer.step(batch, lr, (schedule_step + 1) / total_steps, extra))
         loss = check_loss(parts["loss"].detach(), epoch, step, out, "retrain", _rates(cfg))
         if cfg.run.check_every and (step + 1) % cfg.run.check_every == 0:
             guard(trainer, epoch, step, out)

@@ -20,29 +20,35 @@ from ssnas.config import check_tree, resume_safe_keys, to_dict
 from ssnas.data.augment import AugmentConfig, ViewMaker
 from ssnas.data.datasets import DataConfig, ImageSet, bilevel_split, load_dataset, visible_labels
 from ssnas.data.stream import FolderImages, batches, on_device
+from ssnas.errors import UserError
 from ssnas.export.graph import log_epoch_pictures  # matplotlib only when pictures are drawn
+from ssnas.kernels import fast_route, use_fast_kernels
 from ssnas.nas.architect import unrolled_arch_grads
 from ssnas.nas.diagnostics import changed_edges, derivation_margins, search_diagnostics, undecided_warning
+from ssnas.nas.global_bn import use_global_batch_norm
 from ssnas.nas.space import SpaceConfig
 from ssnas.runs import checkpoint
 from ssnas.runs import threads as thread_settings
 from ssnas.runs.console import Console, epoch_line
+from ssnas.runs.distributed import SINGLE, Ranks, hold_on_rank0
 from ssnas.runs.ground_truth import BenchmarkTable, epoch_truth
-from ssnas.runs.folder import check_out, hold
+from ssnas.runs.folder import check_out
 from ssnas.runs.guard import check_loss, check_modules
 from ssnas.runs.log import RunLog
 from ssnas.runs.settings import (RunConfig, epoch_seed, epoch_steps, epochs_done, interrupted, record_resume,
-                                 resolve_device, resume_changes, resume_history, seed_everything)
+                                 record_world, resolve_device, resume_changes, resume_history, seed_everything)
 from ssnas.strategies.base import StrategyConfig
 from ssnas.training.objective import Batch, BatchMaker, ObjectiveConfig
+from ssnas.training.optim import autocast_bf16, uses_bf16
 
 
 @dataclass
 class SearchOptimConfig:
     """Defaults: DARTS's CIFAR-10 search (App. A.1.1, cnn/train_search.py)."""
     epochs: int = field(default=50, metadata={"help": "search epochs (DARTS: 50)", "range": "[1, 100000]"})
-    batch_size: int = field(default=64, metadata={"help": "images per step, for each half (DARTS: 64)",
-                                                  "range": "[1, 65536]"})
+    batch_size: int = field(default=64, metadata={
+        "help": "images per step, for each half (DARTS: 64); under torchrun per process, so a step takes "
+                "batch-size x processes images", "range": "[1, 65536]"})
     steps_per_epoch: int = field(default=0, metadata={
         "help": "cap on steps per epoch; 0 = one pass over the weight half", "range": "[0, 1e9]"})
     lr: float = field(default=0.025, metadata={"help": "SGD learning rate of the weights (DARTS: 0.025)",
@@ -62,6 +68,10 @@ class SearchOptimConfig:
                                                              "range": "[0, 1]"})
     order: int = field(default=1, metadata={"help": "1: first-order DARTS; 2: unrolled second order (Sec. 2.3)",
                                             "choices": (1, 2)})
+    precision: str = field(default="fp32", metadata={
+        "help": "fp32, or bf16: forward passes under bfloat16 autocast (the alphas, the weights and their updates stay "
+                "float32). fp32 is the default on every device: on a tiny search bf16 moved the genotype trajectory "
+                "more than float32's own rounding does (BENCHMARKS.md)", "choices": ("fp32", "bf16")})
 
     # settings that became search strategies: (strategy, its option) for the one-line error that says so
     retired = {"aux_skip": ("darts-minus", "beta0"), "beta_decay": ("beta-darts", "weight")}
@@ -88,18 +98,32 @@ def validate(cfg: SearchConfig) -> None:
     strategy = registry.strategy(cfg.strategy.name)
     strategy.check_schedule(strategy.check(cfg.strategy), cfg.optim.epochs)
     resolve_device(cfg.run.device)
+    if cfg.optim.precision == "bf16" and cfg.run.kernels == "fast":
+        raise UserError("--kernels fast computes in float32 (its custom backward passes are exact float kernels); "
+                        "use --kernels auto or textbook with --precision bf16")
 
 
 class Searcher:
-    """The supernet, the objective and both optimisers; one `step` = one arch step + one weight step."""
+    """The supernet, the objective and both optimisers; one `step` = one arch step + one weight step.
+    Under torchrun (`ranks`), every rank holds the same supernet and averages both steps' gradients."""
     def __init__(self, cfg: SearchConfig, channels: int, mean: list[float], std: list[float],
-                 device: torch.device, num_classes: int = 0):
+                 device: torch.device, num_classes: int = 0, ranks: Ranks = SINGLE):
         self.cfg = cfg
         self.device = device
+        self.ranks = ranks
         self.space = registry.space(cfg.space)
         objective_cls = registry.objective(cfg.objective.name)
         self.supernet = arch.build_supernet(cfg.space, cfg.supernet, channels)
+        # the speed route where it was measured faster (ssnas.kernels.fast_route), in float32 only; cells recompute
+        # either way
+        bf16 = uses_bf16(device, cfg.optim.precision)
+        use_fast_kernels(self.supernet, fast_route(cfg.run.kernels, device.type) and not bf16,
+                         recompute_cells=cfg.supernet.recompute_cells)
+        self.autocast = autocast_bf16(device, cfg.optim.precision)
         self.objective = objective_cls(cfg.objective, self.supernet.feature_dim, num_classes)
+        if cfg.run.sync_bn:  # before `attach`, so that momentum copies normalise globally too
+            use_global_batch_norm(self.supernet, ranks)
+            use_global_batch_norm(self.objective, ranks)
         # channels_last: depthwise convs and pools, the bulk of a DARTS cell, run 2-5x faster in NHWC on CPU
         self.supernet.to(device, memory_format=torch.channels_last)
         self.objective.to(device)
@@ -116,8 +140,12 @@ class Searcher:
         self.opt_a = torch.optim.Adam(self.alphas, lr=o.arch_lr, betas=tuple(o.arch_betas),
                                       weight_decay=o.arch_weight_decay)
         self.schedule = torch.optim.lr_scheduler.CosineAnnealingLR(self.opt_w, o.epochs, eta_min=o.lr_min)
-        self.batches = BatchMaker(self.objective, ViewMaker(cfg.augment, mean, std))
+        self.batches = BatchMaker(self.objective, ViewMaker(cfg.augment, mean, std), ranks)
+        # the batches one process makes of a whole global batch: the strategy's scores between epochs, which every
+        # rank computes on the same images without collectives (share_strategy_decisions)
+        self.whole_batches = BatchMaker(self.objective, self.batches.views)
         self.view_spec = self.batches.spec
+        ranks.broadcast_([*self.supernet.state_dict().values(), *self.objective.state_dict().values()])
 
     # ---- batches -----------------------------------------------------------------------------------
     def make_batch(self, images: torch.Tensor, index: torch.Tensor, generator: torch.Generator,
@@ -125,7 +153,8 @@ class Searcher:
         return self.batches(images, index, generator, labels)
 
     def loss(self, batch: Batch) -> dict[str, torch.Tensor]:
-        return self.objective(self.supernet, batch)
+        with self.autocast():  # --precision: bf16 forward passes; backward passes follow the forward's dtypes
+            return self.objective(self.supernet, batch)
 
     # ---- steps -------------------------------------------------------------------------------------
     def arch_step(self, batch_w: Batch, batch_a: Batch, progress: float = 0.0) -> torch.Tensor:
@@ -133,7 +162,7 @@ class Searcher:
         if self.cfg.optim.order == 2:
             batches = {"train": batch_w, "val": batch_a}
             grads = unrolled_arch_grads(lambda which: self.loss(batches[which])["loss"], self.weights,
-                                        self.alphas, self.opt_w)
+                                        self.alphas, self.opt_w, average=self.ranks.average)
             loss = torch.tensor(float("nan"))
         else:
             loss = self.loss(batch_a)["loss"]
@@ -142,7 +171,9 @@ class Searcher:
             # ask the engine whether a leaf's gradient is wanted (ssnas.kernels.conv.grad_wanted), so it would pay
             # for the conv weights' gradients anyway.
             loss.backward(inputs=self.alphas)
-            grads = [a.grad for a in self.alphas]
+            grads = self.ranks.average([a.grad for a in self.alphas])  # under torchrun: the global batch's
+        # every strategy's arch step comes through here: the averaged data gradient above (or, second order, in
+        # unrolled_arch_grads), plus a penalty of the alphas alone, which every rank computes identically
         penalty = self.strategy.penalty(self.alphas, progress)
         if penalty is not None:  # depends on the alphas alone, so its gradient simply adds in both orders
             grads = [g + r if g is not None else r for g, r in zip(grads, torch.autograd.grad(penalty, self.alphas))]
@@ -155,6 +186,7 @@ class Searcher:
         self.opt_w.zero_grad(set_to_none=True)
         out = self.loss(batch)
         out["loss"].backward(inputs=self.weights)
+        self.ranks.average_grads(self.weights)  # under torchrun: the global batch's gradient, before clipping
         if self.cfg.optim.grad_clip > 0:
             nn.utils.clip_grad_norm_(self.weights, self.cfg.optim.grad_clip)
         self.opt_w.step()
@@ -174,6 +206,15 @@ class Searcher:
             batch_a = self.batches.from_pixels(x_a, a_index, generator, None if labels is None else labels[a_index])
             arch_loss = self.arch_step(batch_w, batch_a, progress)
         return self.weight_step(batch_w, progress), arch_loss
+
+    def share_strategy_decisions(self) -> None:
+        """Under torchrun, after the strategy's work between epochs (pruning, projection, training-free scores):
+        every rank has computed it on identical inputs (the same alphas, weights and held-out batches: `Tools`);
+        rank 0's outcome, the strategy's state (alive ops, decided edges, scores: what a resume restores), is then
+        given to every rank, so a rounding difference between devices can never make two ranks decide differently.
+        """
+        if self.ranks.active:
+            self.strategy.load_state_dict(self.ranks.broadcast_object(self.strategy.state_dict()))
 
     # ---- state -------------------------------------------------------------------------------------
     def state_dict(self) -> dict[str, Any]:
@@ -208,7 +249,8 @@ class Searcher:
 class Tools:
     """What the search lends its strategy between epochs (`ssnas.strategies.base.SearchTools`): scores on fixed
     held-out batches of the architecture half, fresh views, a fresh supernet. Every draw is seeded by the run's
-    seed and the strategy's round, so a resumed search scores exactly what an uninterrupted one did."""
+    seed and the strategy's round, so a resumed search scores exactly what an uninterrupted one did. Under torchrun
+    every rank scores the same whole global batches, as one process would (Searcher.share_strategy_decisions)."""
 
     def __init__(self, searcher: Searcher, images: torch.Tensor | FolderImages, labels: torch.Tensor | None,
                  held_out: torch.Tensor, channels: int):
@@ -224,14 +266,14 @@ class Tools:
     def _fixed_batches(self, round_: int, count: int) -> list[Batch]:
         if (round_, count) not in self._batches:
             self._batches = {}  # one round's batches at a time
-            b = self.searcher.cfg.optim.batch_size
+            b = self.searcher.cfg.optim.batch_size * self.searcher.ranks.world  # one global batch, whole
             order = torch.Generator().manual_seed(epoch_seed(self.searcher.cfg.run.seed, 10_000 + round_, 0))
             index = self.held_out[torch.randperm(len(self.held_out), generator=order)]
             views = self._generator(round_, 1)
             chosen = [index[k * b:(k + 1) * b] for k in range(max(1, min(count, len(index) // b)))]
             pixels = batches(self.images, chosen, self.searcher.device)
             self._batches[(round_, count)] = [
-                self.searcher.batches.from_pixels(next(pixels), i, views,
+                self.searcher.whole_batches.from_pixels(next(pixels), i, views,
                                                   None if self.labels is None else self.labels[i])
                 for i in chosen]
         return self._batches[(round_, count)]
@@ -269,6 +311,9 @@ class SearchResult:
     out: Path
     epochs_run: int
     finished: bool = True
+    history: list[dict[str, Any]] = field(default_factory=list)  # {"epoch", "genotype"} after every epoch
+    alphas: list[torch.Tensor] = field(default_factory=list)  # the final architecture parameters (CPU copies)
+    alive: dict[str, list[list[str]]] = field(default_factory=dict)  # the ops the strategy left, by cell kind and edge
 
 
 def prepare_out(cfg: SearchConfig, out: Path) -> dict[str, Any] | None:
@@ -280,7 +325,8 @@ def prepare_out(cfg: SearchConfig, out: Path) -> dict[str, Any] | None:
     if not cfg.run.resume or not ckpt.exists():
         return None
     state = checkpoint.load(ckpt, kind="search")
-    state["changes"] = resume_changes(state["config"], to_dict(cfg), resume_safe_keys(SearchConfig), out)
+    state["changes"] = resume_changes(state["config"], to_dict(cfg), resume_safe_keys(SearchConfig), out,
+                                      defaults=to_dict(SearchConfig()))
     return state
 
 
@@ -295,26 +341,29 @@ def _rates(cfg: SearchConfig) -> dict[str, float]:
 
 
 def run_search(cfg: SearchConfig, train: ImageSet | None = None, *,
-               on_epoch: Callable[[int, dict[str, Any]], None] | None = None) -> SearchResult:
+               on_epoch: Callable[[int, dict[str, Any]], None] | None = None, ranks: Ranks = SINGLE) -> SearchResult:
     """Run (or resume) a search; `train` may be given directly (tests, benchmarks), else it is loaded.
     `on_epoch(epoch, stats)` runs after each epoch's checkpoint, with the epoch counted from 1 (tuning reports and
     prunes there); the numbers a loop adds to `stats` show in metrics.jsonl, TensorBoard and the epoch line. The run
-    holds its output folder (ssnas.runs.folder.hold) from before it reads the checkpoint until it returns."""
+    holds its output folder (ssnas.runs.folder.hold) from before it reads the checkpoint until it returns.
+    Under torchrun, `ranks` (ssnas.runs.distributed.session) is this process's place: every step takes a global
+    batch of batch_size x world images, each rank its shard, and only rank 0 holds the folder, writes and prints."""
     validate(cfg)
+    record_world(cfg, ranks.world)
     out = Path(cfg.run.out)
     space = registry.space(cfg.space)
     # the ground truth is read before the data, so a bad table fails fast; only the logger ever consults it
     table = BenchmarkTable.load(cfg.run.benchmark, space.parse_text, space.NAME) if cfg.run.benchmark else None
-    with hold(out, cfg.run.resume, cfg.run.force):
-        return _run_search(cfg, out, prepare_out(cfg, out), space, table, train, on_epoch)
+    with hold_on_rank0(ranks, out, cfg.run.resume, cfg.run.force):
+        return _run_search(cfg, out, prepare_out(cfg, out), space, table, train, on_epoch, ranks)
 
 
 def _run_search(cfg: SearchConfig, out: Path, resume_state: dict[str, Any] | None, space: Any,
                 table: BenchmarkTable | None, train: ImageSet | None,
-                on_epoch: Callable[[int, dict[str, Any]], None] | None) -> SearchResult:
-    console = Console(cfg.run.progress, cfg.run.quiet)
+                on_epoch: Callable[[int, dict[str, Any]], None] | None, ranks: Ranks) -> SearchResult:
+    console = Console(cfg.run.progress, cfg.run.quiet or not ranks.is_main)  # rank 0 alone prints
     threads = thread_settings.apply(cfg.run.threads)
-    device = resolve_device(cfg.run.device)
+    device = ranks.device(cfg.run.device)
     seed_everything(cfg.run.seed)
     objective_cls = registry.objective(cfg.objective.name)
     if train is None:
@@ -325,11 +374,13 @@ def _run_search(cfg: SearchConfig, out: Path, resume_state: dict[str, Any] | Non
     mean, std = train.mean_std()
     idx_w, idx_a = bilevel_split(len(train), cfg.data.train_portion, cfg.run.seed)
     o = cfg.optim
-    steps = epoch_steps(len(idx_w), o.batch_size, o.steps_per_epoch, "the weight half")
+    steps = epoch_steps(len(idx_w), cfg.run.global_batch_size, o.steps_per_epoch,
+                        f"the weight half (a step takes {o.batch_size} x {ranks.world} processes)"
+                        if ranks.active else "the weight half")
     derived = cfg.run.derive_log_every(steps)
 
     searcher = Searcher(cfg, train.channels, mean, std, device,
-                        num_classes=len(train.classes) if labels is not None else 0)
+                        num_classes=len(train.classes) if labels is not None else 0, ranks=ranks)
     images = on_device(train.images, device)  # in memory: moved once; streamed: decoded batch by batch
     tools = Tools(searcher, images, labels, idx_a, train.channels)
     start_epoch, history = 0, []
@@ -338,17 +389,20 @@ def _run_search(cfg: SearchConfig, out: Path, resume_state: dict[str, Any] | Non
         searcher.take_changed_rates(resume_state["changes"])
         torch.set_rng_state(resume_state["torch_rng"])
         start_epoch, history = epochs_done(resume_state), resume_history(resume_state)
-    out.mkdir(parents=True, exist_ok=True)
-    if resume_state is not None:
-        record_resume(out, start_epoch, resume_state["changes"])
-    checkpoint.write_json(out / "config.json", to_dict(cfg))
+    if ranks.is_main:
+        out.mkdir(parents=True, exist_ok=True)
+        if resume_state is not None:
+            record_resume(out, start_epoch, resume_state["changes"])
+        checkpoint.write_json(out / "config.json", to_dict(cfg))
     weights = sum(p.numel() for p in searcher.supernet.weight_parameters())
+    batch = (f"batch {o.batch_size} x {ranks.world} processes = {cfg.run.global_batch_size}" if ranks.active
+             else f"batch {o.batch_size}")
     console.summary(f"ssnas search: {cfg.space} space, {cfg.objective.name} objective -> {out}", [
         ("data", f"{cfg.data.dataset}: {len(train)} images, {train.channels}x{train.image_size}x{train.image_size}"
                  + (", no labels read" if labels is None else ", labels read by the objective")),
         ("split", f"{len(idx_w)} train the weights, {len(idx_a)} the architecture (--train-portion "
                   f"{cfg.data.train_portion})"),
-        ("steps", f"{steps} per epoch x {o.epochs} epochs, batch {o.batch_size}, order {o.order}"),
+        ("steps", f"{steps} per epoch x {o.epochs} epochs, {batch}, order {o.order}"),
         ("supernet", f"{cfg.supernet.layers} cells of width {cfg.supernet.init_channels}: {weights / 1e6:.3f}M "
                      f"weights, {sum(a.numel() for a in searcher.alphas)} architecture parameters"),
         ("device", f"{device}, threads {thread_settings.describe(threads)}" if device.type == "cpu" else str(device)),
@@ -356,7 +410,8 @@ def _run_search(cfg: SearchConfig, out: Path, resume_state: dict[str, Any] | Non
                    if start_epoch >= o.epochs else
                    f"from epoch {start_epoch + 1} ({start_epoch} of {o.epochs} finished)"),
     ], derived)
-    log = RunLog(out, resume_epoch=start_epoch, resume_step=start_epoch * steps, tensorboard=cfg.run.tensorboard)
+    log = RunLog(out, resume_epoch=start_epoch, resume_step=start_epoch * steps, tensorboard=cfg.run.tensorboard,
+                 write=ranks.is_main)
     previous = space.genotype_from_json(history[-1]["genotype"], "history") if history else None
     stats: dict[str, Any] = {}
     last = o.epochs if not cfg.run.stop_after else min(o.epochs, start_epoch + cfg.run.stop_after)
@@ -368,6 +423,7 @@ def _run_search(cfg: SearchConfig, out: Path, resume_state: dict[str, Any] | Non
         if start_epoch == 0:
             started = time.perf_counter()
             events = searcher.strategy.before_search(tools)
+            searcher.share_strategy_decisions()
             if events:  # before the first epoch: epoch 0 (epochs count from 1)
                 log.log("strategy", 0, epoch=0, seconds=round(time.perf_counter() - started, 3), **events)
         for epoch in range(start_epoch, last):
@@ -376,10 +432,12 @@ def _run_search(cfg: SearchConfig, out: Path, resume_state: dict[str, Any] | Non
                                           history)
                 guard(searcher, epoch, steps - 1, out)  # nothing of a diverged epoch is written
                 searcher.schedule.step()
+                ranks.check_same(searcher.alphas, "architecture parameters")  # so every rank derives the same cell
             else:
                 stats, parts = {"loss": float("nan"), "seconds": 0.0, "images_per_s": 0.0}, []
             started = time.perf_counter()
             events = searcher.strategy.after_epoch(epoch, tools)
+            searcher.share_strategy_decisions()
             if events:
                 log.log("strategy", (epoch + 1) * steps, epoch=epoch + 1,
                         seconds=round(time.perf_counter() - started, 3), **events)
@@ -388,8 +446,9 @@ def _run_search(cfg: SearchConfig, out: Path, resume_state: dict[str, Any] | Non
             truth = epoch_truth(table, space.to_text(genotype)) if table is not None else {}
             history.append({"epoch": epoch + 1, "genotype": genotype.to_json(), "probs": probs,
                             **({"truth": truth} if truth else {})})
-            _write_epoch_outputs(out, genotype, probs, epoch, cfg, history,
-                                 finished=epoch + 1 == o.epochs or not searcher.strategy.needs_training())
+            if ranks.is_main:
+                _write_epoch_outputs(out, genotype, probs, epoch, cfg, history,
+                                     finished=epoch + 1 == o.epochs or not searcher.strategy.needs_training())
             stats.update(search_diagnostics(probs, genotype, space.PARAMETER_FREE))
             stats.update(derivation_margins(searcher.supernet.derive_scores(), genotype, space.genotype_from_scores,
                                             searcher.supernet.primitives, searcher.supernet.edge_names))
@@ -397,9 +456,10 @@ def _run_search(cfg: SearchConfig, out: Path, resume_state: dict[str, Any] | Non
             stats["genotype_changes"] = changed
             stats.update(truth)
             log.log("epoch", (epoch + 1) * steps, epoch=epoch + 1, **stats)
-            checkpoint.save(out / "checkpoint.pt", {
-                "epochs_done": epoch + 1, "config": to_dict(cfg), "searcher": searcher.state_dict(),
-                "torch_rng": torch.get_rng_state(), "history": history}, kind="search")
+            if ranks.is_main:
+                checkpoint.save(out / "checkpoint.pt", {
+                    "epochs_done": epoch + 1, "config": to_dict(cfg), "searcher": searcher.state_dict(),
+                    "torch_rng": torch.get_rng_state(), "history": history}, kind="search")
             done = epoch + 1
             log_epoch_pictures(log.writer, history, genotype, (epoch + 1) * steps)
             note = ("genotype: first" if previous is None else "genotype unchanged" if not changed else
@@ -419,7 +479,9 @@ def _run_search(cfg: SearchConfig, out: Path, resume_state: dict[str, Any] | Non
         warning = undecided_warning(stats)
         if warning:
             console.warn(f"{warning} (`ssnas show {out}` repeats this)")
-    return SearchResult(genotype, out, last - start_epoch, finished=finished)
+    return SearchResult(genotype, out, last - start_epoch, finished=finished, history=history,
+                        alphas=[a.detach().cpu().clone() for a in searcher.alphas],
+                        alive=searcher.strategy.alive_ops())
 
 
 def _run_epoch(searcher: Searcher, images: torch.Tensor | FolderImages, labels: torch.Tensor | None,
@@ -428,13 +490,14 @@ def _run_epoch(searcher: Searcher, images: torch.Tensor | FolderImages, labels: 
     """One epoch (`epoch` counts from 0 here; every file and line counts from 1). Returns the epoch's means (loss,
     its parts, the architecture loss), time and images/s, and the names of the loss parts."""
     cfg = searcher.cfg
-    b = cfg.optim.batch_size
+    b = cfg.optim.batch_size * searcher.ranks.world  # the global batch: each rank makes its shard (make_batch)
     order = torch.Generator().manual_seed(epoch_seed(cfg.run.seed, epoch, 0))
     perm_w = idx_w[torch.randperm(len(idx_w), generator=order)]
     perm_a = idx_a[torch.randperm(len(idx_a), generator=order)]
-    w_batches = [perm_w[step * b:(step + 1) * b] for step in range(steps)]
+    mine = searcher.ranks.rows(b)  # this rank's rows of every global batch: it reads only those
+    w_batches = [perm_w[step * b:(step + 1) * b][mine] for step in range(steps)]
     # the arch half may be smaller: it wraps around
-    a_batches = [perm_a[torch.arange(step * b, (step + 1) * b) % len(perm_a)] for step in range(steps)]
+    a_batches = [perm_a[torch.arange(step * b, (step + 1) * b) % len(perm_a)][mine] for step in range(steps)]
     pixels = batches(images, [i for pair in zip(w_batches, a_batches) for i in pair], searcher.device)
     augment = torch.Generator(device=searcher.device).manual_seed(epoch_seed(cfg.run.seed, epoch, 1))
     searcher.supernet.train()
@@ -449,6 +512,8 @@ def _run_epoch(searcher: Searcher, images: torch.Tensor | FolderImages, labels: 
         x_w, x_a = next(pixels), next(pixels)
         progress = (epoch * steps + step + 1) / (cfg.optim.epochs * steps)
         parts, arch_loss = searcher.train_step(x_w, x_a, w_index, a_index, labels, augment, progress)
+        parts = searcher.ranks.mean_values({**parts, "arch_loss": arch_loss})  # the global batch's, on every rank
+        arch_loss = parts.pop("arch_loss")
         loss = check_loss(parts["loss"].detach(), epoch, step, out, "search", _rates(cfg))
         if cfg.run.check_every and (step + 1) % cfg.run.check_every == 0:
             guard(searcher, epoch, step, out)

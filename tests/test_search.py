@@ -162,3 +162,28 @@ def test_epoch_steps_counts_full_batches_caps_them_and_explains_an_empty_epoch()
     assert epoch_steps(100, 32, 2, "the weight half") == 2
     with pytest.raises(UserError, match=r"--batch-size 64 is larger than the weight half \(50 images\)"):
         epoch_steps(50, 64, 0, "the weight half")
+
+
+def test_bf16_precision_with_the_speed_route_is_refused(tmp_path):
+    from ssnas.search import validate
+
+    with pytest.raises(UserError, match="--kernels fast computes in float32"):
+        validate(tiny_search_config(tmp_path, **{"optim.precision": "bf16", "run.kernels": "fast"}))
+    with pytest.raises(UserError, match="precision"):
+        validate(tiny_search_config(tmp_path, **{"optim.precision": "fp16"}))
+
+
+@pytest.mark.slow
+def test_a_bf16_step_trains_float32_parameters(tmp_path, fashion_train):
+    cfg = tiny_search_config(tmp_path, **{"optim.precision": "bf16"})
+    mean, std = fashion_train.mean_std()
+    searcher = Searcher(cfg, 1, mean, std, torch.device("cpu"))
+    images = fashion_train.images[:16]
+    batch = searcher.make_batch(images, torch.arange(16), torch.Generator().manual_seed(0))
+    before = [a.detach().clone() for a in searcher.alphas]
+    searcher.arch_step(batch, batch)
+    out = searcher.weight_step(batch, 0.0)
+    assert torch.isfinite(out["loss"]) and all(p.dtype == torch.float32 for p in searcher.weights + searcher.alphas)
+    assert any(not torch.equal(a, b) for a, b in zip(searcher.alphas, before))
+    assert not any(type(m).__name__.startswith("Fast") and "Cell" not in type(m).__name__
+                   for m in searcher.supernet.modules())  # bf16 runs the textbook kernels

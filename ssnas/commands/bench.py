@@ -7,21 +7,24 @@ import json
 from ssnas import bench
 from ssnas.commands.flags import add_config_args, config_from_args
 from ssnas.retrain import RetrainConfig
+from ssnas.runs import distributed
 from ssnas.search import SearchConfig
 
 ORDER = 80
 
 
 def run(ns: argparse.Namespace) -> int:
-    if ns.what == "retrain":
-        cfg = config_from_args(ns, RetrainConfig)
-        row = bench.bench_retrain(cfg, steps=ns.steps, warmup=ns.warmup, bench_subset=ns.bench_subset,
-                                  compare=not ns.no_compare)
-    else:
-        cfg = config_from_args(ns, SearchConfig)
-        measure = {"search": bench.bench_search, "augment": bench.bench_augment}[ns.what]
-        row = measure(cfg, steps=ns.steps, warmup=ns.warmup, bench_subset=ns.bench_subset)
-    print(json.dumps(row) if ns.json else json.dumps(row, indent=2))
+    cfg = config_from_args(ns, RetrainConfig if ns.what == "retrain" else SearchConfig)
+    with distributed.session(cfg.run.device) as ranks:  # under torchrun: every rank steps, rank 0 reports
+        if ns.what == "retrain":
+            row = bench.bench_retrain(cfg, steps=ns.steps, warmup=ns.warmup, bench_subset=ns.bench_subset,
+                                      compare=not ns.no_compare, ranks=ranks)
+        elif ns.what == "search":
+            row = bench.bench_search(cfg, steps=ns.steps, warmup=ns.warmup, bench_subset=ns.bench_subset, ranks=ranks)
+        else:
+            row = bench.bench_augment(cfg, steps=ns.steps, warmup=ns.warmup, bench_subset=ns.bench_subset)
+    if ranks.is_main:
+        print(json.dumps(row) if ns.json else json.dumps(row, indent=2))
     return 0
 
 

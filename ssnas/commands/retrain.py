@@ -5,7 +5,9 @@ import argparse
 
 from ssnas.commands.flags import add_config_args, config_from_args
 from ssnas.continual import run_continual
+from ssnas.errors import UserError
 from ssnas.retrain import RetrainConfig, run_retrain
+from ssnas.runs import distributed
 
 ORDER = 20
 
@@ -13,6 +15,8 @@ ORDER = 20
 def run(ns: argparse.Namespace) -> int:
     cfg = config_from_args(ns, RetrainConfig)
     if cfg.continual.steps:
+        if distributed.torchrun_env() is not None:
+            raise UserError("--continual-steps runs on one process; start it without torchrun")
         result = run_continual(cfg)
         knn, linear = result.record["knn"], result.record["linear"]
         print(f"continual ({cfg.continual.method}, {cfg.continual.steps} steps): kNN average accuracy "
@@ -21,8 +25,9 @@ def run(ns: argparse.Namespace) -> int:
               f"{100 * linear['forgetting'][-1]:.2f}; every step in {result.out / 'continual.json'}")
         print(f"final network: {result.out / 'checkpoint.pt'}; evaluate with: ssnas eval {result.out} --protocol linear")
         return 0
-    result = run_retrain(cfg)
-    if cfg.run.quiet:
+    with distributed.session(cfg.run.device) as ranks:
+        result = run_retrain(cfg, ranks=ranks)
+    if cfg.run.quiet or not ranks.is_main:
         return 0
     if not result.finished:
         print(f"stopped after {result.epochs_run} epoch(s) as asked; continue with: ssnas retrain --resume "
@@ -42,6 +47,8 @@ def register(sub: argparse._SubParsersAction) -> None:
                                    "stage of 16. Writes checkpoint.pt (every epoch), config.json, network.json "
                                    "(sizes, parameters, FLOPs), metrics.jsonl and TensorBoard events into --out. "
                                    "--continual-steps K learns the data in K steps instead (continual.json: kNN "
-                                   "and linear accuracy after each step, average accuracy, forgetting).")
+                                   "and linear accuracy after each step, average accuracy, forgetting). On several "
+                                   "processes: torchrun --nproc-per-node N -m ssnas retrain ... (--batch-size is per "
+                                   "process; --sync-bn for BN over the global batch).")
     add_config_args(p, RetrainConfig)
     p.set_defaults(func=run)

@@ -6,7 +6,9 @@ import json
 from typing import Any
 
 from ssnas.commands.flags import add_config_args, add_launch_args, config_from_args
+from ssnas.errors import UserError
 from ssnas.nni_bridge.launch import Launch, search_experiment
+from ssnas.runs import distributed
 from ssnas.search import SearchConfig, run_search
 
 ORDER = 10
@@ -15,9 +17,12 @@ ORDER = 10
 def run(ns: argparse.Namespace) -> int:
     cfg = config_from_args(ns, SearchConfig)
     if ns.nni:
+        if distributed.torchrun_env() is not None:
+            raise UserError("--nni starts its own trial process; run `ssnas search --nni` without torchrun")
         return _run_in_nni(cfg, ns)
-    result = run_search(cfg)
-    if cfg.run.quiet:
+    with distributed.session(cfg.run.device) as ranks:
+        result = run_search(cfg, ranks=ranks)
+    if cfg.run.quiet or not ranks.is_main:
         return 0
     if not result.finished:
         print(f"stopped after {result.epochs_run} epoch(s) as asked; continue with: ssnas search --resume "
@@ -50,7 +55,9 @@ def _run_in_nni(cfg: Any, ns: argparse.Namespace) -> int:
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("search", help="search a cell with a (contrastive) objective",
                        description="DARTS supernet search; writes genotype.json, alphas.json, metrics.jsonl, "
-                                   "TensorBoard events, config.json and checkpoint.pt into --out.")
+                                   "TensorBoard events, config.json and checkpoint.pt into --out. On several "
+                                   "processes: torchrun --nproc-per-node N -m ssnas search ... (--batch-size is "
+                                   "per process).")
     add_config_args(p, SearchConfig)
     add_launch_args(p, "the search")
     p.set_defaults(func=run)

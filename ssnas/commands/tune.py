@@ -13,7 +13,7 @@ from typing import Any
 from ssnas.commands.flags import add_flags, add_launch_args, flag_name, flag_overrides, parse_set
 from ssnas.config import apply_overrides, flatten, leaf_fields, load_file
 from ssnas.errors import UserError
-from ssnas.nni_bridge.launch import Launch, stop, tune_experiment
+from ssnas.nni_bridge.launch import Launch, TrialResources, stop, tune_config_yaml, tune_experiment
 from ssnas.tune.session import TARGETS, TRIAL_DEFAULTS, TuneConfig, config_class, is_continual, run_tune
 from ssnas.tune.space import describe
 
@@ -86,8 +86,12 @@ def run(ns: argparse.Namespace) -> int:
     if ns.show_space:
         print(describe(base.objective.name, continual=is_continual(tune.target, base)))
         return 0
+    resources = TrialResources.load(ns.trial_concurrency, ns.trial_gpu_number, ns.training_service)
+    if ns.print_nni_config:
+        print(tune_config_yaml(tune, base, resources), end="")
+        return 0
     if ns.nni:
-        status, _ = tune_experiment(tune, base, Launch(ns.host, ns.port, ns.keep_ui, ns.tuner_wait))
+        status, _ = tune_experiment(tune, base, Launch(ns.host, ns.port, ns.keep_ui, ns.tuner_wait), resources)
         if status in ("INTERRUPTED", "STOPPED"):
             print(f"the study is saved; continue it with the same command (--study {tune.study})", file=sys.stderr)
             return 130 if status == "INTERRUPTED" else 0
@@ -120,5 +124,14 @@ def register(sub: argparse._SubParsersAction) -> None:
                        help="print the study's search space for --objective and exit")
     nni = add_launch_args(p, "the trials")
     nni.add_argument("--stop", action="store_true", help="stop the NNI experiment serving on --host/--port and exit")
+    nni.add_argument("--trial-concurrency", type=int, default=1, metavar="N",
+                     help="NNI trials running at once (NNI's trialConcurrency; default 1)")
+    nni.add_argument("--trial-gpu-number", type=int, default=0, metavar="G",
+                     help="GPUs per NNI trial (NNI's trialGpuNumber; NNI gives each trial its own; default 0)")
+    nni.add_argument("--training-service", metavar="FILE",
+                     help="where NNI runs the trials: a YAML file with the trainingService section of an NNI 3.0 "
+                          "config (e.g. platform: remote and a machineList); default: this machine")
+    nni.add_argument("--print-nni-config", action="store_true",
+                     help="print the NNI experiment config (YAML, checked by NNI) that --nni would start, and exit")
     _add_trained_flags(p)
     p.set_defaults(func=run)

@@ -183,6 +183,39 @@ def gaussian_blur(x: torch.Tensor, sigma: torch.Tensor, kernel_size: int) -> tor
     return y.view(b, c, h, w)
 
 
+# ----------------------------------------------------------------------------- per-sample draws
+
+
+@dataclass(frozen=True)
+class Shard:
+    """Rows ``start .. start + n`` of a global batch of ``total`` images: one rank's part of a step when a run is
+    spread over several processes (ssnas.runs.distributed).
+
+    Every per-sample draw is made for the whole global batch and only this shard's rows are kept, so the
+    generator advances exactly as in one process taking the global batch, and each image gets the crop, flip and
+    colours it would get there: N ranks x B images make the views of one process's N*B.
+    """
+
+    start: int
+    total: int
+
+
+def sample_rand(n: int, shape: Sequence[int], generator: torch.Generator, device: torch.device | str,
+                shard: Shard | None = None) -> torch.Tensor:
+    """Uniform draws ``[n, *shape]``, one row per sample (of the shard's global batch, see `Shard`)."""
+    if shard is None:
+        return torch.rand(n, *shape, generator=generator, device=device)
+    return torch.rand(shard.total, *shape, generator=generator, device=device)[shard.start:shard.start + n]
+
+
+def sample_randint(low: int, high: int, n: int, shape: Sequence[int], generator: torch.Generator,
+                   device: torch.device | str, shard: Shard | None = None) -> torch.Tensor:
+    """Integers in [low, high) ``[n, *shape]``, one row per sample (of the shard's global batch, see `Shard`)."""
+    rows = n if shard is None else shard.total
+    out = torch.randint(low, high, (rows, *shape), generator=generator, device=device)
+    return out if shard is None else out[shard.start:shard.start + n]
+
+
 # ----------------------------------------------------------------------------- geometry
 
 
@@ -194,15 +227,16 @@ def sample_crop_boxes(
     ratio: tuple[float, float],
     generator: torch.Generator,
     device: torch.device | str = "cpu",
+    shard: Shard | None = None,
 ) -> torch.Tensor:
     """Per-sample crop boxes [B, 4] = (top, left, h, w) in whole pixels, like RandomResizedCrop.
 
     Area fraction uniform in ``scale``, aspect ratio log-uniform in ``ratio``; all CROP_TRIES
     candidates are drawn at once and each sample keeps its first one that fits, else the centre
-    crop torchvision falls back to.
+    crop torchvision falls back to. `shard`: the batch is that part of a global batch (see `Shard`).
     """
     t = CROP_TRIES
-    u = torch.rand(batch, 2 * t + 2, generator=generator, device=device)
+    u = sample_rand(batch, (2 * t + 2,), generator, device, shard)
     area = height * width * (scale[0] + (scale[1] - scale[0]) * u[:, :t])
     log_lo, log_hi = math.log(ratio[0]), math.log(ratio[1])
     aspect = torch.exp(log_lo + (log_hi - log_lo) * u[:, t : 2 * t])
@@ -291,8 +325,9 @@ class ViewMaker:
         self._std = torch.tensor(list(std), dtype=torch.float32).view(1, -1, 1, 1)
         self._stats: dict[torch.device, tuple[torch.Tensor, torch.Tensor]] = {}
 
-    def __call__(self, images: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
-        """One random view [B, C, S, S] of a uint8 batch [B, H, W, C]; all randomness from ``generator``."""
+    def __call__(self, images: torch.Tensor, generator: torch.Generator, shard: Shard | None = None) -> torch.Tensor:
+        """One random view [B, C, S, S] of a uint8 batch [B, H, W, C]; all randomness from ``generator``.
+        `shard`: the batch is that part of a global batch, and gets the views one process would make of it there."""
         if generator.device.type != images.device.type:
             raise ValueError(f"generator is on {generator.device}, images on {images.device}; put both on one device")
         cfg = self.cfg
@@ -301,20 +336,21 @@ class ViewMaker:
         dev = x.device
 
         boxes = sample_crop_boxes(
-            b, h, w, (cfg.crop_scale_min, cfg.crop_scale_max), (cfg.crop_ratio_min, cfg.crop_ratio_max), generator, dev
+            b, h, w, (cfg.crop_scale_min, cfg.crop_scale_max), (cfg.crop_ratio_min, cfg.crop_ratio_max), generator, dev,
+            shard,
         )
-        flip = torch.rand(b, generator=generator, device=dev) < cfg.flip_p
+        flip = sample_rand(b, (), generator, dev, shard) < cfg.flip_p
         x = resample(x, crop_flip_theta(boxes, flip, h, w), self._out_size(h, w))
 
         # Ops whose probability or strength is zero are skipped outright: no wasted passes, and
         # the all-off configuration is exactly the plain view.
         if cfg.jitter_p > 0 and cfg.jitter_strength > 0:
-            x = self._jitter(x, generator)
+            x = self._jitter(x, generator, shard)
         if cfg.grayscale_p > 0 and c == 3:
-            gray = torch.rand(b, generator=generator, device=dev) < cfg.grayscale_p
+            gray = sample_rand(b, (), generator, dev, shard) < cfg.grayscale_p
             x = torch.where(gray.view(b, 1, 1, 1), rgb_to_gray(x).expand_as(x), x)
         if cfg.blur_p > 0:
-            u = torch.rand(b, 2, generator=generator, device=dev)
+            u = sample_rand(b, (2,), generator, dev, shard)
             sigma = BLUR_SIGMA[0] + (BLUR_SIGMA[1] - BLUR_SIGMA[0]) * u[:, 1]
             sigma = torch.where(u[:, 0] < cfg.blur_p, sigma, _NO_BLUR_SIGMA)
             x = gaussian_blur(x, sigma, blur_kernel_size(min(x.shape[-2:])))
@@ -331,10 +367,10 @@ class ViewMaker:
     def _out_size(self, h: int, w: int) -> tuple[int, int]:
         return (self.cfg.size, self.cfg.size) if self.cfg.size else (h, w)
 
-    def _jitter(self, x: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+    def _jitter(self, x: torch.Tensor, generator: torch.Generator, shard: Shard | None) -> torch.Tensor:
         """SimCLR colour jitter: per-sample factors on a Bernoulli(jitter_p) subset of the batch."""
         b, dev, s = x.shape[0], x.device, self.cfg.jitter_strength
-        u = torch.rand(b, 5, generator=generator, device=dev)
+        u = sample_rand(b, (5,), generator, dev, shard)
         chosen = u[:, 0] < self.cfg.jitter_p
         lo, hi = max(0.0, 1.0 - 0.8 * s), 1.0 + 0.8 * s
 

@@ -23,7 +23,7 @@ from typing import Any, Callable, Sequence
 import torch
 import torch.nn.functional as F
 
-from ssnas.data.augment import adjust_brightness, adjust_contrast, adjust_saturation
+from ssnas.data.augment import Shard, adjust_brightness, adjust_contrast, adjust_saturation, sample_rand, sample_randint
 from ssnas.errors import UserError
 
 PARAMETER_MAX = 10  # RandAugment.py: a level v is scaled by v / PARAMETER_MAX
@@ -246,16 +246,18 @@ class StrongAugment:
         self.magnitude = magnitude
         self._geometric = [name for name in self.ops if OPS[name].geometric]
 
-    def sample_plan(self, batch: int, generator: torch.Generator, device: torch.device | str) -> StrongPlan:
+    def sample_plan(self, batch: int, generator: torch.Generator, device: torch.device | str,
+                    shard: Shard | None = None) -> StrongPlan:
+        """Each sample's ops, levels, coin flips and signs (`shard`: its rows of a global batch's draws)."""
         k = self.aug_times
-        op = torch.randint(len(self.ops), (batch, k), generator=generator, device=device)
-        level = torch.randint(1, self.magnitude, (batch, k), generator=generator, device=device)
-        u = torch.rand(batch, k, 2, generator=generator, device=device)
+        op = sample_randint(0, len(self.ops), batch, (k,), generator, device, shard)
+        level = sample_randint(1, self.magnitude, batch, (k,), generator, device, shard)
+        u = sample_rand(batch, (k, 2), generator, device, shard)
         sign = torch.where(u[..., 1] < 0.5, -1.0, 1.0)
         return StrongPlan(op=op, level=level, apply=u[..., 0] < APPLY_P, sign=sign)
 
-    def __call__(self, x: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
-        return self.apply(x, self.sample_plan(x.shape[0], generator, x.device))
+    def __call__(self, x: torch.Tensor, generator: torch.Generator, shard: Shard | None = None) -> torch.Tensor:
+        return self.apply(x, self.sample_plan(x.shape[0], generator, x.device, shard))
 
     def apply(self, x: torch.Tensor, plan: StrongPlan) -> torch.Tensor:
         """Run the plan: slot after slot, each op on the samples that drew it (and won the coin flip)."""
@@ -299,10 +301,10 @@ class StrongViewMaker:
         self._mean = weak._mean
         self._std = weak._std
 
-    def __call__(self, images: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
-        views = self.weak(images, generator)
+    def __call__(self, images: torch.Tensor, generator: torch.Generator, shard: Shard | None = None) -> torch.Tensor:
+        views = self.weak(images, generator, shard)
         mean = self._mean.to(views.device)
         std = self._std.to(views.device)
         x = (views * std + mean).clamp_(0.0, 1.0)
-        x = self.strong(x, generator)
+        x = self.strong(x, generator, shard)
         return ((x - mean) / std).contiguous(memory_format=torch.channels_last)

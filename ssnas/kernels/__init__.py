@@ -10,7 +10,8 @@ test_fanout.py and test_recompute.py):
 - `cell`: the cell's seams (`edge`, `concat`) on that route, and `--recompute-cells` (`recompute`).
 
 The switch swaps each module's class for its speed-route subclass (and back); parameters, buffers and
-checkpoints do not change. The loops and `ssnas.arch`'s builders switch it on; ONNX/TorchScript export
+checkpoints do not change. The route was written and measured on CPUs: `fast_route` says where the loops use it
+(on CUDA only when asked for, `--kernels fast`, until benchmarks/gpu.sh has measured it faster than cuDNN there). The loops and `ssnas.arch`'s builders switch it on; ONNX/TorchScript export
 switches it off (the route uses custom autograd functions, which exporters do not record).
 """
 from __future__ import annotations
@@ -26,19 +27,31 @@ _FAST = {**FAST_OPS, **FAST_MIXED}
 _TEXTBOOK = {fast: textbook for textbook, fast in _FAST.items()}
 
 
+KERNELS = ("auto", "fast", "textbook")
+
+
+def fast_route(setting: str, device_type: str) -> bool:
+    """Whether the loops use the speed route: `fast`, `textbook`, or `auto`: on the CPU, where it was measured
+    (BENCHMARKS.md); not on CUDA, where cuDNN's kernels are assumed faster until a GPU measurement
+    (benchmarks/gpu.sh, `--kernels fast` against `--kernels textbook`) shows otherwise."""
+    if setting not in KERNELS:
+        raise ValueError(f"kernels must be one of {', '.join(KERNELS)}, got {setting!r}")
+    return setting == "fast" or (setting == "auto" and device_type == "cpu")
+
+
 def use_fast_kernels(model: nn.Module, on: bool = True, *, recompute_cells: bool = False) -> nn.Module:
     """Put every op, mixed op and cell of `model` on the exact speed route (`on`) or back on the textbook maths
-    of ssnas.nas; `recompute_cells` (with `on`) recomputes each searchable cell in the backward pass instead of
-    storing its activations. Returns `model`."""
+    of ssnas.nas; `recompute_cells` recomputes each searchable cell in the backward pass instead of storing its
+    activations (with `on` off too: the cells then run the textbook ops inside). Returns `model`."""
     for m in model.modules():
         cls = type(m)
         if isinstance(m, FastCell):
-            if on:
+            if on or recompute_cells:
                 m.recompute_cells = recompute_cells
             else:
                 m.__class__ = cls.textbook
                 m.__dict__.pop("recompute_cells", None)
-        elif on and isinstance(m, SearchCell):
+        elif (on or recompute_cells) and isinstance(m, SearchCell):
             m.__class__ = fast_cell_class(cls)
             m.recompute_cells = recompute_cells
         elif on and cls in _FAST:
@@ -48,4 +61,4 @@ def use_fast_kernels(model: nn.Module, on: bool = True, *, recompute_cells: bool
     return model
 
 
-__all__ = ["use_fast_kernels"]
+__all__ = ["KERNELS", "fast_route", "use_fast_kernels"]

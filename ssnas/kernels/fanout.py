@@ -24,6 +24,7 @@ from ssnas.kernels.conv import depthwise_conv, depthwise_conv_on_subgrids, point
 from ssnas.kernels.mixed import FastMixedOp, combine
 from ssnas.kernels.ops import FastDilConv, FastSepConv
 from ssnas.kernels.shared import SharedInput
+from ssnas.nas.global_bn import GlobalBatchNorm
 
 _CL = torch.channels_last
 
@@ -85,7 +86,8 @@ def wide_batch_norm(y: torch.Tensor, bns: Sequence[nn.BatchNorm2d]) -> torch.Ten
             factor = first.momentum if first.momentum is not None else 1.0 / float(first.num_batches_tracked)
     weight = torch.cat([bn.weight for bn in bns]) if first.affine else None
     bias = torch.cat([bn.bias for bn in bns]) if first.affine else None
-    out = F.batch_norm(y, mean, var, weight, bias, use_batch_stats, factor, first.eps)
+    batch_norm = first.normalise if isinstance(first, GlobalBatchNorm) else F.batch_norm  # --sync-bn
+    out = batch_norm(y, mean, var, weight, bias, use_batch_stats, factor, first.eps)
     if track and first.training:
         with torch.no_grad():
             for bn, m, v in zip(bns, mean.chunk(len(bns)), var.chunk(len(bns))):

@@ -33,7 +33,7 @@ from ssnas import search
 from ssnas.config import flatten, to_dict
 from ssnas.errors import UserError
 from ssnas.tune.report import write_outputs
-from ssnas.tune.session import TuneData, TuneResult, prepare_study, validate
+from ssnas.tune.session import TuneData, TuneResult, prepare_study, storage_url, study_dir, validate
 from ssnas.tune.space import nni_search_space
 from ssnas.tune.study import to_json
 from ssnas.tune.study import finished, recover
@@ -106,6 +106,50 @@ class Launch:
     def url(self) -> str:
         host = "127.0.0.1" if self.host in ("localhost", *ALL_INTERFACES) else self.host
         return f"http://[{host}]:{self.port}" if ":" in host else f"http://{host}:{self.port}"
+
+
+@dataclass
+class TrialResources:
+    """How `ssnas tune --nni` runs its trials: how many at once, GPUs per trial, and where (NNI's training service:
+    None = this machine; else the `trainingService` section of an NNI 3.0 config, e.g. `platform: remote` with a
+    `machineList`)."""
+    concurrency: int = 1
+    gpu_number: int = 0
+    training_service: dict[str, Any] | None = None
+
+    @classmethod
+    def load(cls, concurrency: int, gpu_number: int, service_file: str | None) -> "TrialResources":
+        service = None
+        if service_file:
+            import yaml  # NNI's own config format (and JSON, a subset of YAML); NNI depends on PyYAML
+
+            try:
+                service = yaml.safe_load(Path(service_file).read_text())
+            except (OSError, yaml.YAMLError) as e:
+                raise UserError(f"cannot read --training-service {service_file}: {str(e).splitlines()[0]}") from None
+            service = service.get("trainingService", service) if isinstance(service, dict) else service
+            if not isinstance(service, dict) or "platform" not in service:
+                raise UserError(f"--training-service {service_file} must hold NNI's trainingService section, a "
+                                f"mapping with a platform (local, remote, ...)")
+        return cls(concurrency, gpu_number, service)
+
+    @property
+    def platform(self) -> str:
+        return str(self.training_service["platform"]) if self.training_service else "local"
+
+    def check(self, storage: str) -> None:
+        if self.concurrency < 1 or self.gpu_number < 0:
+            raise UserError(f"--trial-concurrency must be >= 1 and --trial-gpu-number >= 0, got {self.concurrency} "
+                            f"and {self.gpu_number}")
+        if self.platform != "local" and (storage.startswith("sqlite") or storage.startswith("journal:")):
+            raise UserError(f"trials on {self.platform} machines need a storage they all reach: pass --storage "
+                            f"postgresql://USER:PASSWORD@HOST/DB (a SQLite or journal file is this machine's)")
+        if self.platform == "local" and self.gpu_number:
+            import torch
+
+            if torch.cuda.device_count() < self.gpu_number:
+                raise UserError(f"--trial-gpu-number {self.gpu_number}: this machine has "
+                                f"{torch.cuda.device_count()} CUDA GPU(s); use 0 on CPUs")
 
 
 # ---- the REST API ---------------------------------------------------------------------------------------------
@@ -207,11 +251,16 @@ def _preloaded(launch: Launch, folder: Path) -> Iterator[None]:
 
 
 def make_experiment(name: str, folder: Path, trial_command: str, tuner: str, tuner_args: dict[str, Any],
-                    search_space: dict[str, Any], max_trials: int) -> Any:
-    """An HPO experiment on this machine, one trial at a time, everything kept under `folder`."""
+                    search_space: dict[str, Any], max_trials: int, resources: TrialResources = TrialResources()) -> Any:
+    """An HPO experiment, everything kept under `folder`: its trials on this machine or `resources`' training
+    service, `resources.concurrency` at a time with `resources.gpu_number` GPUs each."""
     nni_experiment = _nni()
     folder.mkdir(parents=True, exist_ok=True)
-    exp = nni_experiment.Experiment("local")
+    service = resources.training_service
+    if service:
+        exp = nni_experiment.Experiment(nni_experiment.ExperimentConfig(trainingService=service))
+    else:
+        exp = nni_experiment.Experiment("local")
     c = exp.config
     c.experiment_name = name
     c.trial_command = trial_command
@@ -219,9 +268,32 @@ def make_experiment(name: str, folder: Path, trial_command: str, tuner: str, tun
     c.search_space = search_space
     c.tuner = nni_experiment.CustomAlgorithmConfig(class_name=tuner, code_directory=str(folder), class_args=tuner_args)
     c.max_trial_number = max_trials
-    c.trial_concurrency = 1  # SQLite storage and one GPU or CPU: trials take turns
+    c.trial_concurrency = resources.concurrency  # trials of one study at once (each its own Optuna trial)
+    c.trial_gpu_number = resources.gpu_number  # NNI sets each trial's CUDA_VISIBLE_DEVICES
+    if resources.platform == "local" and resources.gpu_number and c.training_service.use_active_gpu is None:
+        c.training_service.use_active_gpu = False  # never a GPU that other processes use (a --training-service
+        #                                            file with useActiveGpu: true allows it)
     c.experiment_working_directory = str(folder)
     return exp
+
+
+def tune_config_yaml(tune: Any, base: Any, resources: TrialResources) -> str:
+    """The NNI experiment `ssnas tune --nni` would start, as NNI's YAML (validated by NNI), without starting it or
+    opening the study: to check a cluster setup, or to start it with nnictl."""
+    import yaml
+
+    resources.check(storage_url(tune, base))
+    params = validate(tune, base)
+    folder = study_dir(tune, base) / "nni"
+    spec = folder / "spec.json"
+    exp = make_experiment(tune.study, folder, python_command("ssnas.nni_bridge.trial", "tune", str(spec)),
+                          "ssnas.nni_bridge.tuner.OptunaTuner", {"spec": str(spec), "optimize_mode": "maximize"},
+                          nni_search_space(params), tune.trials, resources)
+    try:
+        exp.config.validate()
+    except ValueError as e:
+        raise UserError(f"NNI refuses the experiment's config: {str(e).splitlines()[0]}") from None
+    return yaml.safe_dump(exp.config.json(), sort_keys=False)
 
 
 def python_command(*args: str) -> str:
@@ -359,13 +431,15 @@ def trial_log(trial: dict[str, Any]) -> str:
 
 # ---- what ssnas runs as experiments ----------------------------------------------------------------------------
 
-def tune_experiment(tune: Any, base: Any, launch: Launch) -> tuple[str, Any]:
+def tune_experiment(tune: Any, base: Any, launch: Launch,
+                    resources: TrialResources = TrialResources()) -> tuple[str, Any]:
     """`ssnas tune --nni`: the study's remaining trials as one NNI experiment; then the best config and plots."""
     launch.check_free()
+    resources.check(storage_url(tune, base))
     params = validate(tune, base)
     _nni()
     study, url, root = prepare_study(tune, base, params)
-    todo, status, before = tune.trials - finished(study), "DONE", len(study.get_trials(deepcopy=False))
+    todo, status, before = tune.trials - finished(study, tune.trials), "DONE", len(study.get_trials(deepcopy=False))
     if todo > 0:
         folder = root / "nni"
         folder.mkdir(parents=True, exist_ok=True)
@@ -374,11 +448,11 @@ def tune_experiment(tune: Any, base: Any, launch: Launch) -> tuple[str, Any]:
         spec.write_text(json.dumps({"tune": to_dict(tune), "target": tune.target, "config": to_dict(base),
                                     "storage": url, "root": str(root), "params": to_json(params),
                                     "data": str(folder / "data.pt")}, indent=2))
-        print(f"ssnas tune: study {tune.study!r} in {url}: {finished(study)} of {tune.trials} trials finished, "
+        print(f"ssnas tune: study {tune.study!r} in {url}: {tune.trials - todo} of {tune.trials} trials finished, "
               f"running {todo} as an NNI experiment; trial folders in {root}", flush=True)
         exp = make_experiment(tune.study, folder, python_command("ssnas.nni_bridge.trial", "tune", str(spec)),
                               "ssnas.nni_bridge.tuner.OptunaTuner", {"spec": str(spec), "optimize_mode": "maximize"},
-                              nni_search_space(params), todo)
+                              nni_search_space(params), todo, resources)
         status, _ = run_experiment(exp, launch)
         recover(study)  # trials a stop killed run again when the study resumes
     result = TuneResult(study, root, len(study.get_trials(deepcopy=False)) - before)

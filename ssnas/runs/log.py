@@ -25,10 +25,16 @@ class RunLog:
 
     Rows carry the epoch they belong to, counted from 1. On resume after E finished epochs, rows of later epochs
     (written by the run that was killed) are dropped, and TensorBoard's purge_step does the same for its events, so
-    a resumed run logs exactly like an uninterrupted one. A last line the kill cut in half is dropped too.
+    a resumed run logs exactly like an uninterrupted one. A last line the kill cut in half is dropped too. With
+    `write=False` (every rank but rank 0 of a distributed run) it writes nothing.
     """
 
-    def __init__(self, out: Path, resume_epoch: int = 0, resume_step: int = 0, tensorboard: bool = True):
+    def __init__(self, out: Path, resume_epoch: int = 0, resume_step: int = 0, tensorboard: bool = True,
+                 write: bool = True):
+        self.write = write
+        self.writer = None
+        if not write:
+            return
         self.path = Path(out) / "metrics.jsonl"
         self.path.parent.mkdir(parents=True, exist_ok=True)
         if resume_epoch > 0 and self.path.exists():
@@ -45,6 +51,8 @@ class RunLog:
             self.writer = SummaryWriter(str(Path(out) / "tensorboard"), purge_step=resume_step or None)
 
     def log(self, kind: str, step: int, **fields: Any) -> None:
+        if not self.write:
+            return
         row = {"kind": kind, "step": step, "time": round(time.time(), 3), **fields}
         self._file.write(json.dumps(row) + "\n")
         self._file.flush()
@@ -54,6 +62,8 @@ class RunLog:
                     self.writer.add_scalar(f"{kind}/{name}", value, step)
 
     def close(self) -> None:
+        if not self.write:
+            return
         self._file.close()
         if self.writer is not None:
             self.writer.close()

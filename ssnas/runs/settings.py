@@ -49,7 +49,19 @@ class RunConfig:
         "help": "a NAS benchmark's results table (CSV: 'arch' in the space's text form + numeric columns, e.g. "
                 "NAS-Bench-201's); each epoch's derived cell is looked up and its true accuracy, rank and "
                 "percentile logged. Measurement only: the search never reads it", "resume_safe": True})
-
+    kernels: str = field(default="auto", metadata={
+        "help": "the exact speed route of ssnas/kernels: fast, textbook (plain torch: cuDNN on CUDA) or auto: fast on "
+                "CPU, textbook on CUDA until benchmarks/gpu.sh measures fast faster there; the maths is the same",
+        "choices": ("auto", "fast", "textbook"), "resume_safe": True})
+    sync_bn: bool = field(default=False, metadata={
+        "help": "under torchrun: batch norm over the global batch, every rank's images (SimCLR's global BN); N "
+                "ranks x B images are then exactly one process's N*B. Off: each rank's BN sees its own B, as DDP"})
+    world_size: int = field(default=1, metadata={
+        "cli": False, "help": "processes the run was started with (torchrun's WORLD_SIZE); recorded by the run",
+        "range": "[1, 1e6]", "resume_safe": True})
+    global_batch_size: int = field(default=0, metadata={
+        "cli": False, "help": "images per step over all processes: --batch-size (per process) x world_size; "
+                              "recorded by the run", "range": "[0, 1e9]", "resume_safe": True})
     def check(self) -> None:
         if self.resume and self.force:
             raise UserError("--resume continues the run in --out and --force deletes it; pass one of them")
@@ -136,6 +148,37 @@ def interrupted(cause: KeyboardInterrupt, out: Any, command: str, epoch: int, ep
     return Interrupted(text, code)
 
 
+def record_world(cfg: Any, world: int) -> None:
+    """Write the number of processes and the global batch into a search or retrain config (config.json shows
+    them; a resume compares them)."""
+    cfg.run.world_size = world
+    cfg.run.global_batch_size = cfg.optim.batch_size * world
+
+
+def _with_global_batch(cfg: dict[str, Any]) -> dict[str, Any]:
+    """A saved or current config with optim.batch_size read as the global batch (--batch-size x processes): a run
+    may resume on another number of processes if the global batch stays, as the data order, the steps per epoch
+    and the schedules then do."""
+    if not isinstance(cfg.get("optim"), dict) or "batch_size" not in cfg["optim"]:
+        return cfg
+    world = int((cfg.get("run") or {}).get("world_size", 1))
+    return {**cfg, "optim": {**cfg["optim"], "batch_size": int(cfg["optim"]["batch_size"]) * world}}
+
+
+def with_defaults(saved: dict[str, Any], defaults: dict[str, Any], keys: dict[str, Any] | None = None) -> dict[str, Any]:
+    """`saved` with the keys it lacks taken from `defaults`: a config written before a setting existed ran with
+    that setting's default (objective options stay as saved). With `keys`, only keys that `keys` has are added."""
+    out = dict(saved)
+    for k, v in defaults.items():
+        if keys is not None and k not in keys:
+            continue
+        if k not in out:
+            out[k] = v
+        elif isinstance(v, dict) and isinstance(out[k], dict) and k != "options":
+            out[k] = with_defaults(out[k], v, None if keys is None else keys[k])
+    return out
+
+
 def config_differences(saved: dict[str, Any], current: dict[str, Any], prefix: str = "") -> list[str]:
     """Dotted keys whose values differ between a saved config and the current one (objective options compared
     as a whole)."""
@@ -155,14 +198,20 @@ def _value(config: dict[str, Any], key: str) -> Any:
     return config
 
 
-def resume_changes(saved: dict[str, Any], current: dict[str, Any], safe: Collection[str], out: Path
-                   ) -> dict[str, Any]:
+def resume_changes(saved: dict[str, Any], current: dict[str, Any], safe: Collection[str], out: Path,
+                   defaults: dict[str, Any] | None = None) -> dict[str, Any]:
     """What a resume changes, as {key: {"was": ..., "now": ...}}; a UserError when it changes a key that is not
-    resume-safe (fields marked `resume_safe`: how a run runs, and its learning rates and gradient clip)."""
+    resume-safe (fields marked `resume_safe`: how a run runs, and its learning rates and gradient clip). The batch
+    is compared as the global batch (--batch-size x processes), so a run may resume on another number of processes
+    under torchrun as long as the global batch stays. Keys the saved config lacks are `defaults`' (a config written
+    before a setting existed ran with its default)."""
+    saved, current = _with_global_batch(with_defaults(saved, defaults or {})), _with_global_batch(current)
     diffs = [k for k in config_differences(saved, current) if k != "run.resume"]
     refused = [k for k in diffs if k not in safe]
     if refused:
-        shown = ", ".join(f"{k} ({_value(saved, k)!r} -> {_value(current, k)!r})" for k in refused[:4])
+        def name(k: str) -> str:
+            return "the global batch (--batch-size x processes)" if k == "optim.batch_size" else k
+        shown = ", ".join(f"{name(k)} ({_value(saved, k)!r} -> {_value(current, k)!r})" for k in refused[:4])
         raise UserError(f"cannot resume {out}: the settings differ from the saved run in {shown}"
                         f"{' and more' if len(refused) > 4 else ''}, and only those --help marks 'may change on "
                         f"--resume' may (learning rates, --grad-clip, how the run runs); `--resume --out {out}` alone "

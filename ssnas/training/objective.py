@@ -19,8 +19,9 @@ import torch
 from torch import nn
 
 from ssnas.config import Tunable, apply_overrides, check_tree
-from ssnas.data.augment import ViewMaker
+from ssnas.data.augment import Shard, ViewMaker
 from ssnas.errors import UserError
+from ssnas.runs.distributed import SINGLE, Ranks
 
 
 @dataclass
@@ -53,7 +54,14 @@ class ViewSpec:
 
 @dataclass
 class Batch:
-    """What an objective sees: augmented views, instance ids, and labels only if it is allowed them."""
+    """What an objective sees: augmented views, instance ids, and labels only if it is allowed them.
+
+    Under torchrun the batch is this rank's shard of the step's global batch, rows `ranks.rows(global_size)` of
+    it. An objective whose loss couples images (negatives, a labelled set, a mix) makes it a loss over the global
+    batch with `ranks.gather` (differentiable), taking this rank's rows as anchors: its loss is then this rank's
+    share, and the mean over the ranks, which the loops' gradient averaging differentiates, is the loss of one
+    process on the global batch. For one process `ranks.gather` is the identity.
+    """
 
     views: list[torch.Tensor]
     index: torch.Tensor
@@ -62,6 +70,12 @@ class Batch:
     # (mean, std), each [1, C, 1, 1], that the views were normalised with: a reconstruction loss measures its error
     # in [0, 1] pixel units with them (None: the views are taken as pixel values)
     pixel_stats: tuple[torch.Tensor, torch.Tensor] | None = None
+    ranks: Ranks = SINGLE
+
+    @property
+    def offset(self) -> int:
+        """Where this shard's rows start in the gathered (global) batch."""
+        return self.ranks.rank * self.size
 
     @property
     def size(self) -> int:
@@ -132,9 +146,10 @@ class Objective(nn.Module):
     def view_spec(self) -> ViewSpec:
         return ViewSpec()
 
-    def strong_view_maker(self, weak: Any) -> Callable[[torch.Tensor, torch.Generator], torch.Tensor] | None:
-        """For objectives with ViewSpec.strong > 0: a callable (uint8 images, generator) -> strong views,
-        built on the weak `ViewMaker` it is given."""
+    def strong_view_maker(self, weak: Any) -> Callable[..., torch.Tensor] | None:
+        """For objectives with ViewSpec.strong > 0: a callable (uint8 images, generator[, shard]) -> strong views,
+        built on the weak `ViewMaker` it is given; under torchrun it is passed the `Shard` (ssnas.data.augment)
+        and draws as the weak views do."""
         return None
 
     def attach(self, encoder: nn.Module) -> None:
@@ -168,6 +183,11 @@ def parse_options(cls: type[Objective], options: dict[str, Any]) -> Any:
     return apply_overrides(cls.Options(), {k: options[k] for k in options}, prefix="objective.")
 
 
+def at_least_float32(t: torch.Tensor) -> torch.Tensor:
+    """Losses are computed in float32 under mixed precision (16-bit activations), in float64 when given float64."""
+    return t.float() if t.dtype in (torch.float16, torch.bfloat16) else t
+
+
 def projection_head(in_dim: int, hidden_dim: int, out_dim: int) -> nn.Sequential:
     """SimCLR's g(.) (Chen et al. 2020, Sec. 2.1): a 2-layer MLP, W2 relu(W1 h). BN after the hidden layer, as
     in SimCLR v2's and most CIFAR reproductions' heads, keeps small-batch training stable."""
@@ -178,10 +198,12 @@ def projection_head(in_dim: int, hidden_dim: int, out_dim: int) -> nn.Sequential
 
 class BatchMaker:
     """Turns image indices into the Batch an objective asks for: its weak and strong views, the instance ids and
-    the labels it may see. The search and the retrain loops share it."""
+    the labels it may see. The search and the retrain loops share it. Under torchrun (`ranks`), it is given the
+    step's global indices and makes this rank's shard, with the views one process would make of those rows."""
 
-    def __init__(self, objective: Objective, views: ViewMaker):
+    def __init__(self, objective: Objective, views: ViewMaker, ranks: Ranks = SINGLE):
         self.views = views
+        self.ranks = ranks
         self.spec = objective.view_spec()
         self.strong = objective.strong_view_maker(views)
         if self.spec.strong and self.strong is None:
@@ -189,13 +211,24 @@ class BatchMaker:
 
     def __call__(self, images: torch.Tensor, index: torch.Tensor, generator: torch.Generator,
                  labels: torch.Tensor | None = None) -> Batch:
-        """`images` uint8 NHWC on the training device; `labels`, if any, are those of `index` already."""
+        """`images` uint8 NHWC on the training device; `index` the step's (global) batch; `labels`, if any, are
+        those of `index` already. Under torchrun, this rank's rows of them."""
+        if self.ranks.active:
+            rows = self.ranks.rows(len(index))
+            index, labels = index[rows], None if labels is None else labels[rows]
         return self.from_pixels(images[index.to(images.device)], index, generator, labels)
 
     def from_pixels(self, x: torch.Tensor, index: torch.Tensor, generator: torch.Generator,
                     labels: torch.Tensor | None = None) -> Batch:
-        """The Batch of the images `x` (uint8 NHWC on the training device, already gathered: `images[index]`)."""
-        views = [self.views(x, generator) for _ in range(self.spec.weak)]
-        strong = [self.strong(x, generator) for _ in range(self.spec.strong)] if self.strong else []
+        """The Batch of the images `x` (uint8 NHWC on the training device, already gathered: `images[index]`).
+        Under torchrun `x` is this rank's shard of the step's global batch (every rank's shard the same size), and
+        its views are the ones one process would make of those rows (ssnas.data.augment.Shard)."""
+        extra: tuple[Shard, ...] = ()
+        if self.ranks.active:
+            n = len(index)
+            extra = (Shard(self.ranks.rank * n, n * self.ranks.world),)
+        views = [self.views(x, generator, *extra) for _ in range(self.spec.weak)]
+        strong = [self.strong(x, generator, *extra) for _ in range(self.spec.strong)] if self.strong else []
         return Batch(views=views, index=index.to(x.device), strong=strong,
-                     labels=None if labels is None else labels.to(x.device), pixel_stats=self.views.stats_on(x.device))
+                     labels=None if labels is None else labels.to(x.device), pixel_stats=self.views.stats_on(x.device),
+                     ranks=self.ranks)

@@ -104,6 +104,26 @@ def set_lr(optimizer: torch.optim.Optimizer, lr: float) -> None:
         group["lr"] = lr
 
 
+PRECISIONS = ("fp32", "bf16")  # of the search (`--precision`)
+
+
+def uses_bf16(device: torch.device, precision: str) -> bool:
+    """Whether a step's forward passes run under bfloat16 autocast (`--precision bf16`, on any device)."""
+    if precision not in PRECISIONS:
+        raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")
+    return precision == "bf16"
+
+
+def autocast_bf16(device: torch.device, precision: str):
+    """A context factory for a step's forward passes: bfloat16 autocast when `uses_bf16` (no loss scaling:
+    bfloat16 keeps float32's exponent range), else nothing."""
+    import contextlib
+
+    if not uses_bf16(device, precision):
+        return contextlib.nullcontext
+    return lambda: torch.autocast(device.type, dtype=torch.bfloat16)
+
+
 def mixed_precision(device: torch.device, enabled: bool):
     """(autocast context factory, GradScaler): float16 autocast with loss scaling on CUDA when `enabled`;
     on CPU both are no-ops (CPU autocast to bfloat16 slows convolutions down rather than up)."""

@@ -5,15 +5,23 @@ A trial trains either the supernet (the bilevel search of `ssnas.search`) or a g
 on a labelled validation split that the trial never trains on; the score is reported to Optuna (and to NNI inside
 an NNI trial), so a pruner can stop a bad trial early. The study lives in an RDB storage (SQLite by default):
 running `ssnas tune` again with the same --study and --storage resumes it.
+
+Several workers (processes or machines) started with the same --study and --storage share the study: between them
+they run exactly --trials trials (ssnas.tune.study: lineages, budget). A worker's running trial beats every
+--heartbeat seconds; the trial of a worker that died is failed after two silent beats by another worker and run
+again with its parameters.
 """
 from __future__ import annotations
 
+import contextlib
 import copy
 import json
 import logging
 import os
 import re
 import socket
+import threading
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
@@ -30,12 +38,13 @@ from ssnas.files import STALE_TEMP_S, remove_stale_temps
 from ssnas.retrain import RetrainConfig, run_retrain, validate as validate_retrain
 from ssnas.runs import checkpoint
 from ssnas.runs import threads as thread_settings
-from ssnas.runs.settings import config_differences, resolve_device
+from ssnas.runs.settings import config_differences, resolve_device, with_defaults
 from ssnas.search import SearchConfig, run_search, validate as validate_search
 from ssnas.training.knn import KnnConfig, knn_top1
 from ssnas.tune.report import write_outputs
 from ssnas.tune.space import is_option, space_for, suggest
-from ssnas.tune.study import finished, open_study, recover
+from ssnas.tune.study import (GRACE_FACTOR, JOURNAL, enqueue_rerun, fail_silent_trials, open_study, progress, recover,
+                              surplus)
 
 TARGETS = ("supernet", "genotype")
 PRUNERS = ("median", "hyperband", "threshold", "none")
@@ -57,8 +66,12 @@ STUDY_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,99}")
 class TuneConfig:
     study: str = field(default="ssnas", metadata={"help": "study name; the same --study and --storage resume it"})
     storage: str = field(default="", metadata={
-        "help": "Optuna storage, any SQLAlchemy RDB URL (sqlite:///runs/tune.db, postgresql://...); "
-                "empty = sqlite:///OUT/tune.db"})
+        "help": "Optuna storage: an SQLAlchemy RDB URL (sqlite:///runs/tune.db; postgresql://user:pw@host/db for "
+                "workers on several machines) or journal:FILE (Optuna's journal file, on a shared filesystem, for "
+                "clusters without a database); empty = sqlite:///OUT/tune.db"})
+    heartbeat: int = field(default=60, metadata={
+        "help": "seconds between a running trial's heartbeats; a trial silent for two beats (its worker died) is "
+                "failed by another worker and run again; 0 = off", "range": "[0, 86400]"})
     trials: int = field(default=20, metadata={
         "help": "finished trials (complete, pruned or failed) the study should hold; a resumed study runs the rest",
         "range": "[1, 100000]"})
@@ -92,11 +105,43 @@ class TrialFailed(Exception):
     """A trial that failed on its own settings (e.g. a diverging loss): the study records it and goes on."""
 
 
+class TrialSurplus(Exception):
+    """A trial another worker's trials leave no room for (ssnas.tune.study.surplus): given up before it starts."""
+
+
+def grace_s(tune: TuneConfig) -> float:
+    """How long a running trial may stay silent before another worker fails and re-runs it (0 = never)."""
+    return float(GRACE_FACTOR * tune.heartbeat)
+
+
+class _Heartbeat:
+    """The journal storage has no heartbeat of Optuna's: the trial's `ssnas_alive` attribute, every `interval`
+    seconds, from a thread (`recover` in other workers reads it)."""
+
+    def __init__(self, trial: Any, interval: float):
+        self.trial, self.interval = trial, interval
+        self.stopped = threading.Event()
+        self.thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self) -> None:
+        while not self.stopped.is_set():
+            self.trial.set_user_attr("ssnas_alive", time.time())
+            self.stopped.wait(self.interval)
+
+    def __enter__(self) -> "_Heartbeat":
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.stopped.set()
+        self.thread.join(timeout=30)
+
+
 class _NoTraceback(logging.Filter):
     """Optuna logs a failed trial with its traceback; for a trial that failed on its settings (the message says
     why) or was interrupted by Ctrl-C, one line is enough."""
     def filter(self, record: logging.LogRecord) -> bool:
-        if record.exc_info and isinstance(record.exc_info[1], (TrialFailed, KeyboardInterrupt)):
+        if record.exc_info and isinstance(record.exc_info[1], (TrialFailed, TrialSurplus, KeyboardInterrupt)):
             record.exc_info, record.exc_text = None, None
         return True
 
@@ -144,11 +189,11 @@ def study_dir(tune: TuneConfig, base: Any) -> Path:
 def storage_url(tune: TuneConfig, base: Any) -> str:
     """The storage URL with a SQLite path made absolute (NNI's processes do not share our working directory)."""
     url = tune.storage or f"sqlite:///{Path(base.run.out) / 'tune.db'}"
-    prefix = "sqlite:///"
-    if url.startswith(prefix) and url[len(prefix):] not in ("", ":memory:"):
-        path = Path(url[len(prefix):]).absolute()
-        path.parent.mkdir(parents=True, exist_ok=True)
-        url = prefix + str(path)
+    for prefix in ("sqlite:///", JOURNAL):
+        if url.startswith(prefix) and url[len(prefix):] not in ("", ":memory:"):
+            path = Path(url[len(prefix):]).absolute()
+            path.parent.mkdir(parents=True, exist_ok=True)
+            url = prefix + str(path)
     return url
 
 
@@ -191,7 +236,9 @@ def check_spec(study: Any, spec: dict[str, Any], url: str) -> None:
         study.set_user_attr("ssnas_spec", spec)
         return
     diffs = [] if saved["target"] == spec["target"] else ["target"]
-    diffs += [k for k in config_differences(saved["config"], spec["config"]) if k not in resumable(spec["target"])]
+    # settings added since the study began ran with their defaults
+    older = with_defaults(saved["config"], to_dict(config_class(spec["target"])()), spec["config"])
+    diffs += [k for k in config_differences(older, spec["config"]) if k not in resumable(spec["target"])]
     diffs += [f"tune.{k}" for k in config_differences(saved["score"], spec["score"])]
     if diffs:
         raise UserError(f"cannot resume study {study.study_name!r}: its trials ran with other settings in "
@@ -202,12 +249,12 @@ def prepare_study(tune: TuneConfig, base: Any, params: tuple[Tunable, ...]) -> t
     """Open (or create) the study, refuse a resume with other settings, re-enqueue crashed trials."""
     url, root = storage_url(tune, base), study_dir(tune, base)
     epochs = base.optim.epochs
-    study = open_study(url, tune.study, make_pruner(tune, epochs), base.run.seed)
+    study = open_study(url, tune.study, make_pruner(tune, epochs), base.run.seed, heartbeat=tune.heartbeat)
     if not study.get_trials(deepcopy=False) and any(root.glob("trial-*")):
         raise UserError(f"{root} holds trial folders of another study named {tune.study!r}; choose another "
                         f"--out or --study, or delete {root}")
     check_spec(study, study_spec(tune, base, params), url)
-    again = recover(study)
+    again = recover(study, grace_s(tune))
     remove_stale_temps(root, STALE_TEMP_S)  # of killed writes of the best config; other workers may be writing
     if again:
         print(f"ssnas: unfinished trial(s) {', '.join(map(str, again))} run again with the same parameters")
@@ -313,22 +360,28 @@ class TrialRunner:
         self.last: dict[str, Any] = {}  # the running trial's latest report (NNI's final result reuses it)
 
     def __call__(self, trial: Any) -> float:
+        if surplus(trial.study, trial.number, self.tune.trials):  # another worker took its place meanwhile
+            trial.set_user_attr("ssnas_surplus", True)
+            raise TrialSurplus(f"trial {trial.number}: the study's {self.tune.trials} trials are taken")
         out = self.root / f"trial-{trial.number:04d}"
         trial.set_user_attr("ssnas_host", socket.gethostname())
         trial.set_user_attr("ssnas_pid", os.getpid())
         trial.set_user_attr("out", str(out))
         self.last = {}
+        beat = self.tune.heartbeat if self.tune.storage.startswith(JOURNAL) else 0
         try:
             if (out / "checkpoint.pt").exists():
                 raise UserError(f"{out} already holds a run, but trial {trial.number} is new; delete that folder")
             cfg = trial_config(self.base, self.tune.target, suggest(trial, self.params), out)
             scorer = KnnScorer(self.tune.target, cfg, self.data, self.tune.knn)
-            result = self._train(cfg, lambda epoch, stats: self._report(trial, scorer, out, epoch, stats))
+            with _Heartbeat(trial, beat) if beat else contextlib.nullcontext():
+                result = self._train(cfg, lambda epoch, stats: self._report(trial, scorer, out, epoch, stats))
         except UserError as e:
             trial.set_user_attr("error", str(e))
             raise TrialFailed(str(e)) from None
         except KeyboardInterrupt:
-            trial.set_user_attr("ssnas_interrupted", True)  # re-run when the study resumes
+            trial.set_user_attr("ssnas_interrupted", True)
+            enqueue_rerun(trial.study, trial)  # runs again, in the next worker that asks (this one or another)
             raise
         if result is not None:
             trial.set_user_attr("genotype", result)
@@ -376,35 +429,49 @@ class TuneResult:
 
 
 def run_tune(tune: TuneConfig, base: Any, data: TuneData | None = None) -> TuneResult:
-    """Run (or resume) the study until it holds `tune.trials` finished trials; write the best config and plots."""
-    import optuna
-
+    """Run (or resume, or join) the study until it holds `tune.trials` finished trials; write the best config and
+    plots. Other workers may run trials of the same study meanwhile (see the module docstring)."""
+    from optuna.trial import TrialState
 
     params = validate(tune, base)
     thread_settings.apply(base.run.threads)  # before the data loads; each trial's run applies it again
     study, url, root = prepare_study(tune, base, params)
-    todo = tune.trials - finished(study)
+    state = progress(study, tune.trials)
     ran = 0
-    if todo > 0:
-        print(f"ssnas tune: study {tune.study!r} in {url}: {finished(study)} of {tune.trials} trials finished, "
-              f"running {todo}; trial folders in {root}")
+    if state.finished < tune.trials:
+        print(f"ssnas tune: study {tune.study!r} in {url}: {state.finished} of {tune.trials} trials finished, "
+              f"{len(state.running)} running elsewhere; trial folders in {root}")
         runner = TrialRunner(tune, base, params, root, data)
         failures: list[str] = []
 
-        def stop_when_done(study: Any, trial: Any) -> None:
-            if trial.state == optuna.trial.TrialState.FAIL:
+        def count_failures(study: Any, trial: Any) -> None:
+            if trial.user_attrs.get("ssnas_surplus"):
+                return
+            if trial.state == TrialState.FAIL:
                 failures.append(trial.user_attrs.get("error", "an exception (see the log above)"))
             else:
                 failures.clear()
-            if finished(study) >= tune.trials or len(failures) >= MAX_FAILURES_IN_A_ROW:
-                study.stop()
 
-        before = len(study.get_trials(deepcopy=False))
+        before, told = len(study.get_trials(deepcopy=False)), False
         optuna_log, quiet = logging.getLogger("optuna.study._optimize"), _NoTraceback()
         optuna_log.addFilter(quiet)
         try:
-            study.optimize(runner, n_trials=todo, catch=(TrialFailed,), callbacks=[stop_when_done],
-                           gc_after_trial=True)
+            while len(failures) < MAX_FAILURES_IN_A_ROW:
+                state = progress(study, tune.trials)
+                if state.finished >= tune.trials:
+                    break
+                if not state.open and not state.waiting:
+                    # the rest runs in other workers: wait until they finish, or fall silent and are enqueued again
+                    if not told:
+                        print(f"ssnas tune: waiting for trial(s) {', '.join(map(str, state.running))}, running in "
+                              f"other workers", flush=True)
+                        told = True
+                    fail_silent_trials(study)  # an RDB's heartbeat: stale trials failed and re-enqueued
+                    recover(study, grace_s(tune))  # the journal's, and dead processes on this machine
+                    time.sleep(max(1.0, min(5.0, tune.heartbeat / 2)))
+                    continue
+                study.optimize(runner, n_trials=1, catch=(TrialFailed, TrialSurplus), callbacks=[count_failures],
+                               gc_after_trial=True)
         finally:
             optuna_log.removeFilter(quiet)
             ran = len(study.get_trials(deepcopy=False)) - before

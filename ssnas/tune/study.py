@@ -3,9 +3,12 @@ NNI's tuner process imports only this (and ssnas.config's `Tunable`), so it star
 ranges travel in its spec file as JSON (`to_json` / `from_json`)."""
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import os
 import socket
+import time
+import warnings
 from typing import Any, Iterable
 
 from ssnas.config import Tunable
@@ -19,10 +22,11 @@ def trial_seed(seed: int, index: int) -> int:
 
 def sampled_index(study: Any, number: int) -> int:
     """A trial's place among the trials the sampler drew: its number, less the re-runs of crashed trials before
-    it (those are enqueued with the crashed trial's parameters and draw nothing). So the n-th drawn trial has
+    it (those are enqueued with the crashed trial's parameters and draw nothing: ssnas's "ssnas_retry_of", and
+    Optuna's heartbeat callback's "failed_trial" for a worker that fell silent). So the n-th drawn trial has
     index n whether or not the study crashed and resumed before it."""
     return number - sum(1 for t in study.get_trials(deepcopy=False)
-                        if t.number < number and "ssnas_retry_of" in t.user_attrs)
+                        if t.number < number and ("ssnas_retry_of" in t.user_attrs or "failed_trial" in t.system_attrs))
 
 
 def seeded_sampler(seed: int) -> Any:
@@ -58,13 +62,52 @@ def seeded_sampler(seed: int) -> Any:
     return TrialSeededTPE()
 
 
-def open_study(url: str, name: str, pruner: Any = None, seed: int = 0, create: bool = True) -> Any:
+# A worker's running trial records that it is alive every HEARTBEAT seconds (Optuna's heartbeat on an RDB; ssnas's
+# own user attribute on a journal file, which has none); one silent for GRACE_FACTOR beats is failed by any worker
+# and enqueued again, at most MAX_RETRIES times.
+GRACE_FACTOR = 2
+MAX_RETRIES = 3
+JOURNAL = "journal:"  # --storage journal:PATH: Optuna's JournalStorage on a file (clusters without a database)
+
+
+def make_storage(url: str, heartbeat: int = 0) -> Any:
+    """The Optuna storage of `url`: an RDB (SQLAlchemy URL: sqlite, postgresql, mysql) or `journal:PATH`; with
+    `heartbeat` > 0, an RDB fails the trials of workers that stopped beating and enqueues them again."""
+    import optuna
+
+    if url.startswith(JOURNAL):
+        from optuna.storages.journal import JournalFileBackend
+
+        path = url[len(JOURNAL):]
+        if not path:
+            raise UserError("--storage journal:PATH needs a file path, e.g. journal:runs/tune.journal")
+        return optuna.storages.JournalStorage(JournalFileBackend(path))
+    kwargs = {"connect_args": {"timeout": 60}} if url.startswith("sqlite") else {}  # NNI's trial and tuner share it
+    if not heartbeat:
+        return optuna.storages.RDBStorage(url, engine_kwargs=kwargs)
+    with warnings.catch_warnings():  # "experimental" since Optuna 2.9, and what its docs recommend for this
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        return optuna.storages.RDBStorage(
+            url, engine_kwargs=kwargs, heartbeat_interval=heartbeat, grace_period=GRACE_FACTOR * heartbeat,
+            heartbeat_stale_trial_callback=optuna.storages.RetryHeartbeatStaleTrialCallback(max_retry=MAX_RETRIES))
+
+
+def fail_silent_trials(study: Any) -> None:
+    """Optuna's heartbeat check (RDB storages with a heartbeat): fail the trials whose worker fell silent; the
+    storage's callback enqueues each again."""
+    import optuna
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        optuna.storages.fail_stale_trials(study)
+
+
+def open_study(url: str, name: str, pruner: Any = None, seed: int = 0, create: bool = True, heartbeat: int = 0) -> Any:
     """The study in `url`, created if asked, sampled by `seeded_sampler(seed)`."""
     import optuna
 
-    kwargs = {"connect_args": {"timeout": 60}} if url.startswith("sqlite") else {}  # NNI's trial and tuner share it
     try:
-        storage = optuna.storages.RDBStorage(url, engine_kwargs=kwargs)
+        storage = make_storage(url, heartbeat)
         if create:
             study = optuna.create_study(study_name=name, storage=storage, direction="maximize",
                                         load_if_exists=True, pruner=pruner)
@@ -73,10 +116,10 @@ def open_study(url: str, name: str, pruner: Any = None, seed: int = 0, create: b
     except KeyError:
         raise UserError(f"no study named {name!r} in {url}; start it with ssnas tune --study {name}") from None
     except ImportError as e:
-        raise UserError(f"cannot open --storage {url}: {e}; install its database driver or use "
-                        f"sqlite:///FILE") from None
+        raise UserError(f"cannot open --storage {url}: {e}; install its database driver (PostgreSQL: pip install "
+                        f"'psycopg[binary]') or use sqlite:///FILE") from None
     except Exception as e:  # SQLAlchemy: bad URL, unreachable server, not a database
-        if type(e).__module__.split(".")[0] not in ("sqlalchemy", "optuna"):
+        if type(e).__module__.split(".")[0] not in ("sqlalchemy", "optuna", "psycopg", "psycopg2"):
             raise
         raise UserError(f"cannot open --storage {url}: {str(e).splitlines()[0]}") from None
     study.sampler = seeded_sampler(seed)
@@ -93,39 +136,134 @@ def _alive(pid: int) -> bool:
     return True
 
 
-def recover(study: Any) -> list[int]:
-    """Trials a crash left RUNNING (their process on this machine is gone) or that Ctrl-C interrupted: mark them
-    failed and enqueue their parameters again. Returns the trial numbers re-enqueued."""
+# ---- trials across workers --------------------------------------------------------------------------------------
+# A study's `--trials` counts lineages: a trial and the re-runs of it that a crash made (Optuna's heartbeat callback
+# marks a re-run with the system attribute "failed_trial", ssnas with the user attribute "ssnas_retry_of"). Trial
+# numbers are unique and ordered in every storage, so every worker agrees, without a lock, on which lineages are
+# in the budget (the first `trials`, by number) and which trial of a lineage may run (the first live one): a trial
+# that falls outside is "surplus", is given up at once and never counts. So several workers started on one study
+# run exactly `trials` trials between them.
+
+def _parent(t: Any) -> int | None:
+    parent = t.system_attrs.get("failed_trial", t.user_attrs.get("ssnas_retry_of"))
+    return None if parent is None or parent == t.number else int(parent)
+
+
+def _is_surplus(t: Any) -> bool:
+    return bool(t.user_attrs.get("ssnas_surplus"))
+
+
+def lineages(trials: Iterable[Any]) -> dict[int, list[Any]]:
+    """Trials grouped by the trial they re-run (their root), roots and members in number order; surplus left out."""
+    by_number = {t.number: t for t in trials if not _is_surplus(t)}
+
+    def root(number: int) -> int:
+        seen = set()
+        while True:
+            parent = _parent(by_number[number]) if number in by_number else None
+            if parent is None or parent in seen:
+                return number
+            seen.add(number)
+            number = parent
+
+    groups: dict[int, list[Any]] = {}
+    for number in sorted(by_number):
+        groups.setdefault(root(number), []).append(by_number[number])
+    return dict(sorted(groups.items()))
+
+
+def _done(members: list[Any]) -> bool:
+    """A lineage is finished when a member completed or was pruned, or its newest member failed for good (on its
+    settings, or a crash past the retries): not interrupted, and not waiting for the re-run a crash enqueues."""
     from optuna.trial import TrialState
 
-    trials = study.get_trials(deepcopy=False)
-    retried = {t.user_attrs["ssnas_retry_of"] for t in trials if "ssnas_retry_of" in t.user_attrs}
-    host, again = socket.gethostname(), []
-    for t in trials:
-        if t.number in retried:
+    if any(t.state in (TrialState.COMPLETE, TrialState.PRUNED) for t in members):
+        return True
+    last = members[-1]
+    return last.state == TrialState.FAIL and not last.user_attrs.get("ssnas_interrupted")
+
+
+@dataclasses.dataclass
+class Progress:
+    finished: int  # lineages in the budget that are finished
+    open: int  # lineages the budget has room for that no trial has started yet
+    waiting: int  # enqueued re-runs in the budget, ready for any worker
+    running: list[int]  # trial numbers running now (in any worker)
+
+
+def progress(study: Any, budget: int) -> Progress:
+    from optuna.trial import TrialState
+
+    groups = list(lineages(study.get_trials(deepcopy=False)).values())[:budget]
+    live = [t for members in groups for t in members if t.state in (TrialState.RUNNING, TrialState.WAITING)]
+    return Progress(finished=sum(_done(m) for m in groups), open=budget - len(groups),
+                    waiting=sum(t.state == TrialState.WAITING for t in live),
+                    running=[t.number for t in live if t.state == TrialState.RUNNING])
+
+
+def finished(study: Any, budget: int | None = None) -> int:
+    """Trials that count towards --trials: lineages (a trial and its re-runs) that completed, were pruned, or
+    failed on their own (not crashed and re-run); the first `budget` lineages only, if given."""
+    groups = list(lineages(study.get_trials(deepcopy=False)).values())
+    return sum(_done(m) for m in (groups if budget is None else groups[:budget]))
+
+
+def surplus(study: Any, number: int, budget: int) -> bool:
+    """Whether trial `number` must not run: its lineage is beyond the budget, or an earlier member of its lineage
+    is running, waiting or finished (two workers enqueued the same re-run)."""
+    from optuna.trial import TrialState
+
+    groups = lineages(study.get_trials(deepcopy=False))
+    for index, (root, members) in enumerate(groups.items()):
+        numbers = [t.number for t in members]
+        if number not in numbers:
             continue
+        if index >= budget:
+            return True
+        earlier = members[:numbers.index(number)]
+        return any(t.state != TrialState.FAIL for t in earlier)
+    return False
+
+
+def enqueue_rerun(study: Any, trial: Any) -> bool:
+    """Fail a crashed (or interrupted) trial and enqueue its parameters again, unless another worker already did:
+    the state change is atomic in the storage, so only one worker wins and enqueues. Returns whether this one did."""
+    from optuna.trial import TrialState
+
+    if trial.state == TrialState.RUNNING:
+        try:
+            study.tell(trial.number, state=TrialState.FAIL)
+        except RuntimeError:  # finished meanwhile (by its worker, or failed by another one)
+            return False
+    study.enqueue_trial(trial.params, user_attrs={"ssnas_retry_of": trial.number})
+    return True
+
+
+def recover(study: Any, grace_s: float = 0) -> list[int]:
+    """Trials a crash left RUNNING (their process on this machine is gone, or with `grace_s`, on a journal storage,
+    their heartbeat attribute is older than that) and legacy interrupted trials without a re-run: fail them and
+    enqueue their parameters again (each once, see `enqueue_rerun`). Returns the trial numbers re-enqueued."""
+    from optuna.trial import TrialState
+
+    host, again, now = socket.gethostname(), [], time.time()
+    for members in lineages(study.get_trials(deepcopy=False)).values():
+        t = members[-1]
         if t.state == TrialState.RUNNING:
-            if t.user_attrs.get("ssnas_host", host) != host:
-                continue  # another machine's worker: it may well be alive
+            beat = t.user_attrs.get("ssnas_alive")
+            stale = grace_s and beat is not None and now - float(beat) > grace_s
+            mine = t.user_attrs.get("ssnas_host", host) == host
             pid = t.user_attrs.get("ssnas_pid")
-            if pid is not None and _alive(int(pid)):
+            if not stale and not (mine and pid is not None and not _alive(int(pid))):
                 continue
-            study.tell(t.number, state=TrialState.FAIL, skip_if_finished=True)
         elif not (t.state == TrialState.FAIL and t.user_attrs.get("ssnas_interrupted")):
             continue
-        study.enqueue_trial(t.params, user_attrs={"ssnas_retry_of": t.number})
-        again.append(t.number)
+        if len(members) > MAX_RETRIES and t.state == TrialState.RUNNING:  # crashed too often: fails for good
+            with contextlib.suppress(RuntimeError):
+                study.tell(t.number, state=TrialState.FAIL)
+            continue
+        if enqueue_rerun(study, t):
+            again.append(t.number)
     return again
-
-
-def finished(study: Any) -> int:
-    """Trials that count towards --trials: complete, pruned, or failed on their own (not crashed and re-run)."""
-    from optuna.trial import TrialState
-
-    trials = study.get_trials(deepcopy=False)
-    retried = {t.user_attrs["ssnas_retry_of"] for t in trials if "ssnas_retry_of" in t.user_attrs}
-    return sum(1 for t in trials if t.state in (TrialState.COMPLETE, TrialState.PRUNED) or (
-        t.state == TrialState.FAIL and t.number not in retried and not t.user_attrs.get("ssnas_interrupted")))
 
 
 def to_json(params: Iterable[Tunable]) -> list[dict[str, Any]]:

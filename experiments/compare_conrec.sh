@@ -3,7 +3,7 @@
 # the same network, data, views, optimiser, schedule and seed; only the objective differs. Then the linear probe
 # and the kNN protocol.
 #
-#   experiments/compare_conrec.sh [--quick [--epochs N] [--subset N]] [--out DIR]
+#   experiments/compare_conrec.sh [--quick [--epochs N] [--subset N]] [--seed N] [--out DIR]
 #
 # Standard protocol (a GPU): experiments/retrain_cifar10_simclr.toml (DARTS_V2's network, SimCLR's CIFAR-10
 # recipe, 500 epochs) with --objective simclr, conrec, and conrec without reconstruction and corruption (SimCLR +
@@ -24,12 +24,14 @@ QUICK=0
 OUT=""
 EPOCHS=12
 SUBSET=4000
+SEED=0
 while [ $# -gt 0 ]; do
   case "$1" in
     --quick) QUICK=1 ;;
     --out) OUT="$2"; shift ;;
     --epochs) EPOCHS="$2"; shift ;;
     --subset) SUBSET="$2"; shift ;;
+    --seed) SEED="$2"; shift ;;
     -h|--help) sed -n '2,19p' "$0"; exit 0 ;;
     *) echo "unknown option $1 (see --help)" >&2; exit 2 ;;
   esac
@@ -39,14 +41,14 @@ done
 SSNAS=${SSNAS:-$( [ -x .venv/bin/ssnas ] && echo .venv/bin/ssnas || echo ssnas )}
 if [ -z "${SSNAS_DATA:-}" ] && [ -d ../shared/data/cifar10 ]; then export SSNAS_DATA=$(cd ../shared/data && pwd); fi
 
-RETRAIN=(--config experiments/retrain_cifar10_simclr.toml)
-EVAL=()
+RETRAIN=(--config experiments/retrain_cifar10_simclr.toml --seed "$SEED")
+EVAL=(--seed "$SEED")
 if [ "$QUICK" = 1 ]; then
   OUT=${OUT:-runs/compare-conrec-quick}
   RETRAIN+=(--subset "$SUBSET" --arch '|nor_conv_3x3~0|+|nor_conv_3x3~0|nor_conv_3x3~1|+|skip_connect~0|nor_conv_3x3~1|nor_conv_3x3~2|'
             --layers 1 --init-channels 16 --epochs "$EPOCHS" --warmup-epochs 1 --batch-size 128 --optimizer sgd --lr 0.12
             --weight-decay 5e-4 --knn-every 0 --device cpu --no-progress)
-  EVAL=(--subset "$SUBSET" --test-subset 2000 --linear-batch-size 256 --device cpu --no-progress)
+  EVAL+=(--subset "$SUBSET" --test-subset 2000 --linear-batch-size 256 --device cpu --no-progress)
 else
   OUT=${OUT:-runs/compare-conrec}
 fi

@@ -3,7 +3,7 @@
 # distillation + extra queue) against plain sequential training, random replay and joint training (the upper
 # bound), all with the same network, views, objective, optimiser, per-step schedule and seed.
 #
-#   experiments/compare_continual.sh [--quick [--epochs N] [--subset N]] [--out DIR]
+#   experiments/compare_continual.sh [--quick [--epochs N] [--subset N]] [--seed N] [--out DIR]
 #
 # Standard protocol (a GPU): experiments/retrain_cifar10_continual.toml (ResNet-18, 200 epochs per step, batch 512,
 # the full training set) with --continual-method ccl, replay, finetune and joint.
@@ -22,12 +22,14 @@ QUICK=0
 OUT=""
 EPOCHS=8
 SUBSET=4000
+SEED=0
 while [ $# -gt 0 ]; do
   case "$1" in
     --quick) QUICK=1 ;;
     --out) OUT="$2"; shift ;;
     --epochs) EPOCHS="$2"; shift ;;
     --subset) SUBSET="$2"; shift ;;
+    --seed) SEED="$2"; shift ;;
     -h|--help) sed -n '2,17p' "$0"; exit 0 ;;
     *) echo "unknown option $1 (see --help)" >&2; exit 2 ;;
   esac
@@ -37,7 +39,7 @@ done
 SSNAS=${SSNAS:-$( [ -x .venv/bin/ssnas ] && echo .venv/bin/ssnas || echo ssnas )}
 if [ -z "${SSNAS_DATA:-}" ] && [ -d ../shared/data/cifar10 ]; then export SSNAS_DATA=$(cd ../shared/data && pwd); fi
 
-RETRAIN=(--config experiments/retrain_cifar10_continual.toml)
+RETRAIN=(--config experiments/retrain_cifar10_continual.toml --seed "$SEED")
 if [ "$QUICK" = 1 ]; then
   OUT=${OUT:-runs/compare-continual-quick}
   RETRAIN+=(--subset "$SUBSET" --test-subset 2000 --arch '|nor_conv_3x3~0|+|nor_conv_3x3~0|nor_conv_3x3~1|+|skip_connect~0|nor_conv_3x3~1|nor_conv_3x3~2|'

@@ -136,3 +136,16 @@ def test_a_silent_trial_of_another_machine_is_failed_after_the_heartbeat_and_run
     assert [t.state for t in trials] == [TrialState.FAIL, TrialState.COMPLETE]
     assert trials[1].params == trials[0].params
     _exactly(result.study, 1)
+
+
+@pytest.mark.slow
+def test_workers_opening_a_fresh_database_together_all_open_it(postgres_url):
+    """Workers started together on an empty database all create Optuna's tables; PostgreSQL refuses all but one
+    CREATE TABLE (a duplicate key in pg_type), and make_storage opens the tables the winner made."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    with ThreadPoolExecutor(6) as pool:
+        storages = list(pool.map(lambda _: make_storage(postgres_url, heartbeat=60), range(6)))
+    assert len(storages) == 6
+    study = optuna.create_study(study_name="s", storage=storages[0])
+    assert [s.get_study_id_from_name("s") for s in storages] == [study._study_id] * 6

@@ -67,6 +67,7 @@ def seeded_sampler(seed: int) -> Any:
 # and enqueued again, at most MAX_RETRIES times.
 GRACE_FACTOR = 2
 MAX_RETRIES = 3
+SCHEMA_ATTEMPTS = 3  # opening an RDB while other workers create its tables (make_storage)
 JOURNAL = "journal:"  # --storage journal:PATH: Optuna's JournalStorage on a file (clusters without a database)
 
 
@@ -83,13 +84,24 @@ def make_storage(url: str, heartbeat: int = 0) -> Any:
             raise UserError("--storage journal:PATH needs a file path, e.g. journal:runs/tune.journal")
         return optuna.storages.JournalStorage(JournalFileBackend(path))
     kwargs = {"connect_args": {"timeout": 60}} if url.startswith("sqlite") else {}  # NNI's trial and tuner share it
-    if not heartbeat:
-        return optuna.storages.RDBStorage(url, engine_kwargs=kwargs)
-    with warnings.catch_warnings():  # "experimental" since Optuna 2.9, and what its docs recommend for this
-        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-        return optuna.storages.RDBStorage(
-            url, engine_kwargs=kwargs, heartbeat_interval=heartbeat, grace_period=GRACE_FACTOR * heartbeat,
-            heartbeat_stale_trial_callback=optuna.storages.RetryHeartbeatStaleTrialCallback(max_retry=MAX_RETRIES))
+    extra = {}
+    if heartbeat:
+        extra = dict(heartbeat_interval=heartbeat, grace_period=GRACE_FACTOR * heartbeat,
+                     heartbeat_stale_trial_callback=optuna.storages.RetryHeartbeatStaleTrialCallback(
+                         max_retry=MAX_RETRIES))
+    for attempt in range(SCHEMA_ATTEMPTS):
+        try:
+            with warnings.catch_warnings():  # heartbeats: "experimental" since Optuna 2.9, and what its docs advise
+                warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+                return optuna.storages.RDBStorage(url, engine_kwargs=kwargs, **extra)
+        except Exception as e:
+            # Workers started together on a fresh database all create Optuna's tables; PostgreSQL lets one win and
+            # refuses the others' CREATE TABLE with a duplicate key in its catalogue (pg_type). The tables exist
+            # then, so a second try opens them.
+            if attempt + 1 == SCHEMA_ATTEMPTS or not any(w in str(e) for w in ("duplicate key", "already exists")):
+                raise
+            time.sleep(0.5 * (attempt + 1))
+    raise AssertionError("unreachable")
 
 
 def fail_silent_trials(study: Any) -> None:

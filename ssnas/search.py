@@ -174,9 +174,13 @@ class Searcher:
             grads = self.ranks.average([a.grad for a in self.alphas])  # under torchrun: the global batch's
         # every strategy's arch step comes through here: the averaged data gradient above (or, second order, in
         # unrolled_arch_grads), plus a penalty of the alphas alone, which every rank computes identically
-        penalty = self.strategy.penalty(self.alphas, progress)
+        # The penalty sees the op-choice alphas only (not PC-DARTS's edge betas, which no strategy's formula covers)
+        op_alphas = list(self.supernet.alphas().values())
+        penalty = self.strategy.penalty(op_alphas, progress)
         if penalty is not None:  # depends on the alphas alone, so its gradient simply adds in both orders
-            grads = [g + r if g is not None else r for g, r in zip(grads, torch.autograd.grad(penalty, self.alphas))]
+            extra = dict(zip(map(id, op_alphas), torch.autograd.grad(penalty, op_alphas)))
+            grads = [g if id(a) not in extra else extra[id(a)] if g is None else g + extra[id(a)]
+                     for a, g in zip(self.alphas, grads)]
         for a, g in zip(self.alphas, grads):
             a.grad = torch.zeros_like(a) if g is None else g
         self.opt_a.step()

@@ -81,9 +81,10 @@ def test_bad_settings_are_one_line_errors():
 
 
 @pytest.mark.slow
-def test_pc_darts_search_runs_and_learns_the_betas(tmp_path, fashion_train):
+@pytest.mark.parametrize("strategy", ["darts", "beta-darts"])  # beta-DARTS's penalty covers the alphas, not the betas
+def test_pc_darts_search_runs_and_learns_the_betas(tmp_path, fashion_train, strategy):
     cfg = tiny_search_config(tmp_path, **{"supernet.init_channels": 8, "supernet.partial_channels": 4,
-                                          "supernet.edge_norm": True})
+                                          "supernet.edge_norm": True, "strategy.name": strategy})
     result = run_search(cfg, fashion_train)
     assert result.finished and len(result.genotype.normal) == 4
     state = checkpoint.load(tmp_path / "checkpoint.pt")["searcher"]

@@ -28,7 +28,7 @@ from ssnas.nas.global_bn import use_global_batch_norm
 from ssnas.nas.network import NetworkConfig, describe
 from ssnas.runs import checkpoint
 from ssnas.runs import threads as thread_settings
-from ssnas.runs.console import Console, epoch_line
+from ssnas.runs.console import Console, epoch_line, resume_words
 from ssnas.runs.distributed import SINGLE, Ranks, hold_on_rank0
 from ssnas.runs.log import RunLog
 from ssnas.runs.folder import check_out
@@ -359,9 +359,7 @@ def _run_retrain(cfg: RetrainConfig, arch: Any, out: Path, resume_state: dict[st
                   f"{o.warmup_epochs} warm-up epochs"),
         ("kNN monitor", monitor),
         ("device", f"{device}, threads {thread_settings.describe(threads)}" if device.type == "cpu" else str(device)),
-        ("resume", None if not start_epoch else f"all {o.epochs} epochs were already finished: nothing to do"
-                   if start_epoch >= o.epochs else
-                   f"from epoch {start_epoch + 1} ({start_epoch} of {o.epochs} finished)"),
+        ("resume", resume_words(start_epoch, o.epochs)),
     ], derived)
     log = RunLog(out, resume_epoch=start_epoch, resume_step=start_epoch * steps, tensorboard=cfg.run.tensorboard,
                  write=ranks.is_main)

@@ -29,7 +29,7 @@ from ssnas.nas.global_bn import use_global_batch_norm
 from ssnas.nas.space import SpaceConfig
 from ssnas.runs import checkpoint
 from ssnas.runs import threads as thread_settings
-from ssnas.runs.console import Console, epoch_line
+from ssnas.runs.console import Console, epoch_line, resume_words
 from ssnas.runs.distributed import SINGLE, Ranks, hold_on_rank0
 from ssnas.runs.ground_truth import BenchmarkTable, epoch_truth
 from ssnas.runs.folder import check_out
@@ -410,9 +410,7 @@ def _run_search(cfg: SearchConfig, out: Path, resume_state: dict[str, Any] | Non
         ("supernet", f"{cfg.supernet.layers} cells of width {cfg.supernet.init_channels}: {weights / 1e6:.3f}M "
                      f"weights, {sum(a.numel() for a in searcher.alphas)} architecture parameters"),
         ("device", f"{device}, threads {thread_settings.describe(threads)}" if device.type == "cpu" else str(device)),
-        ("resume", None if not start_epoch else f"all {o.epochs} epochs were already finished: nothing to do"
-                   if start_epoch >= o.epochs else
-                   f"from epoch {start_epoch + 1} ({start_epoch} of {o.epochs} finished)"),
+        ("resume", resume_words(start_epoch, o.epochs)),
     ], derived)
     log = RunLog(out, resume_epoch=start_epoch, resume_step=start_epoch * steps, tensorboard=cfg.run.tensorboard,
                  write=ranks.is_main)

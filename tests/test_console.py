@@ -1,7 +1,7 @@
 """What a run prints: the epoch line (every number a loop passes), the summary, --no-progress and --quiet."""
 import io
 
-from ssnas.runs.console import Console, epoch_line
+from ssnas.runs.console import Console, epoch_line, resume_words
 from ssnas.search import truth_words
 
 
@@ -59,3 +59,9 @@ def test_the_benchmark_note_names_the_first_column_its_rank_and_percentile():
              "true_cifar100_test": 70.1, "rank_cifar100_test": 40, "top_pct_cifar100_test": 0.26}
     assert truth_words(truth) == ["true cifar10_test 93.51, rank 12 (top 0.1%)"]
     assert truth_words({"true_missing": 1}) == ["not in the benchmark"] and truth_words({}) == []
+
+
+def test_the_resume_row_names_where_a_run_continues():
+    assert resume_words(0, 5) is None
+    assert resume_words(2, 5) == "from epoch 3 (2 of 5 finished)"
+    assert resume_words(5, 5) == "all 5 epochs were already finished: nothing to do"

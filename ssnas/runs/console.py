@@ -65,6 +65,15 @@ def epoch_line(epoch: int, epochs: int, stats: Mapping[str, Any], parts: Iterabl
     return "  ".join(words)
 
 
+def resume_words(start_epoch: int, epochs: int) -> str | None:
+    """The start-up summary's `resume` row of a search or a retrain (None for a fresh run)."""
+    if not start_epoch:
+        return None
+    if start_epoch >= epochs:
+        return f"all {epochs} epochs were already finished: nothing to do"
+    return f"from epoch {start_epoch + 1} ({start_epoch} of {epochs} finished)"
+
+
 class Console:
     """Prints a run's summary, epoch lines and warnings; makes the per-epoch progress bar.
 

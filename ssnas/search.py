@@ -25,6 +25,7 @@ from ssnas.export.graph import log_epoch_pictures  # matplotlib only when pictur
 from ssnas.kernels import fast_route, use_fast_kernels
 from ssnas.nas.architect import unrolled_arch_grads
 from ssnas.nas.diagnostics import changed_edges, derivation_margins, search_diagnostics, undecided_warning
+from ssnas.nas.early_stop import settled, unchanged_epochs
 from ssnas.nas.global_bn import use_global_batch_norm
 from ssnas.nas.space import SpaceConfig
 from ssnas.runs import checkpoint
@@ -68,6 +69,11 @@ class SearchOptimConfig:
                                                              "range": "[0, 1]"})
     order: int = field(default=1, metadata={"help": "1: first-order DARTS; 2: unrolled second order (Sec. 2.3)",
                                             "choices": (1, 2)})
+    stop_when_stable: int = field(default=0, metadata={
+        "help": "early stopping (DARTS+, Liang et al. 2019, Sec. 3.3: 10 of 50 epochs): stop once the derived cell "
+                "has come out the same this many epochs running; the schedule stays laid out over --epochs, so the "
+                "run is the full run's first epochs. 0 = run every epoch", "range": "[0, 100000]",
+        "resume_safe": True})
     precision: str = field(default="fp32", metadata={
         "help": "fp32, or bf16: forward passes under bfloat16 autocast (the alphas, the weights and their updates stay "
                 "float32). fp32 is the default on every device: on a tiny search bf16 moved the genotype trajectory "
@@ -421,6 +427,9 @@ def _run_search(cfg: SearchConfig, out: Path, resume_state: dict[str, Any] | Non
     training = searcher.strategy.needs_training()
     if not training:  # a training-free strategy decided before the first step: one record, no epochs
         last = min(last, start_epoch + 1)
+    stopped_early = training and settled([h["genotype"] for h in history], o.stop_when_stable)
+    if stopped_early:  # resuming a search that had already settled (--stop-when-stable): nothing left to run
+        last = start_epoch
     try:
         if start_epoch == 0:
             started = time.perf_counter()
@@ -448,9 +457,10 @@ def _run_search(cfg: SearchConfig, out: Path, resume_state: dict[str, Any] | Non
             truth = epoch_truth(table, space.to_text(genotype)) if table is not None else {}
             history.append({"epoch": epoch + 1, "genotype": genotype.to_json(), "probs": probs,
                             **({"truth": truth} if truth else {})})
+            stopped_early = training and settled([h["genotype"] for h in history], o.stop_when_stable)
             if ranks.is_main:
                 _write_epoch_outputs(out, genotype, probs, epoch, cfg, history,
-                                     finished=epoch + 1 == o.epochs or not searcher.strategy.needs_training())
+                                     finished=epoch + 1 == o.epochs or not training or stopped_early)
             stats.update(search_diagnostics(probs, genotype, space.PARAMETER_FREE))
             stats.update(derivation_margins(searcher.supernet.derive_scores(), genotype, space.genotype_from_scores,
                                             searcher.supernet.primitives, searcher.supernet.edge_names))
@@ -464,19 +474,27 @@ def _run_search(cfg: SearchConfig, out: Path, resume_state: dict[str, Any] | Non
                     "torch_rng": torch.get_rng_state(), "history": history}, kind="search")
             done = epoch + 1
             log_epoch_pictures(log.writer, history, genotype, (epoch + 1) * steps)
-            note = ("genotype: first" if previous is None else "genotype unchanged" if not changed else
-                    f"genotype: {changed} of {total} edges changed")
+            note = ("genotype: first" if previous is None else
+                    f"genotype unchanged for {unchanged_epochs([h['genotype'] for h in history])} epochs"
+                    if not changed else f"genotype: {changed} of {total} edges changed")
             console.line(epoch_line(epoch + 1, o.epochs, {k: v for k, v in stats.items() if k != "genotype_changes"},
                                     parts, [note, *truth_words(truth)]))
             previous = genotype
             if on_epoch is not None:
                 on_epoch(epoch + 1, dict(stats))
+            if stopped_early and epoch + 1 < o.epochs:
+                log.log("early_stop", (epoch + 1) * steps, epoch=epoch + 1, patience=o.stop_when_stable,
+                        epochs=o.epochs)
+                console.line(f"stopping after epoch {epoch + 1} of {o.epochs}: the derived cell has not changed for "
+                             f"{o.stop_when_stable} epochs (--stop-when-stable {o.stop_when_stable}, DARTS+)")
+                last = epoch + 1
+                break
     except KeyboardInterrupt as e:
         raise interrupted(e, out, "ssnas search", epoch + 1, o.epochs, done) from None
     finally:
         log.close()
     genotype = searcher.supernet.derive()
-    finished = last == o.epochs or not training
+    finished = last == o.epochs or not training or stopped_early
     if last > start_epoch and finished:
         warning = undecided_warning(stats)
         if warning:

@@ -110,7 +110,8 @@ def summarise(runs: dict[int, dict]) -> dict:
 def seed_entry(seed: int, run: dict) -> str:
     value = "?" if run["final_true"] is None else f"{run['final_true']:.2f}"
     if run["finished"]:
-        return f"{seed}: {value}"
+        early = run["epochs_done"] is not None and run["epochs"] is not None and run["epochs_done"] < run["epochs"]
+        return f"{seed}: {value}" + (f" (settled, epoch {run['epochs_done']}/{run['epochs']})" if early else "")
     return f"{seed}: {value} (unfinished, epoch {run['epochs_done']}/{run['epochs']})"
 
 

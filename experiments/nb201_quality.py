@@ -153,6 +153,7 @@ def plot(grid: dict, path: Path) -> None:
         return
     fig, axes = plt.subplots(1, len(objectives), figsize=(5.5 * len(objectives), 4.2), squeeze=False, sharey=True)
     colours = plt.rcParams["axes.prop_cycle"].by_key()["color"]
+    settled_labelled = False
     for ax, objective in zip(axes[0], objectives):
         for i, (strategy, objs) in enumerate(grid.items()):
             runs = objs.get(objective, {})
@@ -160,8 +161,12 @@ def plot(grid: dict, path: Path) -> None:
             if not curves:
                 continue
             colour = colours[i % len(colours)]
-            for curve in curves:  # every seed, unfinished ones up to their last epoch
+            for curve, run in zip(curves, runs.values()):  # every seed, unfinished ones up to their last epoch
                 ax.plot(range(1, len(curve) + 1), curve, color=colour, alpha=0.35, linewidth=0.9, marker=".")
+                if run["finished"] and curve and (run["epochs_done"] or 0) < (run["epochs"] or 0):
+                    ax.plot([len(curve)], [curve[-1]], color=colour, marker="s", markersize=6, linestyle="none",
+                            label="settled: stopped early" if not settled_labelled else None)
+                    settled_labelled = True
             length = min(len(c) for c in curves)  # the mean over every seed, as far as all of them went
             mean = [statistics.fmean(c[e] for c in curves) for e in range(length)]
             ax.plot(range(1, length + 1), mean, color=colour, linewidth=2.2, label=f"{strategy} ({len(curves)} seeds)")

@@ -25,21 +25,8 @@ OUT=""
 EPOCHS=12
 SUBSET=4000
 SEED=0
-while [ $# -gt 0 ]; do
-  case "$1" in
-    --quick) QUICK=1 ;;
-    --out) OUT="$2"; shift ;;
-    --epochs) EPOCHS="$2"; shift ;;
-    --subset) SUBSET="$2"; shift ;;
-    --seed) SEED="$2"; shift ;;
-    -h|--help) sed -n '2,19p' "$0"; exit 0 ;;
-    *) echo "unknown option $1 (see --help)" >&2; exit 2 ;;
-  esac
-  shift
-done
-
-SSNAS=${SSNAS:-$( [ -x .venv/bin/ssnas ] && echo .venv/bin/ssnas || echo ssnas )}
-if [ -z "${SSNAS_DATA:-}" ] && [ -d ../shared/data/cifar10 ]; then export SSNAS_DATA=$(cd ../shared/data && pwd); fi
+. experiments/_quick_args.sh
+parse_quick_args 19 "$@"
 
 RETRAIN=(--config experiments/retrain_cifar10_simclr.toml --seed "$SEED")
 EVAL=(--seed "$SEED")

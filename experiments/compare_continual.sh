@@ -23,21 +23,8 @@ OUT=""
 EPOCHS=8
 SUBSET=4000
 SEED=0
-while [ $# -gt 0 ]; do
-  case "$1" in
-    --quick) QUICK=1 ;;
-    --out) OUT="$2"; shift ;;
-    --epochs) EPOCHS="$2"; shift ;;
-    --subset) SUBSET="$2"; shift ;;
-    --seed) SEED="$2"; shift ;;
-    -h|--help) sed -n '2,17p' "$0"; exit 0 ;;
-    *) echo "unknown option $1 (see --help)" >&2; exit 2 ;;
-  esac
-  shift
-done
-
-SSNAS=${SSNAS:-$( [ -x .venv/bin/ssnas ] && echo .venv/bin/ssnas || echo ssnas )}
-if [ -z "${SSNAS_DATA:-}" ] && [ -d ../shared/data/cifar10 ]; then export SSNAS_DATA=$(cd ../shared/data && pwd); fi
+. experiments/_quick_args.sh
+parse_quick_args 17 "$@"
 
 RETRAIN=(--config experiments/retrain_cifar10_continual.toml --seed "$SEED")
 if [ "$QUICK" = 1 ]; then

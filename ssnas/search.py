@@ -474,8 +474,9 @@ def _run_search(cfg: SearchConfig, out: Path, resume_state: dict[str, Any] | Non
                     "torch_rng": torch.get_rng_state(), "history": history}, kind="search")
             done = epoch + 1
             log_epoch_pictures(log.writer, history, genotype, (epoch + 1) * steps)
+            same = unchanged_epochs([h["genotype"] for h in history])
             note = ("genotype: first" if previous is None else
-                    f"genotype unchanged for {unchanged_epochs([h['genotype'] for h in history])} epochs"
+                    f"genotype unchanged for {same} epoch{'s' if same > 1 else ''}"
                     if not changed else f"genotype: {changed} of {total} edges changed")
             console.line(epoch_line(epoch + 1, o.epochs, {k: v for k, v in stats.items() if k != "genotype_changes"},
                                     parts, [note, *truth_words(truth)]))

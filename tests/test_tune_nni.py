@@ -246,3 +246,57 @@ def _name(p) -> str:
         return p.name()
     except psutil.Error:
         return ""
+
+
+@pytest.mark.slow
+def test_nni_start_waits_for_a_rest_server_that_comes_up_late():
+    """NNI's client kills a node server that has not answered within 3 one-second tries; on a busy machine it comes
+    up later. Under ssnas's start, a server answering after 4 s is waited for (and NNI's own check is restored)."""
+    import http.server
+    import threading
+
+    import nni.experiment.launcher as launcher
+
+    from ssnas.nni_bridge.launch import _patient_server_check
+
+    class Status(http.server.BaseHTTPRequestHandler):
+        def do_GET(self):
+            body = b'{"status": "RUNNING"}'
+            self.send_response(200)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args):
+            pass
+
+    def late_server(port, delay):
+        time.sleep(delay)
+        server = http.server.HTTPServer(("localhost", port), Status)
+        threading.Thread(target=server.serve_forever, daemon=True).start()
+        return server
+
+    def free_port():
+        with socket.socket() as s:
+            s.bind(("localhost", 0))
+            return s.getsockname()[1]
+
+    original = launcher._check_rest_server
+    started, starters = [], []
+    for delay in (8.0, 4.0):
+        port = free_port()
+        starters.append(threading.Thread(target=lambda p=port, d=delay: started.append(late_server(p, d)),
+                                         daemon=True))
+        starters[-1].start()
+        if delay == 8.0:
+            with pytest.raises(Exception):
+                original(port)  # NNI's own check gives up after about 3 s
+        else:
+            with _patient_server_check():
+                launcher._check_rest_server(port)  # returns once the server answers
+    assert launcher._check_rest_server is original
+    for thread in starters:
+        thread.join(timeout=30)
+    for server in started:
+        server.shutdown()

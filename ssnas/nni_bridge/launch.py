@@ -250,6 +250,37 @@ def _preloaded(launch: Launch, folder: Path) -> Iterator[None]:
                 os.environ[k] = v
 
 
+# NNI's client gives its freshly started node server 3 one-second tries to answer /check-status before it kills it
+# (nni/experiment/launcher.py, _check_rest_server); on a busy machine node takes longer than that to start.
+SERVER_START_WAIT_S = 120.0
+
+
+@contextlib.contextmanager
+def _patient_server_check() -> Iterator[None]:
+    """While NNI starts an experiment: wait up to SERVER_START_WAIT_S for its REST server, polling twice a second,
+    instead of NNI's 3 s; a server that answers at once costs nothing more."""
+    import nni.experiment.launcher as launcher
+
+    original = launcher._check_rest_server
+
+    def check(port: int, retry: int = 3, url_prefix: str | None = None) -> None:
+        deadline = time.monotonic() + SERVER_START_WAIT_S
+        while True:
+            try:
+                launcher.rest.get(port, "/check-status", url_prefix)
+                return
+            except Exception:
+                if time.monotonic() > deadline:
+                    raise
+            time.sleep(0.5)
+
+    launcher._check_rest_server = check
+    try:
+        yield
+    finally:
+        launcher._check_rest_server = original
+
+
 def make_experiment(name: str, folder: Path, trial_command: str, tuner: str, tuner_args: dict[str, Any],
                     search_space: dict[str, Any], max_trials: int, resources: TrialResources = TrialResources()) -> Any:
     """An HPO experiment, everything kept under `folder`: its trials on this machine or `resources`' training
@@ -330,7 +361,8 @@ def run_experiment(exp: Any, launch: Launch) -> tuple[str, list[dict[str, Any]]]
             try:
                 # detached: NNI's node server writes its stdout and stderr (stack traces included) to
                 # <experiment>/log/nnictl_std*.log rather than to our terminal; `_stop` ends it either way
-                exp.start(launch.port, run_mode=_nni().RunMode.Detach)
+                with _patient_server_check():
+                    exp.start(launch.port, run_mode=_nni().RunMode.Detach)
             except Exception as e:
                 if "not idle" in str(e):
                     raise UserError(f"port {launch.port} is in use; pass --port N, or stop the experiment there with "

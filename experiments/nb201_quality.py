@@ -161,15 +161,21 @@ def plot(grid: dict, path: Path) -> None:
             if not curves:
                 continue
             colour = colours[i % len(colours)]
-            for curve, run in zip(curves, runs.values()):  # every seed, unfinished ones up to their last epoch
-                ax.plot(range(1, len(curve) + 1), curve, color=colour, alpha=0.35, linewidth=0.9, marker=".")
+            same_length = len({len(c) for c in curves}) == 1
+            for k, (seed, curve, run) in enumerate(zip(runs, curves, runs.values())):  # every seed, unfinished
+                ax.plot(range(1, len(curve) + 1), curve, color=colour, alpha=0.35, linewidth=0.9, marker=".",
+                        label=None if same_length or k else f"{strategy} ({len(curves)} seeds)")
+                if curve:  # which seed ended where: a small label beside its last point
+                    ax.annotate(f"seed {seed}", (len(curve), curve[-1]), textcoords="offset points", xytext=(4, -3),
+                                fontsize=7, color=colour)
                 if run["finished"] and curve and (run["epochs_done"] or 0) < (run["epochs"] or 0):
                     ax.plot([len(curve)], [curve[-1]], color=colour, marker="s", markersize=6, linestyle="none",
                             label="settled: stopped early" if not settled_labelled else None)
                     settled_labelled = True
-            length = min(len(c) for c in curves)  # the mean over every seed, as far as all of them went
-            mean = [statistics.fmean(c[e] for c in curves) for e in range(length)]
-            ax.plot(range(1, length + 1), mean, color=colour, linewidth=2.2, label=f"{strategy} ({len(curves)} seeds)")
+            if same_length:  # the mean over the seeds, where every seed ran the same epochs (no early stops)
+                mean = [statistics.fmean(c[e] for c in curves) for e in range(len(curves[0]))]
+                ax.plot(range(1, len(mean) + 1), mean, color=colour, linewidth=2.2,
+                        label=f"{strategy} ({len(curves)} seeds, mean)")
         ax.axhline(TOP1, color="grey", linestyle="--", linewidth=1)
         ax.text(1, TOP1 + 0.02, "top 1%", color="grey", fontsize=8)
         ax.axhline(OPTIMUM, color="grey", linestyle=":", linewidth=1)

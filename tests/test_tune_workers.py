@@ -149,3 +149,11 @@ def test_workers_opening_a_fresh_database_together_all_open_it(postgres_url):
     assert len(storages) == 6
     study = optuna.create_study(study_name="s", storage=storages[0])
     assert [s.get_study_id_from_name("s") for s in storages] == [study._study_id] * 6
+
+
+def test_a_heartbeat_storage_opens_without_optunas_experimental_warning(tmp_path):
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # the retry callback is "experimental": it must be built inside the filter
+        make_storage(f"sqlite:///{tmp_path / 'tune.db'}", heartbeat=10)

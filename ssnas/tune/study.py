@@ -84,15 +84,14 @@ def make_storage(url: str, heartbeat: int = 0) -> Any:
             raise UserError("--storage journal:PATH needs a file path, e.g. journal:runs/tune.journal")
         return optuna.storages.JournalStorage(JournalFileBackend(path))
     kwargs = {"connect_args": {"timeout": 60}} if url.startswith("sqlite") else {}  # NNI's trial and tuner share it
-    extra = {}
-    if heartbeat:
-        extra = dict(heartbeat_interval=heartbeat, grace_period=GRACE_FACTOR * heartbeat,
-                     heartbeat_stale_trial_callback=optuna.storages.RetryHeartbeatStaleTrialCallback(
-                         max_retry=MAX_RETRIES))
     for attempt in range(SCHEMA_ATTEMPTS):
         try:
             with warnings.catch_warnings():  # heartbeats: "experimental" since Optuna 2.9, and what its docs advise
                 warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+                extra = {} if not heartbeat else dict(
+                    heartbeat_interval=heartbeat, grace_period=GRACE_FACTOR * heartbeat,
+                    heartbeat_stale_trial_callback=optuna.storages.RetryHeartbeatStaleTrialCallback(
+                        max_retry=MAX_RETRIES))
                 return optuna.storages.RDBStorage(url, engine_kwargs=kwargs, **extra)
         except Exception as e:
             # Workers started together on a fresh database all create Optuna's tables; PostgreSQL lets one win and

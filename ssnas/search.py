@@ -457,7 +457,8 @@ def _run_search(cfg: SearchConfig, out: Path, resume_state: dict[str, Any] | Non
             truth = epoch_truth(table, space.to_text(genotype)) if table is not None else {}
             history.append({"epoch": epoch + 1, "genotype": genotype.to_json(), "probs": probs,
                             **({"truth": truth} if truth else {})})
-            stopped_early = training and settled([h["genotype"] for h in history], o.stop_when_stable)
+            genotypes = [h["genotype"] for h in history]
+            stopped_early = training and settled(genotypes, o.stop_when_stable)
             if ranks.is_main:
                 _write_epoch_outputs(out, genotype, probs, epoch, cfg, history,
                                      finished=epoch + 1 == o.epochs or not training or stopped_early)
@@ -474,7 +475,7 @@ def _run_search(cfg: SearchConfig, out: Path, resume_state: dict[str, Any] | Non
                     "torch_rng": torch.get_rng_state(), "history": history}, kind="search")
             done = epoch + 1
             log_epoch_pictures(log.writer, history, genotype, (epoch + 1) * steps)
-            same = unchanged_epochs([h["genotype"] for h in history])
+            same = unchanged_epochs(genotypes)
             note = ("genotype: first" if previous is None else
                     f"genotype unchanged for {same} epoch{'s' if same > 1 else ''}"
                     if not changed else f"genotype: {changed} of {total} edges changed")

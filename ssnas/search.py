@@ -263,8 +263,9 @@ class Tools:
     every rank scores the same whole global batches, as one process would (Searcher.share_strategy_decisions)."""
 
     def __init__(self, searcher: Searcher, images: torch.Tensor | FolderImages, labels: torch.Tensor | None,
-                 held_out: torch.Tensor, channels: int):
+                 held_out: torch.Tensor, channels: int, say: Callable[[str], None] = lambda text: None):
         self.searcher = searcher
+        self.say = say
         self.images, self.labels, self.held_out = images, labels, held_out
         self.channels = channels
         self._batches: dict[tuple[int, int], list[Batch]] = {}
@@ -392,7 +393,7 @@ def _run_search(cfg: SearchConfig, out: Path, resume_state: dict[str, Any] | Non
     searcher = Searcher(cfg, train.channels, mean, std, device,
                         num_classes=len(train.classes) if labels is not None else 0, ranks=ranks)
     images = on_device(train.images, device)  # in memory: moved once; streamed: decoded batch by batch
-    tools = Tools(searcher, images, labels, idx_a, train.channels)
+    tools = Tools(searcher, images, labels, idx_a, train.channels, say=console.line)
     start_epoch, history = 0, []
     if resume_state is not None:
         searcher.load_state_dict(resume_state["searcher"])

@@ -32,7 +32,7 @@ TINY_OPTIONS = {"pt": {"score_batches": 1}, "tenas": {"batch": 4, "repeats": 1, 
 @requires_fashion
 @pytest.mark.parametrize("space", ["darts", "nb201"])
 @pytest.mark.parametrize("name", registry.available_strategies())
-def test_every_strategy_derives_a_valid_genotype_in_every_space(tmp_path, fashion_train, name, space):
+def test_every_strategy_derives_a_valid_genotype_in_every_space(tmp_path, fashion_train, name, space, capsys):
     strategy = registry.strategy(name)
     options = TINY_OPTIONS.get(name, {})
     epochs = max(2, strategy.min_epochs(strategy.check(StrategyConfig(name, dict(options)))))
@@ -46,6 +46,12 @@ def test_every_strategy_derives_a_valid_genotype_in_every_space(tmp_path, fashio
     # a training-free strategy decides before the first step and writes one record; the others one per epoch
     assert result.finished and len(rows) == result.epochs_run == (1 if name == "tenas" else epochs)
     assert saved["meta"]["finished"] is True  # what the quality driver reads to skip a decided run
+    # work between epochs that takes minutes says what it is doing, round by round
+    printed = capsys.readouterr().out
+    if name == "tenas":
+        assert "TE-NAS round 1: scoring" in printed and "TE-NAS round 1 (" in printed
+    if name == "pt":
+        assert "DARTS-PT projection 1: cell " in printed
 
 
 def test_every_strategy_has_a_summary_and_refuses_unknown_options():
@@ -264,6 +270,9 @@ class _LossOfWeights:
         w = op_weights["cell"]
         return float(-(w * self.cost).sum())
 
+    def say(self, text):
+        self.said = getattr(self, "said", []) + [text]
+
 
 def test_pt_keeps_the_op_whose_removal_hurts_most_edge_by_edge_then_ranks_the_edges():
     net = nb201.build_supernet(nb201_config(), 1)
@@ -275,9 +284,14 @@ def test_pt_keeps_the_op_whose_removal_hurts_most_edge_by_edge_then_ranks_the_ed
     strategy.primitives = list(nb201.PRIMITIVES)
     strategy.project_after = {0: 0}
     strategy.per_round = 6
-    events = strategy.after_epoch(0, _LossOfWeights(cost))
+    tools = _LossOfWeights(cost)
+    events = strategy.after_epoch(0, tools)
     genotype = nb201.genotype_from_scores(strategy.derive_scores(net.alphas()))
     assert genotype.edges == ("nor_conv_3x3",) * 3 + ("skip_connect",) + ("nor_conv_3x3",) * 2
+    # one progress line per projection round, naming every edge it fixed (in the random order it fixed them)
+    assert len(tools.said) == 1 and tools.said[0].startswith("  DARTS-PT projection 1: ")
+    assert sorted(tools.said[0].split(": ", 1)[1].split(", ")) == sorted(
+        [f"cell {e} -> nor_conv_3x3" for e in (0, 1, 2, 4, 5)] + ["cell 3 -> skip_connect"])
     # blank supernet: every op weighs 1/5, so removing conv 3x3 on edge 0 raises the loss by 1/5
     assert events["chosen"]["cell 0"]["costs"]["nor_conv_3x3"] == pytest.approx(0.2)
     # edge importance = the loss increase when the (decided) edge is removed: 3 on edge 3, 0.5 on edge 2

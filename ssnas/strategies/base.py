@@ -61,6 +61,10 @@ class SearchTools(Protocol):
         """A freshly initialised supernet of this space, as deep as the search's, `init_channels` wide (textbook
         maths, for training-free scores)."""
 
+    def say(self, text: str) -> None:
+        """A progress line on the search's console (nothing when it is quiet), for work between epochs that takes
+        minutes: pruning rounds, projections."""
+
 
 def masked_softmax(alpha: torch.Tensor, alive: torch.Tensor) -> torch.Tensor:
     """softmax over the ops still alive on each edge; removed ops get exactly 0 (DARTS Eq. 2 on the survivors)."""

@@ -85,6 +85,8 @@ class PT(Strategy):
                                                     "costs": {self.primitives[o]: c for o, c in costs.items()}}
                 weights = {k: w.detach() for k, w in self.op_weights(self.supernet.alphas()).items()}
                 base = tools.objective_loss(weights, round_, self.opts.score_batches)  # the projected supernet
+        tools.say("  DARTS-PT projection {}: {}".format(round_ + 1, ", ".join(
+            f"{edge} -> {chosen['op']}" for edge, chosen in events["chosen"].items())))
         if all(d.all() for d in self.decided.values()):
             events["edge_importance"] = self._rank_edges(weights, base, round_, tools)
         return events

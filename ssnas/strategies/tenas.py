@@ -23,6 +23,7 @@ at `keep` ops per edge and DARTS's architecture steps decide among them.
 """
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass, field
 from typing import Any, Callable, Mapping
 
@@ -150,7 +151,10 @@ class TENAS(Strategy):
         round_ = 0
         while max(int(m.sum(dim=1).max()) for m in self.alive.values()) > o.keep:
             round_ += 1
+            started = time.perf_counter()
             rounds.append(self._prune_round(tools, round_))
+            pruned = ", ".join(f"{edge}: {op}" for edge, op in rounds[-1]["pruned"].items())
+            tools.say(f"  TE-NAS round {round_} ({time.perf_counter() - started:.0f} s): pruned {pruned}")
         if o.keep == 1:
             rounds.append({"edges": self._rank_edges(tools, round_ + 1)})
         return {"rounds": rounds, "alive": self.alive_ops()}
@@ -197,6 +201,8 @@ class TENAS(Strategy):
     def _prune_round(self, tools: SearchTools, round_: int) -> dict[str, Any]:
         candidates = [(kind, e, o) for kind, m in self.alive.items() for e in range(m.shape[0])
                       if m[e].sum() > self.opts.keep for o in torch.nonzero(m[e]).flatten().tolist()]
+        tools.say(f"  TE-NAS round {round_}: scoring {len(candidates)} networks, each with one op removed (NTK "
+                  f"condition number on {self.opts.repeats} x {self.opts.batch} images, linear regions)")
         scores = self._scores(tools, round_, candidates)
         # the larger the drop of kappa without the op, the earlier it goes; the smaller the loss of regions too
         ranks = [a + b for a, b in zip(dense_ranks([round(s[0], 3) for s in scores], descending=True),

@@ -1,6 +1,6 @@
 """How strongly does a NAS-Bench-201 search's own objective point at an op on one edge? A diagnostic for a run folder.
 
-    python experiments/edge_signal.py runs/nb201-simclr --edge 0->3 --batches 8 --data-root $SSNAS_DATA
+    python experiments/edge_signal.py runs/nb201-simclr --edge '0->3' --batches 8 --data-root $SSNAS_DATA
 
 It rebuilds the search of RUN from its config.json and checkpoint.pt (the state after its last epoch) and prints,
 as JSON lines, the gradient of the search objective's loss (the architecture step's loss: label-free for a
@@ -40,6 +40,9 @@ from ssnas.search import SearchConfig, Searcher, Tools  # noqa: E402
 
 def parse_edge(text: str) -> int:
     names = [f"{i}->{j}" for i, j in nb201.EDGES]
+    if text.endswith("-"):  # `--edge 0->3` unquoted: the shell took '>3' as a redirection
+        raise UserError(f"--edge {text!r}: quote the edge, --edge '{text}>j' (unquoted, the shell reads > as a "
+                        "redirection)")
     if text not in names:
         raise UserError(f"--edge {text!r} is not an edge of the NAS-Bench-201 cell; use one of {', '.join(names)}")
     return names.index(text)

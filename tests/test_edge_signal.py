@@ -36,6 +36,8 @@ def test_edge_signal_refuses_bad_input_in_one_line(tmp_path, capsys):
     assert edge_signal.main([str(tmp_path), "--edge", "0->4"]) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "--edge '0->4' is not an edge" in err and "0->3" in err
+    assert edge_signal.main([str(tmp_path), "--edge", "0-"]) == 2  # `--edge 0->3` unquoted in a shell
+    assert "quote the edge, --edge '0->j'" in capsys.readouterr().err
     assert edge_signal.main([str(tmp_path), "--batches", "1"]) == 2
     assert "at least 2 batches" in capsys.readouterr().err
     assert edge_signal.main([str(tmp_path)]) == 2

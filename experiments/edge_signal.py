@@ -13,7 +13,8 @@ batches of the architecture half, in two supernets:
 
 A negative component means raising that op's alpha lowers the loss (the op an architecture step would favour).
 When every component is within about one standard error of zero, the supernet cannot tell the ops apart on that
-edge, and what the search derives there is noise. BENCHMARKS.md ("Why seeds disagree") uses it on edge 0->3.
+edge, and what the search derives there is noise. For a strategy with a penalty on the alphas (beta-DARTS), a last
+line gives the size of the penalty's gradient at the run's last epoch, to compare with the objective's. BENCHMARKS.md ("Why seeds disagree") uses it on edge 0->3.
 """
 from __future__ import annotations
 
@@ -34,6 +35,7 @@ from ssnas.data.datasets import bilevel_split, load_dataset, visible_labels  # n
 from ssnas.data.stream import on_device  # noqa: E402
 from ssnas.errors import UserError  # noqa: E402
 from ssnas.runs import checkpoint  # noqa: E402
+from ssnas.runs.settings import epochs_done  # noqa: E402
 from ssnas import registry  # noqa: E402
 from ssnas.search import SearchConfig, Searcher, Tools  # noqa: E402
 
@@ -48,8 +50,9 @@ def parse_edge(text: str) -> int:
     return names.index(text)
 
 
-def load_search(run: Path, data_root: str | None) -> tuple[Searcher, Tools]:
-    """The search of a run folder as it stood after its last epoch, and the tools its strategy scores with."""
+def load_search(run: Path, data_root: str | None) -> tuple[Searcher, Tools, int]:
+    """The search of a run folder as it stood after its last epoch, the tools its strategy scores with, and the
+    number of epochs it had run."""
     if not (run / "config.json").is_file() or not (run / "checkpoint.pt").is_file():
         raise UserError(f"{run} holds no search run (config.json and checkpoint.pt); pass the --out of `ssnas search`")
     cfg = from_dict(SearchConfig, json.loads((run / "config.json").read_text()))
@@ -66,9 +69,23 @@ def load_search(run: Path, data_root: str | None) -> tuple[Searcher, Tools]:
     _, held_out = bilevel_split(len(train), cfg.data.train_portion, cfg.run.seed)
     searcher = Searcher(cfg, train.channels, mean, std, torch.device("cpu"),
                         num_classes=len(train.classes) if labels is not None else 0)
-    searcher.load_state_dict(checkpoint.load(run / "checkpoint.pt", kind="search")["searcher"])
+    state = checkpoint.load(run / "checkpoint.pt", kind="search")
+    searcher.load_state_dict(state["searcher"])
     images = on_device(train.images, torch.device("cpu"))
-    return searcher, Tools(searcher, images, labels, held_out, train.channels)
+    return searcher, Tools(searcher, images, labels, held_out, train.channels), epochs_done(state)
+
+
+def penalty_gradient(searcher: Searcher, progress: float) -> dict | None:
+    """The strategy's penalty on the alphas (beta-DARTS's, ...) at `progress`: the mean size of its gradient per
+    alpha, and of the part across each edge's ops (what moves the softmax); None when the strategy has none."""
+    alphas = list(searcher.supernet.alphas().values())
+    penalty = searcher.strategy.penalty(alphas, progress)
+    if penalty is None:
+        return None
+    grads = torch.autograd.grad(penalty, alphas)
+    across = [g - g.mean(-1, keepdim=True) for g in grads]
+    return {"progress": round(progress, 4), "mean_abs": round(float(torch.cat([g.flatten() for g in grads]).abs().mean()), 5),
+            "across_ops_mean_abs": round(float(torch.cat([g.flatten() for g in across]).abs().mean()), 5)}
 
 
 def edge_gradient(searcher: Searcher, tools: Tools, edge: int, batches: int, others: str) -> dict:
@@ -115,11 +132,14 @@ def main(argv: list[str] | None = None) -> int:
             raise UserError(f"--batches {a.batches}: a standard error needs at least 2 batches")
         edge = parse_edge(a.edge)
         torch.set_num_threads(a.threads)
-        searcher, tools = load_search(a.run, a.data_root)
+        searcher, tools, epochs = load_search(a.run, a.data_root)
         derived = searcher.supernet.derive().to_string()
         for others in ("soft", "others_derived"):
             print(json.dumps({"run": str(a.run), "edge": a.edge, "supernet": others, "derived": derived,
                               "gradient": edge_gradient(searcher, tools, edge, a.batches, others)}), flush=True)
+        penalty = penalty_gradient(searcher, epochs / searcher.cfg.optim.epochs)
+        if penalty is not None:
+            print(json.dumps({"run": str(a.run), "strategy": searcher.cfg.strategy.name, "penalty": penalty}), flush=True)
     except UserError as e:
         print(f"edge_signal: {e}", file=sys.stderr)
         return 2

@@ -19,6 +19,10 @@ def test_edge_signal_reads_a_search_run_and_reports_both_supernets(tmp_path, fas
     capsys.readouterr()
     assert edge_signal.main([str(tmp_path / "run"), "--edge", "0->3", "--batches", "2"]) == 0
     lines = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    penalty = lines.pop()["penalty"]  # beta-DARTS (the default) at the end of its 1 epoch: lambda = 50
+    assert penalty["progress"] == 1.0 and penalty["mean_abs"] > penalty["across_ops_mean_abs"] > 0
+    # lambda * d mean_edges logsumexp / d alpha = lambda * softmax / edges: 50 / 6 * 1/5 per alpha near uniform
+    assert penalty["mean_abs"] == pytest.approx(50 / 6 / 5, rel=0.05)
     assert [r["supernet"] for r in lines] == ["soft", "others_derived"]
     derived = json.loads((tmp_path / "run" / "genotype.json").read_text())
     for r in lines:

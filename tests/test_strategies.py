@@ -51,7 +51,7 @@ def test_every_strategy_derives_a_valid_genotype_in_every_space(tmp_path, fashio
     if name == "tenas":
         assert "TE-NAS round 1: scoring" in printed and "TE-NAS round 1 (" in printed
     if name == "pt":
-        assert "DARTS-PT projection 1: cell " in printed
+        assert "DARTS-PT projection 1: " in printed
 
 
 def test_every_strategy_has_a_summary_and_refuses_unknown_options():

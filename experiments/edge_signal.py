@@ -92,14 +92,17 @@ def edge_gradient(searcher: Searcher, tools: Tools, edge: int, batches: int, oth
     """Mean and standard error over the held-out batches of d loss / d alpha on `edge`."""
     alpha = searcher.supernet.alphas()["cell"]
     soft = searcher.supernet.op_weighting
+    # the ops of the cell the run derives (its strategy's derivation, not the op weights of one forward pass,
+    # which DrNAS samples afresh every time), fixed once
+    ops = torch.tensor([nb201.PRIMITIVES.index(op) for op in searcher.supernet.derive().edges])
+    derived = F.one_hot(ops, len(nb201.PRIMITIVES))
+    mixed = torch.zeros(len(ops), 1, dtype=torch.bool)
+    mixed[edge] = True
 
     def weights(alphas):
         w = soft(alphas)["cell"]
         if others == "others_derived":
-            derived = F.one_hot(w.detach().argmax(-1), w.shape[1]).to(w.dtype)
-            mixed = torch.zeros(w.shape[0], 1, dtype=torch.bool)
-            mixed[edge] = True
-            w = torch.where(mixed, w, derived)
+            w = torch.where(mixed, w, derived.to(w.dtype))
         return {"cell": w}
 
     searcher.supernet.op_weighting = weights

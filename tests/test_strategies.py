@@ -265,13 +265,14 @@ class _LossOfWeights:
 
     def __init__(self, cost):
         self.cost = cost  # cost[e][o]: what removing op o of edge e adds to the loss at weight 1
+        self.said = []  # the progress lines a strategy printed
 
     def objective_loss(self, op_weights, round_, batches):
         w = op_weights["cell"]
         return float(-(w * self.cost).sum())
 
     def say(self, text):
-        self.said = getattr(self, "said", []) + [text]
+        self.said.append(text)
 
 
 def test_pt_keeps_the_op_whose_removal_hurts_most_edge_by_edge_then_ranks_the_edges():

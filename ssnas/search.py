@@ -428,7 +428,8 @@ def _run_search(cfg: SearchConfig, out: Path, resume_state: dict[str, Any] | Non
     training = searcher.strategy.needs_training()
     if not training:  # a training-free strategy decided before the first step: one record, no epochs
         last = min(last, start_epoch + 1)
-    stopped_early = training and settled([h["genotype"] for h in history], o.stop_when_stable)
+    stop = _stop_reason(searcher.strategy, [h["genotype"] for h in history], o.stop_when_stable) if training else None
+    stopped_early = stop is not None
     if stopped_early:  # resuming a search that had already settled (--stop-when-stable): nothing left to run
         last = start_epoch
     try:
@@ -459,7 +460,8 @@ def _run_search(cfg: SearchConfig, out: Path, resume_state: dict[str, Any] | Non
             history.append({"epoch": epoch + 1, "genotype": genotype.to_json(), "probs": probs,
                             **({"truth": truth} if truth else {})})
             genotypes = [h["genotype"] for h in history]
-            stopped_early = training and settled(genotypes, o.stop_when_stable)
+            stop = _stop_reason(searcher.strategy, genotypes, o.stop_when_stable) if training else None
+            stopped_early = stop is not None
             if ranks.is_main:
                 _write_epoch_outputs(out, genotype, probs, epoch, cfg, history,
                                      finished=epoch + 1 == o.epochs or not training or stopped_early)
@@ -487,9 +489,8 @@ def _run_search(cfg: SearchConfig, out: Path, resume_state: dict[str, Any] | Non
                 on_epoch(epoch + 1, dict(stats))
             if stopped_early and epoch + 1 < o.epochs:
                 log.log("early_stop", (epoch + 1) * steps, epoch=epoch + 1, patience=o.stop_when_stable,
-                        epochs=o.epochs)
-                console.line(f"stopping after epoch {epoch + 1} of {o.epochs}: the derived cell has not changed for "
-                             f"{o.stop_when_stable} epochs (--stop-when-stable {o.stop_when_stable}, DARTS+)")
+                        epochs=o.epochs, reason=stop)
+                console.line(f"stopping after epoch {epoch + 1} of {o.epochs}: {stop}")
                 last = epoch + 1
                 break
     except KeyboardInterrupt as e:
@@ -505,6 +506,13 @@ def _run_search(cfg: SearchConfig, out: Path, resume_state: dict[str, Any] | Non
     return SearchResult(genotype, out, last - start_epoch, finished=finished, history=history,
                         alphas=[a.detach().cpu().clone() for a in searcher.alphas],
                         alive=searcher.strategy.alive_ops())
+
+
+def _stop_reason(strategy: Any, genotypes: list[Any], patience: int) -> str | None:
+    """Why the search ends after this epoch (None: it goes on): the DARTS+ rule, as the strategy rules on it."""
+    darts_plus = (f"the derived cell has not changed for {patience} epochs (--stop-when-stable {patience}, DARTS+)"
+                  if settled(genotypes, patience) else None)
+    return strategy.stop_reason(darts_plus)
 
 
 def _run_epoch(searcher: Searcher, images: torch.Tensor | FolderImages, labels: torch.Tensor | None,

@@ -8,8 +8,8 @@ the bilevel loop stay the same for every strategy; a strategy owns four decision
 - what is added to the architecture step's loss (`penalty`: beta-DARTS's regulariser), whether there is an
   architecture step at all (`trains_alphas`), and what changes before each step (`before_step`: DARTS-'s
   auxiliary skip);
-- what happens between epochs (`before_search`, `after_epoch`: pruning ops, projecting edges), with the tools
-  the loop lends it (`SearchTools`: the objective's loss on fixed held-out batches, fresh views, a tiny network);
+- what happens between epochs (`before_search`, `after_epoch`: pruning ops, projecting edges) and when the
+  search ends (`stop_reason`), with the tools the loop lends it (`SearchTools`: the objective's loss on fixed held-out batches, fresh views, a tiny network);
 - what the discretisation ranks (`derive_scores`), which the space turns into a genotype.
 
 Ops a strategy has removed are kept in boolean masks (edges x ops per cell kind): a removed op gets weight 0,
@@ -139,6 +139,12 @@ class Strategy:
     def penalty(self, alphas: list[torch.Tensor], progress: float) -> torch.Tensor | None:
         """A term added to the architecture step's loss (it depends on the alphas alone), or None."""
         return None
+
+    def stop_reason(self, settled: str | None) -> str | None:
+        """Why the search ends after this epoch, or None to go on. `settled` is the DARTS+ rule's reason when the
+        derived cell has settled (--stop-when-stable), else None; by default that rule decides. A strategy whose
+        decisions run on a schedule of their own (DARTS-PT, SGAS) ends the search itself."""
+        return settled
 
     def needs_training(self) -> bool:
         """False once a training-free strategy has decided (the loop then writes the cell without training)."""

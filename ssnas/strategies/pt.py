@@ -67,6 +67,11 @@ class PT(Strategy):
         # with trained alphas, DARTS's steps run until the first projection (a projected edge is fixed)
         return not self.opts.blank and not any(d.any() for d in self.decided.values())
 
+    def stop_reason(self, settled: str | None) -> str | None:
+        """The projections take the schedule's last epochs: a blank supernet's derived cell never changes, so the
+        DARTS+ rule would stop the search before the first projection."""
+        return None
+
     # ---- projections ---------------------------------------------------------------------------------------
     def after_epoch(self, epoch: int, tools: SearchTools) -> dict[str, Any]:
         round_ = self.project_after.get(epoch)

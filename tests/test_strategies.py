@@ -343,3 +343,104 @@ def test_the_example_strategy_in_the_docs_is_one_file_that_runs(tmp_path, fashio
     cls = registry.strategy("fair-darts")
     strategy = cls(cls.check(StrategyConfig("fair-darts")), _AlphaHolder([torch.zeros(1, 2)]), ["a", "b"], 1)
     torch.testing.assert_close(strategy.op_weights({"k0": torch.zeros(1, 2)})["k0"], torch.full((1, 2), 0.5))
+
+
+# ---- SGAS: Criterion 1 on a hand-computed case, the schedule, and the end of the search -------------------------
+
+def test_sgas_criterion_1_on_a_hand_computed_case():
+    from ssnas.strategies.sgas import decision_scores, edge_importance, normalise, selection_certainty
+
+    none = nb201.PRIMITIVES.index("none")  # NB201 order: none, skip, 1x1 conv, 3x3 conv, pool
+    weights = torch.tensor([[0.2, 0.2, 0.2, 0.2, 0.2],   # A: uniform over the 4 non-zero ops
+                            [0.0, 1.0, 0.0, 0.0, 0.0],   # B: all on the skip
+                            [0.5, 0.5, 0.0, 0.0, 0.0],   # C: half on `none`, the rest on the skip
+                            [0.0, 0.5, 0.5, 0.0, 0.0]])  # D: split between two ops
+    # EI (Eq. 4): the non-zero ops' total weight
+    torch.testing.assert_close(edge_importance(weights, none), torch.tensor([0.8, 1.0, 0.5, 1.0]))
+    # SC (Eq. 5): 1 - H / log 4 over the renormalised non-zero ops; D: 1 - log 2 / log 4 = 0.5
+    torch.testing.assert_close(selection_certainty(weights, none), torch.tensor([0.0, 1.0, 1.0, 0.5]))
+    # min-max: EI [0.8, 1, 0.5, 1] -> [0.6, 1, 0, 1]; S1 = EI' x SC' (Eq. 6)
+    torch.testing.assert_close(normalise(torch.tensor([0.8, 1.0, 0.5, 1.0])), torch.tensor([0.6, 1.0, 0.0, 1.0]))
+    torch.testing.assert_close(decision_scores(weights, none), torch.tensor([0.0, 1.0, 0.0, 0.5]))
+    assert normalise(torch.tensor([0.3, 0.3])).tolist() == [0.0, 0.0]  # SGAS: all equal -> zeros
+    # without a zero op every op counts: EI is 1 everywhere
+    torch.testing.assert_close(edge_importance(weights, None), torch.ones(4))
+
+
+def test_sgas_decides_the_surest_edge_each_epoch_after_the_warm_up_then_ends_the_search():
+    net = nb201.build_supernet(nb201_config(), 1)
+    skip, conv3 = nb201.PRIMITIVES.index("skip_connect"), nb201.PRIMITIVES.index("nor_conv_3x3")
+    alpha = torch.zeros(6, 5)
+    alpha[:, conv3] = torch.tensor([0.1, 0.2, 0.3, 0.0, 0.5, 0.6])  # surest: edge 5, then 4, 2, 1, 0
+    alpha[3, skip] = 0.05  # edge 3 leans, barely, to the skip
+    alpha[0, 0] = 3.0  # edge 0 is mostly `none`: unimportant, and `none` is never chosen
+    with torch.no_grad():
+        net.alphas_cell.copy_(alpha)
+    strategy = _strategy("sgas", {"warmup": 2}, list(net.alphas().values()), net, epochs=10)
+    strategy.primitives = list(nb201.PRIMITIVES)
+    assert strategy.per_round == 1  # 6 edges, decisions after epochs 2..10 fit one a round
+    tools = _LossOfWeights(torch.zeros(6, 5))
+    assert strategy.after_epoch(0, tools) == {} and not tools.said  # warm-up
+    events = strategy.after_epoch(1, tools)  # the end of epoch 2: the first decision
+    assert list(events["decided"]) == ["cell 2->3"] and events["decided"]["cell 2->3"]["op"] == "nor_conv_3x3"
+    assert events["edges_left"] == 5 and tools.said == ["  SGAS decision after epoch 2: cell 2->3 -> nor_conv_3x3 "
+                                                        "(5 edges left)"]
+    assert strategy.alive_ops()["cell"][5] == ["nor_conv_3x3"]
+    # a decided edge is one op in the forward pass, whatever its alpha
+    assert strategy.op_weights(net.alphas())["cell"][5].tolist() == [0.0, 0.0, 0.0, 1.0, 0.0]
+    assert strategy.stop_reason("settled") is None  # the DARTS+ rule cannot cut the decisions short
+    order = [next(iter(strategy.after_epoch(epoch, tools)["decided"])) for epoch in range(2, 7)]
+    # with 0->1 and 0->3 left, 0->3 leads on importance (1 against 0.17) and 0->1 on certainty, so min-max gives
+    # both S1 = 0 and the tie goes to the first edge (SGAS's normalisation, as published)
+    assert order == ["cell 1->3", "cell 1->2", "cell 0->2", "cell 0->1", "cell 0->3"]
+    assert strategy.stop_reason(None) == "SGAS decided every edge"
+    genotype = nb201.genotype_from_scores(strategy.derive_scores(net.alphas()))
+    # edge 0 (0->1) goes to its strongest non-zero op although `none` leads it; edge 3 (0->3) to the skip
+    assert genotype.edges == ("nor_conv_3x3",) * 3 + ("skip_connect",) + ("nor_conv_3x3",) * 2
+    net.derivation = strategy.derive_scores  # as the search loop installs it
+    probs = net.probs()["cell"]
+    assert probs["0->3"]["skip_connect"] == 1.0 and probs["0->1"]["none"] == 0.0  # one-hot once decided
+    assert strategy.after_epoch(7, tools) == {}
+
+
+def test_sgas_rounds_take_several_edges_when_the_search_is_short():
+    alphas = [torch.zeros(6, 5)]
+    assert _strategy("sgas", {"warmup": 3}, alphas, epochs=16).per_round == 1
+    assert _strategy("sgas", {"warmup": 3}, alphas, epochs=5).per_round == 2  # decisions after epochs 3, 4, 5
+    assert _strategy("sgas", {"warmup": 3, "every": 2}, alphas, epochs=16).per_round == 1
+    assert registry.strategy("sgas").min_epochs(registry.strategy("sgas").check(StrategyConfig("sgas"))) == 3
+    with pytest.raises(UserError, match="strategy.warmup"):
+        registry.strategy("sgas").check(StrategyConfig("sgas", {"warmup": 0}))
+
+
+def test_strategies_rule_on_the_darts_plus_stop():
+    alphas = [torch.zeros(6, 5)]
+    assert _strategy("beta-darts", {}, alphas).stop_reason("settled") == "settled"
+    assert _strategy("beta-darts", {}, alphas).stop_reason(None) is None
+    # a blank DARTS-PT supernet derives the same cell every epoch: DARTS+ would stop it before any projection
+    assert _strategy("pt", {}, alphas).stop_reason("settled") is None
+
+
+@pytest.mark.slow
+@requires_fashion
+def test_an_sgas_search_runs_past_a_settled_cell_until_every_edge_is_decided_and_resumes_exactly(tmp_path,
+                                                                                                fashion_train):
+    still = {"space": "nb201", "supernet.layers": 1, "strategy.name": "sgas", "strategy.warmup": 1,
+             "optim.epochs": 6, "optim.stop_when_stable": 1, "optim.arch_lr": 1e-12}
+    full = run_search(tiny_search_config(tmp_path / "full", **still), fashion_train)
+    # 6 edges in rounds after epochs 1..6: one each; the cell never changes (tiny arch lr) yet the search goes on
+    assert full.epochs_run == 6 and full.finished
+    assert all(len(ops) == 1 for ops in full.alive["cell"])
+    rows = [json.loads(line) for line in (tmp_path / "full" / "metrics.jsonl").read_text().splitlines()]
+    assert [r["edges_left"] for r in rows if r["kind"] == "strategy"] == [5, 4, 3, 2, 1, 0]
+    assert not [r for r in rows if r["kind"] == "early_stop"]
+    last = [r for r in rows if r["kind"] == "epoch"][-1]
+    assert last["entropy_cell_norm"] == 0.0  # every edge decided: no "barely decided" warning
+    # killed after epoch 3 and resumed: the same decisions and weights
+    run_search(tiny_search_config(tmp_path / "cut", **still, **{"run.stop_after": 3}), fashion_train)
+    resumed = run_search(tiny_search_config(tmp_path / "cut", **still, **{"run.resume": True}), fashion_train)
+    assert resumed.genotype == full.genotype and resumed.alive == full.alive
+    from ssnas.runs import checkpoint
+    a = checkpoint.load(tmp_path / "full" / "checkpoint.pt")["searcher"]["supernet"]
+    b = checkpoint.load(tmp_path / "cut" / "checkpoint.pt")["searcher"]["supernet"]
+    assert all(torch.equal(a[k], b[k]) for k in a)

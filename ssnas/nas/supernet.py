@@ -63,10 +63,13 @@ class Supernet(nn.Module):
         raise NotImplementedError
 
     def probs(self) -> dict[str, dict[str, dict[str, float]]]:
-        """Softmaxed architecture weights for the logs: {cell kind: {edge name: {op: prob}}}."""
+        """Each edge's op distribution for the logs, {cell kind: {edge name: {op: prob}}}: what the derivation
+        ranks, normalised per edge. softmax(alpha) for DARTS; a strategy's ops removed get 0, and an edge it has
+        decided is one-hot (so the alpha-entropy diagnostics see what the strategy decided, not stale alphas)."""
         out = {}
-        for kind, alpha in self.alphas().items():
-            p = F.softmax(alpha.detach().float(), dim=-1).cpu()
+        for kind, scores in self.derive_scores().items():
+            p = scores.detach().float().cpu().clamp_min(0)
+            p = p / p.sum(dim=-1, keepdim=True).clamp_min(1e-30)
             out[kind] = {name: {op: float(p[e, o]) for o, op in enumerate(self.primitives)}
                          for e, name in enumerate(self.edge_names)}
         return out

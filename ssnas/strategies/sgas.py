@@ -86,13 +86,14 @@ class SGAS(BetaDarts):
 
     @classmethod
     def min_epochs(cls, opts: SGASOptions) -> int:
-        return opts.warmup + 1  # the warm-up, then at least one round after which everything left is decided
+        return opts.warmup  # the warm-up; a search that ends with it decides every edge at its end
 
     def __init__(self, opts: SGASOptions, supernet: Any, primitives: list[str], epochs: int):
         super().__init__(opts, supernet, primitives, epochs)
         self.zero = self.primitives.index(ZERO_OP) if ZERO_OP in self.primitives else None
         edges = max(m.shape[0] for m in self.alive.values())
-        rounds = max(1, min(edges, (epochs - opts.warmup) // opts.every))
+        # decisions after epochs warmup, warmup + every, ... up to the last epoch
+        rounds = max(1, min(edges, (epochs - opts.warmup) // opts.every + 1))
         self.per_round = math.ceil(edges / rounds)
         self.decided = {kind: torch.zeros(m.shape[0], dtype=torch.bool) for kind, m in self.alive.items()}
         self.importance = {kind: torch.ones(m.shape[0]) for kind, m in self.alive.items()}

@@ -30,14 +30,8 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from search_spaces import nb201  # noqa: E402
-from ssnas.config import from_dict  # noqa: E402
-from ssnas.data.datasets import bilevel_split, load_dataset, visible_labels  # noqa: E402
-from ssnas.data.stream import on_device  # noqa: E402
 from ssnas.errors import UserError  # noqa: E402
-from ssnas.runs import checkpoint  # noqa: E402
-from ssnas.runs.settings import epochs_done  # noqa: E402
-from ssnas import registry  # noqa: E402
-from ssnas.search import SearchConfig, Searcher, Tools  # noqa: E402
+from ssnas.search import Searcher, Tools, restore_search  # noqa: E402
 
 
 def parse_edge(text: str) -> int:
@@ -51,28 +45,11 @@ def parse_edge(text: str) -> int:
 
 
 def load_search(run: Path, data_root: str | None) -> tuple[Searcher, Tools, int]:
-    """The search of a run folder as it stood after its last epoch, the tools its strategy scores with, and the
-    number of epochs it had run."""
-    if not (run / "config.json").is_file() or not (run / "checkpoint.pt").is_file():
-        raise UserError(f"{run} holds no search run (config.json and checkpoint.pt); pass the --out of `ssnas search`")
-    cfg = from_dict(SearchConfig, json.loads((run / "config.json").read_text()))
-    if cfg.space != "nb201":
-        raise UserError(f"{run} searched the {cfg.space} space; this diagnostic reads NAS-Bench-201 runs only")
-    if data_root:
-        cfg.data.data_root = data_root
-    train = load_dataset(cfg.data, "train", seed=cfg.run.seed)
-    labels = visible_labels(train, registry.objective(cfg.objective.name).labels, cfg.objective.labels_fraction,
-                            cfg.run.seed)
-    if labels is None:
-        train = train.unlabeled()
-    mean, std = train.mean_std()
-    _, held_out = bilevel_split(len(train), cfg.data.train_portion, cfg.run.seed)
-    searcher = Searcher(cfg, train.channels, mean, std, torch.device("cpu"),
-                        num_classes=len(train.classes) if labels is not None else 0)
-    state = checkpoint.load(run / "checkpoint.pt", kind="search")
-    searcher.load_state_dict(state["searcher"])
-    images = on_device(train.images, torch.device("cpu"))
-    return searcher, Tools(searcher, images, labels, held_out, train.channels), epochs_done(state)
+    """The NAS-Bench-201 search of a run folder after its last epoch (`ssnas.search.restore_search`)."""
+    searcher, tools, epochs = restore_search(run, data_root)
+    if searcher.cfg.space != "nb201":
+        raise UserError(f"{run} searched the {searcher.cfg.space} space; this diagnostic reads NAS-Bench-201 runs only")
+    return searcher, tools, epochs
 
 
 def penalty_gradient(searcher: Searcher, progress: float) -> dict | None:
@@ -110,7 +87,7 @@ def edge_gradient(searcher: Searcher, tools: Tools, edge: int, batches: int, oth
     searcher.objective.train()
     grads = []
     try:
-        for batch in tools._fixed_batches(0, batches):
+        for batch in tools.held_out_batches(0, batches):
             alpha.grad = None
             searcher.loss(batch)["loss"].backward(inputs=[alpha])
             grads.append(alpha.grad[edge].clone())

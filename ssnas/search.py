@@ -16,7 +16,7 @@ import torch
 from torch import nn
 
 from ssnas import arch, registry
-from ssnas.config import check_tree, resume_safe_keys, to_dict
+from ssnas.config import check_tree, from_dict, resume_safe_keys, to_dict
 from ssnas.data.augment import AugmentConfig, ViewMaker
 from ssnas.data.datasets import DataConfig, ImageSet, bilevel_split, load_dataset, visible_labels
 from ssnas.data.stream import FolderImages, batches, on_device
@@ -274,7 +274,9 @@ class Tools:
         seed = epoch_seed(self.searcher.cfg.run.seed, 10_000 + round_, stream)
         return torch.Generator(device=self.searcher.device).manual_seed(seed)
 
-    def _fixed_batches(self, round_: int, count: int) -> list[Batch]:
+    def held_out_batches(self, round_: int, count: int) -> list[Batch]:
+        """The fixed held-out batches `objective_loss` scores on: `count` global batches of the architecture half,
+        with their views, the same for every call with the same `round_`."""
         if (round_, count) not in self._batches:
             self._batches = {}  # one round's batches at a time
             b = self.searcher.cfg.optim.batch_size * self.searcher.ranks.world  # one global batch, whole
@@ -298,7 +300,7 @@ class Tools:
         supernet.train()  # batch statistics, as in the search itself (DARTS-PT scores in train mode too)
         searcher.objective.train()
         try:
-            losses = [float(searcher.loss(batch)["loss"]) for batch in self._fixed_batches(round_, batches)]
+            losses = [float(searcher.loss(batch)["loss"]) for batch in self.held_out_batches(round_, batches)]
         finally:
             supernet.op_weighting = installed
         return sum(losses) / len(losses)
@@ -369,6 +371,39 @@ def run_search(cfg: SearchConfig, train: ImageSet | None = None, *,
         return _run_search(cfg, out, prepare_out(cfg, out), space, table, train, on_epoch, ranks)
 
 
+def search_data(cfg: SearchConfig, train: ImageSet | None = None
+                ) -> tuple[ImageSet, torch.Tensor | None, torch.Tensor, torch.Tensor]:
+    """The search's images (loaded unless given; unlabelled when the objective reads no label), the labels the
+    objective may read (None for label-free ones), and the bilevel split: (train, labels, weight half, alpha half)."""
+    if train is None:
+        train = load_dataset(cfg.data, "train", seed=cfg.run.seed)
+    labels = visible_labels(train, registry.objective(cfg.objective.name).labels, cfg.objective.labels_fraction,
+                            cfg.run.seed)
+    if labels is None:
+        train = train.unlabeled()  # from here on, reading a label raises
+    idx_w, idx_a = bilevel_split(len(train), cfg.data.train_portion, cfg.run.seed)
+    return train, labels, idx_w, idx_a
+
+
+def restore_search(run: Path, data_root: str | None = None) -> tuple[Searcher, Tools, int]:
+    """A search run folder as it stood after its last finished epoch, on the CPU, for diagnostics: the Searcher
+    (supernet, alphas, strategy state), the Tools its strategy scores with, and the epochs it had run."""
+    if not (run / "config.json").is_file() or not (run / "checkpoint.pt").is_file():
+        raise UserError(f"{run} holds no search run (config.json and checkpoint.pt); pass the --out of `ssnas search`")
+    cfg = from_dict(SearchConfig, json.loads((run / "config.json").read_text()))
+    if data_root:
+        cfg.data.data_root = data_root
+    train, labels, _, held_out = search_data(cfg)
+    mean, std = train.mean_std()
+    device = torch.device("cpu")
+    searcher = Searcher(cfg, train.channels, mean, std, device,
+                        num_classes=len(train.classes) if labels is not None else 0)
+    state = checkpoint.load(run / "checkpoint.pt", kind="search")
+    searcher.load_state_dict(state["searcher"])
+    return searcher, Tools(searcher, on_device(train.images, device), labels, held_out, train.channels), \
+        epochs_done(state)
+
+
 def _run_search(cfg: SearchConfig, out: Path, resume_state: dict[str, Any] | None, space: Any,
                 table: BenchmarkTable | None, train: ImageSet | None,
                 on_epoch: Callable[[int, dict[str, Any]], None] | None, ranks: Ranks) -> SearchResult:
@@ -376,14 +411,8 @@ def _run_search(cfg: SearchConfig, out: Path, resume_state: dict[str, Any] | Non
     threads = thread_settings.apply(cfg.run.threads)
     device = ranks.device(cfg.run.device)
     seed_everything(cfg.run.seed)
-    objective_cls = registry.objective(cfg.objective.name)
-    if train is None:
-        train = load_dataset(cfg.data, "train", seed=cfg.run.seed)
-    labels = visible_labels(train, objective_cls.labels, cfg.objective.labels_fraction, cfg.run.seed)
-    if labels is None:
-        train = train.unlabeled()  # from here on, reading a label raises
+    train, labels, idx_w, idx_a = search_data(cfg, train)
     mean, std = train.mean_std()
-    idx_w, idx_a = bilevel_split(len(train), cfg.data.train_portion, cfg.run.seed)
     o = cfg.optim
     steps = epoch_steps(len(idx_w), cfg.run.global_batch_size, o.steps_per_epoch,
                         f"the weight half (a step takes {o.batch_size} x {ranks.world} processes)"

@@ -189,6 +189,39 @@ class Strategy:
         self.alive = {k: v.clone() for k, v in state["alive"].items()}
 
 
+class DecidesEdges(Strategy):
+    """A strategy that fixes edges one by one between epochs (DARTS-PT's projections, SGAS's decisions): which
+    edges are decided, and each decided edge's strength, which ranks the decided edges where a space keeps only
+    some per node (DARTS: two)."""
+
+    def __init__(self, opts: Any, supernet: nn.Module, primitives: list[str], epochs: int):
+        super().__init__(opts, supernet, primitives, epochs)
+        self.decided = {kind: torch.zeros(m.shape[0], dtype=torch.bool) for kind, m in self.alive.items()}
+        self.importance = {kind: torch.zeros(m.shape[0]) for kind, m in self.alive.items()}
+
+    def decide(self, kind: str, edge: int, op: int) -> None:
+        """Fix `edge` of the `kind` cell to `op`: from now on the only op alive there."""
+        self.keep_only(kind, edge, op)
+        self.decided[kind][edge] = True
+
+    def all_decided(self) -> bool:
+        return all(bool(d.all()) for d in self.decided.values())
+
+    def with_decisions(self, kind: str, current: torch.Tensor, strength: torch.Tensor) -> torch.Tensor:
+        """Scores of the `kind` cell: a decided edge scores its op at the edge's `strength`, the others `current`."""
+        decided = self.decided[kind].unsqueeze(1)
+        return torch.where(decided, self.alive[kind].float() * strength.unsqueeze(1), current)
+
+    def state_dict(self) -> dict[str, Any]:
+        return {**super().state_dict(), "decided": {k: v.clone() for k, v in self.decided.items()},
+                "importance": {k: v.clone() for k, v in self.importance.items()}}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        super().load_state_dict(state)
+        self.decided = {k: v.clone() for k, v in state["decided"].items()}
+        self.importance = {k: v.clone() for k, v in state["importance"].items()}
+
+
 def linear_ramp(final: float, progress: float) -> float:
     """A weight that grows linearly from 0 to `final` over the search."""
     return final * progress

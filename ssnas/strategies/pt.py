@@ -25,7 +25,7 @@ from typing import Any, Mapping
 
 import torch
 
-from ssnas.strategies.base import SearchTools, Strategy, masked_softmax, uniform_weights
+from ssnas.strategies.base import DecidesEdges, SearchTools, masked_softmax, uniform_weights
 
 
 @dataclass
@@ -38,7 +38,7 @@ class PTOptions:
                                                     "range": "[1, 100000]"})
 
 
-class PT(Strategy):
+class PT(DecidesEdges):
     name = "pt"
     summary = ("DARTS-PT without labels: keep the op whose removal raises the objective's loss most, edge by edge, "
                "on a blank supernet (Wang et al. 2021)")
@@ -54,8 +54,6 @@ class PT(Strategy):
         self.project_after = {epochs - 1 - opts.tune * (rounds - 1 - r): r for r in range(rounds)}
         order = torch.Generator().manual_seed(12345 + epochs)
         self.order = {kind: torch.randperm(m.shape[0], generator=order).tolist() for kind, m in self.alive.items()}
-        self.decided = {kind: torch.zeros(m.shape[0], dtype=torch.bool) for kind, m in self.alive.items()}
-        self.importance = {kind: torch.zeros(m.shape[0]) for kind, m in self.alive.items()}
 
     # ---- the forward pass --------------------------------------------------------------------------------
     def op_weights(self, alphas: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
@@ -84,15 +82,14 @@ class PT(Strategy):
             for e in order[round_ * self.per_round:(round_ + 1) * self.per_round]:
                 costs = self._removal_costs(weights, kind, e, base, round_, tools)
                 best = max(costs, key=costs.get)
-                self.keep_only(kind, e, best)
-                self.decided[kind][e] = True
+                self.decide(kind, e, best)
                 events["chosen"][f"{kind} {e}"] = {"op": self.primitives[best],
                                                     "costs": {self.primitives[o]: c for o, c in costs.items()}}
                 weights = {k: w.detach() for k, w in self.op_weights(self.supernet.alphas()).items()}
                 base = tools.objective_loss(weights, round_, self.opts.score_batches)  # the projected supernet
         tools.say("  DARTS-PT projection {}: {}".format(round_ + 1, ", ".join(
             f"{edge} -> {chosen['op']}" for edge, chosen in events["chosen"].items())))
-        if all(d.all() for d in self.decided.values()):
+        if self.all_decided():
             events["edge_importance"] = self._rank_edges(weights, base, round_, tools)
         return events
 
@@ -128,16 +125,6 @@ class PT(Strategy):
             current = masked_softmax(a.detach().float().cpu(), self.alive[kind])
             if self.opts.blank:
                 current = uniform_weights(self.alive[kind], current)
-            strength = torch.exp(self.importance[kind] - self.importance[kind].max()).unsqueeze(1)
-            decided = self.decided[kind].unsqueeze(1)
-            scores[kind] = torch.where(decided, self.alive[kind].float() * strength, current)
+            strength = torch.exp(self.importance[kind] - self.importance[kind].max())
+            scores[kind] = self.with_decisions(kind, current, strength)
         return scores
-
-    def state_dict(self) -> dict[str, Any]:
-        return {**super().state_dict(), "decided": {k: v.clone() for k, v in self.decided.items()},
-                "importance": {k: v.clone() for k, v in self.importance.items()}}
-
-    def load_state_dict(self, state: dict[str, Any]) -> None:
-        super().load_state_dict(state)
-        self.decided = {k: v.clone() for k, v in state["decided"].items()}
-        self.importance = {k: v.clone() for k, v in state["importance"].items()}

@@ -30,8 +30,8 @@ from typing import Any, Mapping
 import torch
 
 from ssnas.errors import UserError
-from ssnas.strategies.base import SearchTools, masked_softmax
-from ssnas.strategies.beta_darts import BetaDarts
+from ssnas.strategies.base import DecidesEdges, SearchTools, linear_ramp, masked_softmax
+from ssnas.strategies.beta_darts import beta_decay_loss
 
 ZERO_OP = "none"  # SGAS's "zero" operation: never chosen, and not part of an edge's importance
 
@@ -73,7 +73,7 @@ def decision_scores(weights: torch.Tensor, zero: int | None) -> torch.Tensor:
     return normalise(edge_importance(weights, zero)) * normalise(selection_certainty(weights, zero))
 
 
-class SGAS(BetaDarts):
+class SGAS(DecidesEdges):
     name = "sgas"
     summary = ("SGAS: after a warm-up, fix the edge the search is surest of to its op, one per epoch, and train on "
                "(Li et al. 2020), on beta-DARTS's alphas")
@@ -95,19 +95,19 @@ class SGAS(BetaDarts):
         # decisions after epochs warmup, warmup + every, ... up to the last epoch
         rounds = max(1, min(edges, (epochs - opts.warmup) // opts.every + 1))
         self.per_round = math.ceil(edges / rounds)
-        self.decided = {kind: torch.zeros(m.shape[0], dtype=torch.bool) for kind, m in self.alive.items()}
-        self.importance = {kind: torch.ones(m.shape[0]) for kind, m in self.alive.items()}
 
-    def finished(self) -> bool:
-        return all(bool(d.all()) for d in self.decided.values())
+    def penalty(self, alphas: list[torch.Tensor], progress: float) -> torch.Tensor | None:
+        """beta-DARTS's regulariser on the alphas (ssnas.strategies.beta_darts), ramped to `weight`."""
+        weight = linear_ramp(self.opts.weight, progress)
+        return weight * beta_decay_loss(alphas) if weight > 0 else None
 
     def stop_reason(self, settled: str | None) -> str | None:
         """SGAS ends when every edge is decided; the DARTS+ rule would cut the decisions short, so it is ignored."""
-        return "SGAS decided every edge" if self.finished() else None
+        return "SGAS decided every edge" if self.all_decided() else None
 
     def after_epoch(self, epoch: int, tools: SearchTools) -> dict[str, Any]:
         done = epoch + 1
-        if done < self.opts.warmup or (done - self.opts.warmup) % self.opts.every or self.finished():
+        if done < self.opts.warmup or (done - self.opts.warmup) % self.opts.every or self.all_decided():
             return {}
         chosen: dict[str, Any] = {}
         for kind, alpha in self.supernet.alphas().items():
@@ -125,8 +125,7 @@ class SGAS(BetaDarts):
                 if self.zero is not None:
                     candidates[self.zero] = -1.0
                 op = int(candidates.argmax())
-                self.keep_only(kind, e, op)
-                self.decided[kind][e] = True
+                self.decide(kind, e, op)
                 self.importance[kind][e] = float(importance[rank])
                 chosen[f"{kind} {self.supernet.edge_names[e]}"] = {
                     "op": self.primitives[op], "score": round(float(scores[rank]), 5),
@@ -138,19 +137,5 @@ class SGAS(BetaDarts):
 
     def derive_scores(self, alphas: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         """Decided edges: their op at the edge's importance when it was decided; the others: softmax(alpha)."""
-        scores = {}
-        for kind, a in alphas.items():
-            current = masked_softmax(a.detach().float().cpu(), self.alive[kind])
-            decided = self.decided[kind].unsqueeze(1)
-            scores[kind] = torch.where(decided, self.alive[kind].float() * self.importance[kind].unsqueeze(1),
-                                       current)
-        return scores
-
-    def state_dict(self) -> dict[str, Any]:
-        return {**super().state_dict(), "decided": {k: v.clone() for k, v in self.decided.items()},
-                "importance": {k: v.clone() for k, v in self.importance.items()}}
-
-    def load_state_dict(self, state: dict[str, Any]) -> None:
-        super().load_state_dict(state)
-        self.decided = {k: v.clone() for k, v in state["decided"].items()}
-        self.importance = {k: v.clone() for k, v in state["importance"].items()}
+        return {kind: self.with_decisions(kind, masked_softmax(a.detach().float().cpu(), self.alive[kind]),
+                                          self.importance[kind]) for kind, a in alphas.items()}

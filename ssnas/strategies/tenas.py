@@ -28,7 +28,6 @@ from dataclasses import dataclass, field
 from typing import Any, Callable, Mapping
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from ssnas.kernels import use_fast_kernels

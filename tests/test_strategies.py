@@ -444,3 +444,14 @@ def test_an_sgas_search_runs_past_a_settled_cell_until_every_edge_is_decided_and
     a = checkpoint.load(tmp_path / "full" / "checkpoint.pt")["searcher"]["supernet"]
     b = checkpoint.load(tmp_path / "cut" / "checkpoint.pt")["searcher"]["supernet"]
     assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_sgas_can_freeze_the_alphas_while_the_weights_warm_up():
+    alphas = [torch.zeros(6, 5)]
+    strategy = _strategy("sgas", {"freeze": 2, "warmup": 4}, alphas, epochs=16)
+    steps = 78  # progress counts steps done over the whole search: (epoch x steps + step + 1) / (epochs x steps)
+    progress = [(epoch * steps + step + 1) / (16 * steps) for epoch, step in [(0, 0), (1, 77), (2, 0), (9, 3)]]
+    assert [strategy.wants_arch_step(p) for p in progress] == [False, False, True, True]
+    assert _strategy("sgas", {}, alphas).wants_arch_step(1 / 780)  # SGAS as published: from the first step
+    with pytest.raises(UserError, match=r"strategy.freeze \(3\) must be below strategy.warmup \(3\)"):
+        registry.strategy("sgas").check(StrategyConfig("sgas", {"freeze": 3, "warmup": 3}))

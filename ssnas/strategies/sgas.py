@@ -42,6 +42,9 @@ class SGASOptions:
                                                      "of 50)", "range": "[1, 100000]"})
     every: int = field(default=1, metadata={"help": "epochs between two decisions (SGAS code: 5)",
                                             "range": "[1, 100000]"})
+    freeze: int = field(default=0, metadata={
+        "help": "epochs at the start with the alphas frozen, the weights alone training (PC-DARTS: 15 of 50, DrNAS: "
+                "10 of 50); 0 = SGAS as published", "range": "[0, 100000]"})
     weight: float = field(default=50.0, metadata={
         "help": "beta-DARTS's lambda at the end of the search, ramped from 0 (0 = plain DARTS, SGAS as published)",
         "range": "[0, 1e6]"})
@@ -83,6 +86,9 @@ class SGAS(DecidesEdges):
     def check_options(cls, opts: SGASOptions) -> None:
         if opts.warmup < 1 or opts.every < 1:
             raise UserError("strategy.warmup and strategy.every must be at least 1 epoch")
+        if opts.freeze >= opts.warmup:
+            raise UserError(f"strategy.freeze ({opts.freeze}) must be below strategy.warmup ({opts.warmup}): the "
+                            f"alphas need at least one epoch of training before the first decision")
 
     @classmethod
     def min_epochs(cls, opts: SGASOptions) -> int:
@@ -95,6 +101,10 @@ class SGAS(DecidesEdges):
         # decisions after epochs warmup, warmup + every, ... up to the last epoch
         rounds = max(1, min(edges, (epochs - opts.warmup) // opts.every + 1))
         self.per_round = math.ceil(edges / rounds)
+
+    def wants_arch_step(self, progress: float) -> bool:
+        """No architecture step in the first `freeze` epochs (progress counts steps done over the whole search)."""
+        return progress * self.epochs > self.opts.freeze
 
     def penalty(self, alphas: list[torch.Tensor], progress: float) -> torch.Tensor | None:
         """beta-DARTS's regulariser on the alphas (ssnas.strategies.beta_darts), ramped to `weight`."""

@@ -111,7 +111,7 @@ def seed_entry(seed: int, run: dict) -> str:
     value = "?" if run["final_true"] is None else f"{run['final_true']:.2f}"
     if run["finished"]:
         early = run["epochs_done"] is not None and run["epochs"] is not None and run["epochs_done"] < run["epochs"]
-        return f"{seed}: {value}" + (f" (settled, epoch {run['epochs_done']}/{run['epochs']})" if early else "")
+        return f"{seed}: {value}" + (f" (stopped, epoch {run['epochs_done']}/{run['epochs']})" if early else "")
     return f"{seed}: {value} (unfinished, epoch {run['epochs_done']}/{run['epochs']})"
 
 
@@ -170,7 +170,7 @@ def plot(grid: dict, path: Path) -> None:
                                 fontsize=7, color=colour)
                 if run["finished"] and curve and (run["epochs_done"] or 0) < (run["epochs"] or 0):
                     ax.plot([len(curve)], [curve[-1]], color=colour, marker="s", markersize=6, linestyle="none",
-                            label="settled: stopped early" if not settled_labelled else None)
+                            label="stopped early (settled or decided)" if not settled_labelled else None)
                     settled_labelled = True
             if same_length:  # the mean over the seeds, where every seed ran the same epochs (no early stops)
                 mean = [statistics.fmean(c[e] for c in curves) for e in range(len(curves[0]))]

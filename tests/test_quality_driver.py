@@ -77,12 +77,12 @@ def test_the_driver_lists_unfinished_seeds_then_resumes_them_and_averages_finish
     assert (tmp_path / "q" / "trajectory.png").stat().st_size > 1000
 
 
-def test_a_seed_that_settled_early_is_finished_and_says_where_it_stopped():
+def test_a_seed_that_stopped_early_is_finished_and_says_where_it_stopped():
     import importlib.util
     spec = importlib.util.spec_from_file_location("nb201_quality", DRIVER)
     driver = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(driver)
     settled = {"final_true": 94.125, "finished": True, "epochs_done": 4, "epochs": 16}
-    assert driver.seed_entry(0, settled) == "0: 94.12 (settled, epoch 4/16)"
+    assert driver.seed_entry(0, settled) == "0: 94.12 (stopped, epoch 4/16)"
     assert driver.seed_entry(1, {**settled, "epochs_done": 16}) == "1: 94.12"
     assert driver.seed_entry(2, {**settled, "finished": False}) == "2: 94.12 (unfinished, epoch 4/16)"

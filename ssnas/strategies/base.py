@@ -9,7 +9,8 @@ the bilevel loop stay the same for every strategy; a strategy owns four decision
   architecture step at all (`trains_alphas`), and what changes before each step (`before_step`: DARTS-'s
   auxiliary skip);
 - what happens between epochs (`before_search`, `after_epoch`: pruning ops, projecting edges) and when the
-  search ends (`stop_reason`), with the tools the loop lends it (`SearchTools`: the objective's loss on fixed held-out batches, fresh views, a tiny network);
+  search ends (`stop_reason`), with the tools the loop lends it (`SearchTools`: the objective's loss on fixed
+  held-out batches, fresh views, a tiny network);
 - what the discretisation ranks (`derive_scores`), which the space turns into a genotype.
 
 Ops a strategy has removed are kept in boolean masks (edges x ops per cell kind): a removed op gets weight 0,

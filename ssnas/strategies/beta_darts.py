@@ -31,11 +31,16 @@ def beta_decay_loss(alphas: list[torch.Tensor]) -> torch.Tensor:
     return torch.cat([torch.logsumexp(a, dim=-1) for a in alphas]).mean()
 
 
+def ramped_beta_decay(alphas: list[torch.Tensor], final: float, progress: float) -> torch.Tensor | None:
+    """lambda * L_beta with lambda ramped linearly from 0 to `final` over the search; None while lambda is 0."""
+    weight = linear_ramp(final, progress)
+    return weight * beta_decay_loss(alphas) if weight > 0 else None
+
+
 class BetaDarts(Strategy):
     name = "beta-darts"
     summary = "beta-DARTS: + lambda * mean logsumexp(alpha) on the arch step, lambda ramped to 50 (Ye et al. 2022)"
     Options = BetaDartsOptions
 
     def penalty(self, alphas: list[torch.Tensor], progress: float) -> torch.Tensor | None:
-        weight = linear_ramp(self.opts.weight, progress)
-        return weight * beta_decay_loss(alphas) if weight > 0 else None
+        return ramped_beta_decay(alphas, self.opts.weight, progress)

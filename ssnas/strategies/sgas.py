@@ -30,8 +30,8 @@ from typing import Any, Mapping
 import torch
 
 from ssnas.errors import UserError
-from ssnas.strategies.base import DecidesEdges, SearchTools, linear_ramp, masked_softmax
-from ssnas.strategies.beta_darts import beta_decay_loss
+from ssnas.strategies.base import DecidesEdges, SearchTools, masked_softmax
+from ssnas.strategies.beta_darts import ramped_beta_decay
 
 ZERO_OP = "none"  # SGAS's "zero" operation: never chosen, and not part of an edge's importance
 
@@ -84,8 +84,6 @@ class SGAS(DecidesEdges):
 
     @classmethod
     def check_options(cls, opts: SGASOptions) -> None:
-        if opts.warmup < 1 or opts.every < 1:
-            raise UserError("strategy.warmup and strategy.every must be at least 1 epoch")
         if opts.freeze >= opts.warmup:
             raise UserError(f"strategy.freeze ({opts.freeze}) must be below strategy.warmup ({opts.warmup}): the "
                             f"alphas need at least one epoch of training before the first decision")
@@ -108,8 +106,7 @@ class SGAS(DecidesEdges):
 
     def penalty(self, alphas: list[torch.Tensor], progress: float) -> torch.Tensor | None:
         """beta-DARTS's regulariser on the alphas (ssnas.strategies.beta_darts), ramped to `weight`."""
-        weight = linear_ramp(self.opts.weight, progress)
-        return weight * beta_decay_loss(alphas) if weight > 0 else None
+        return ramped_beta_decay(alphas, self.opts.weight, progress)
 
     def stop_reason(self, settled: str | None) -> str | None:
         """SGAS ends when every edge is decided; the DARTS+ rule would cut the decisions short, so it is ignored."""

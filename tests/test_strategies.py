@@ -455,3 +455,77 @@ def test_sgas_can_freeze_the_alphas_while_the_weights_warm_up():
     assert _strategy("sgas", {}, alphas).wants_arch_step(1 / 780)  # SGAS as published: from the first step
     with pytest.raises(UserError, match=r"strategy.freeze \(3\) must be below strategy.warmup \(3\)"):
         registry.strategy("sgas").check(StrategyConfig("sgas", {"freeze": 3, "warmup": 3}))
+
+
+# ---- GDAS ----------------------------------------------------------------------------------------------------------
+
+def test_gdas_draws_one_op_with_gumbel_max_and_differentiates_the_gumbel_softmax_of_that_op():
+    from ssnas.strategies.gdas import gumbel_one_hot, temperature
+
+    alpha = torch.tensor([[0.5, 1.0, -0.5, 0.0, 0.2]], requires_grad=True)
+    gumbel = torch.tensor([[0.3, -0.2, 2.0, 0.1, 0.0]])  # alpha + g = [0.8, 0.8, 1.5, 0.1, 0.2]: op 2 is drawn
+    alive = torch.ones(1, 5, dtype=torch.bool)
+    tau = 2.0
+    w = gumbel_one_hot(alpha, alive, tau, gumbel)
+    assert w.tolist() == [[0.0, 0.0, 1.0, 0.0, 0.0]]  # exactly one-hot: the discrete cell's forward pass
+    # dL/dalpha for L = sum(c * w): only the drawn op's h~ carries a gradient, c_2 * h~_2 (delta_2k - h~_k) / tau
+    c = torch.tensor([[3.0, -1.0, 2.0, 5.0, 7.0]])
+    (w * c).sum().backward()
+    z = [0.8 / tau, 0.8 / tau, 1.5 / tau, 0.1 / tau, 0.2 / tau]
+    soft = [math.exp(v) / sum(math.exp(u) for u in z) for v in z]
+    expected = [2.0 * soft[2] * ((k == 2) - soft[k]) / tau for k in range(5)]
+    torch.testing.assert_close(alpha.grad, torch.tensor([expected]))
+    # a removed op is never drawn, whatever its noise
+    removed = gumbel_one_hot(alpha.detach(), torch.tensor([[True, True, False, True, True]]), tau, gumbel)
+    assert removed.tolist() == [[1.0, 0.0, 0.0, 0.0, 0.0]]
+    # the draws follow softmax(alpha) (Gumbel-max): op frequencies over many edges
+    torch.manual_seed(0)
+    many = gumbel_one_hot(alpha.detach().repeat(20000, 1), alive.repeat(20000, 1), tau)
+    torch.testing.assert_close(many.mean(dim=0), torch.softmax(alpha.detach()[0], -1), atol=0.01, rtol=0)
+    # tau falls linearly from 10 to 0.1 (GDAS Sec. 4.1)
+    assert [temperature(10.0, 0.1, p) for p in (0.0, 0.5, 1.0)] == pytest.approx([10.0, 5.05, 0.1])
+    with pytest.raises(UserError, match=r"strategy.tau_min \(5.0\) must not exceed strategy.tau_max \(1.0\)"):
+        registry.strategy("gdas").check(StrategyConfig("gdas", {"tau_min": 5.0, "tau_max": 1.0}))
+
+
+def test_gdas_runs_only_the_drawn_ops_and_the_fast_kernels_agree_with_the_textbook_supernet():
+    import copy
+
+    from ssnas.kernels import use_fast_kernels
+
+    torch.manual_seed(0)
+    ref = nb201.build_supernet(nb201_config(), 1).double()
+    fast = use_fast_kernels(copy.deepcopy(ref))
+    x = torch.randn(4, 1, 16, 16, dtype=torch.float64)
+    results = []
+    for net in (fast, ref):
+        strategy = _strategy("gdas", {}, list(net.alphas().values()), net)
+        net.op_weighting = strategy.op_weights
+        strategy.before_step(net, 0.5)
+        torch.manual_seed(7)  # the same Gumbel draws for both
+        loss = net(x).square().sum()
+        results.append((loss, torch.autograd.grad(loss, [net.alphas_cell])[0]))
+    (loss_f, grad_f), (loss_r, grad_r) = results
+    torch.testing.assert_close(loss_f, loss_r, rtol=1e-10, atol=1e-10)
+    torch.testing.assert_close(grad_f, grad_r, rtol=1e-10, atol=1e-10)
+    # the gradient reaches every alpha of an edge whose drawn op has an output (through h~ of that op)
+    assert (grad_f != 0).any(dim=1).sum() >= 1
+
+
+def test_gdas_ignores_the_darts_plus_stop():
+    assert _strategy("gdas", {}, [torch.zeros(6, 5)]).stop_reason("settled") is None
+
+
+@pytest.mark.slow
+@requires_fashion
+def test_a_gdas_search_resumes_exactly_after_a_kill(tmp_path, fashion_train):
+    """The Gumbel draws come from torch's global generator, which the checkpoint carries."""
+    settings = {"space": "nb201", "supernet.layers": 1, "strategy.name": "gdas", "optim.epochs": 3}
+    full = run_search(tiny_search_config(tmp_path / "full", **settings), fashion_train)
+    run_search(tiny_search_config(tmp_path / "cut", **settings, **{"run.stop_after": 1}), fashion_train)
+    resumed = run_search(tiny_search_config(tmp_path / "cut", **settings, **{"run.resume": True}), fashion_train)
+    assert full.epochs_run == 3 and resumed.finished and resumed.genotype == full.genotype
+    from ssnas.runs import checkpoint
+    a = checkpoint.load(tmp_path / "full" / "checkpoint.pt")["searcher"]["supernet"]
+    b = checkpoint.load(tmp_path / "cut" / "checkpoint.pt")["searcher"]["supernet"]
+    assert all(torch.equal(a[k], b[k]) for k in a)

@@ -525,6 +525,9 @@ def test_a_gdas_search_resumes_exactly_after_a_kill(tmp_path, fashion_train):
     run_search(tiny_search_config(tmp_path / "cut", **settings, **{"run.stop_after": 1}), fashion_train)
     resumed = run_search(tiny_search_config(tmp_path / "cut", **settings, **{"run.resume": True}), fashion_train)
     assert full.epochs_run == 3 and resumed.finished and resumed.genotype == full.genotype
+    rows = [json.loads(line) for line in (tmp_path / "full" / "metrics.jsonl").read_text().splitlines()]
+    # tau after each epoch's last step: 10 - 9.9 x epoch / 3
+    assert [r["tau"] for r in rows if r["kind"] == "strategy"] == pytest.approx([6.7, 3.4, 0.1])
     from ssnas.runs import checkpoint
     a = checkpoint.load(tmp_path / "full" / "checkpoint.pt")["searcher"]["supernet"]
     b = checkpoint.load(tmp_path / "cut" / "checkpoint.pt")["searcher"]["supernet"]

@@ -26,7 +26,7 @@ import torch
 import torch.nn.functional as F
 
 from ssnas.errors import UserError
-from ssnas.strategies.base import Strategy
+from ssnas.strategies.base import SearchTools, Strategy
 
 
 @dataclass
@@ -75,6 +75,9 @@ class Gdas(Strategy):
 
     def op_weights(self, alphas: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         return {kind: gumbel_one_hot(a, self.alive[kind].to(a.device), self.tau) for kind, a in alphas.items()}
+
+    def after_epoch(self, epoch: int, tools: SearchTools) -> dict[str, float]:
+        return {"tau": round(self.tau, 6)}  # the temperature of the epoch's last step, for metrics.jsonl
 
     def stop_reason(self, settled: str | None) -> str | None:
         """GDAS runs its whole temperature schedule (a fixed number of epochs in the paper), so the DARTS+ rule is

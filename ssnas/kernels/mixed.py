@@ -86,6 +86,10 @@ def combine(terms: Sequence[tuple[int, torch.Tensor]], on_subgrids: Sequence[tup
 class FastMixedOp(MixedOp):
     """`MixedOp` on the exact speed route (see the module docstring)."""
 
+    # False where an op weight of exactly 0 can still carry a gradient (a straight-through estimator: GDAS with
+    # every op's gradient); then only `none` is skipped. Set with `keep_zero_weight_ops`.
+    skip_zero_weights: bool = True
+
     def forward(self, x: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
         return self.forward_shared(SharedInput(x), weights)
 
@@ -106,7 +110,7 @@ class FastMixedOp(MixedOp):
         """The candidates to run for these softmax weights: all but `none`, and on CPU (where reading the
         weights costs no device sync) all but those whose weight is exactly 0; never none at all."""
         live = [i for i, name in enumerate(self.primitives) if name != "none"]
-        if weights.device.type != "cpu":
+        if weights.device.type != "cpu" or not self.skip_zero_weights:
             return live
         flat = weights.detach().tolist()
         return [i for i in live if flat[i] != 0.0] or live
@@ -141,6 +145,14 @@ class FastPartialMixedOp(PartialMixedOp):
         mixed = self.mixed
         searched = mixed.forward_shared(part, weights) if isinstance(mixed, FastMixedOp) else mixed(part.x, weights)
         return self.join(searched, x)
+
+
+def keep_zero_weight_ops(module: nn.Module) -> None:
+    """Run every op of every fast mixed op in `module`, whatever its weight: for op weights whose exact zeros still
+    carry a gradient (straight-through estimators), where skipping an op would drop its weight's gradient."""
+    for m in module.modules():
+        if isinstance(m, FastMixedOp):
+            m.skip_zero_weights = False
 
 
 def _bn_of(op: nn.Module) -> nn.BatchNorm2d | None:

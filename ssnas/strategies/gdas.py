@@ -11,11 +11,15 @@ Why it is here: a soft supernet always carries every edge's skip connection at a
 cannot tell whether a cell needs a shortcut (BENCHMARKS.md, section 1c: the discretisation gap). Here every step
 trains and scores a discrete cell, with and without the shortcut as the samples fall.
 
-The estimator: only the sampled op is computed, so the alphas get dL/dh_{o*} * dh~_{o*}/dalpha, the straight-through
-gradient through the sampled op's weight alone. (GDAS's released code also adds each unsampled weight to the edge's
-output as a scalar of value 0, which gives those weights the gradient sum(dL/dy); that term is left out here.) The
-unsampled weights are exact zeros without a gradient, so the fast kernels skip their ops on every device route and
-the textbook sum gives the same numbers.
+Two estimators (`gradient`):
+- `sampled` (default, GDAS's cost): only the drawn op is computed, so the alphas get dL/dh_{o*} * dh~_{o*}/dalpha,
+  the straight-through gradient through the drawn op's weight alone. (GDAS's released code also adds each undrawn
+  weight to the edge's output as a scalar of value 0, which gives those weights the gradient sum(dL/dy); that term
+  is left out here.) The undrawn weights are exact zeros without a gradient, so the fast kernels skip their ops and
+  the textbook sum gives the same numbers; a step costs about 0.4 of a soft supernet's.
+- `all`: the full straight-through estimator, sum_o dL/dh_o * dh~_o/dalpha with dL/dh_o = <dL/dy, o(x)>: how the
+  loss of the drawn discrete cell changes as each op is mixed in. Every op runs (the cost of a soft supernet), but
+  the forward pass is still the discrete cell's.
 """
 from __future__ import annotations
 
@@ -26,6 +30,7 @@ import torch
 import torch.nn.functional as F
 
 from ssnas.errors import UserError
+from ssnas.kernels.mixed import keep_zero_weight_ops
 from ssnas.strategies.base import SearchTools, Strategy
 
 
@@ -35,6 +40,9 @@ class GdasOptions:
                                                    "range": "(0, 1e6]"})
     tau_min: float = field(default=0.1, metadata={"help": "temperature at the end, reached linearly (GDAS: 0.1)",
                                                   "range": "(0, 1e6]"})
+    gradient: str = field(default="sampled", metadata={
+        "help": "sampled: the straight-through gradient through the drawn op only (GDAS's single path); all: "
+                "through every op's weight (every op runs)", "choices": ["sampled", "all"]})
 
 
 def temperature(tau_max: float, tau_min: float, progress: float) -> float:
@@ -42,16 +50,19 @@ def temperature(tau_max: float, tau_min: float, progress: float) -> float:
     return tau_max - (tau_max - tau_min) * progress
 
 
-def gumbel_one_hot(alpha: torch.Tensor, alive: torch.Tensor, tau: float,
-                   gumbel: torch.Tensor | None = None) -> torch.Tensor:
+def gumbel_one_hot(alpha: torch.Tensor, alive: torch.Tensor, tau: float, gumbel: torch.Tensor | None = None,
+                   every_op: bool = False) -> torch.Tensor:
     """One op per edge: the forward value is one_hot(argmax(alpha + g)) (Gumbel-max, Eq. 4), the gradient that of
-    the sampled op's h~ = softmax((alpha + g) / tau) (Eq. 5), unsampled ops are constant zeros. `gumbel` fixes g
-    (for tests); removed ops are never drawn."""
+    h~ = softmax((alpha + g) / tau) (Eq. 5): the drawn op's alone (undrawn ops are constant zeros), or with
+    `every_op` every op's (undrawn ops are zeros with a gradient). `gumbel` fixes g (for tests); removed ops are
+    never drawn."""
     if gumbel is None:
         gumbel = -torch.empty_like(alpha).exponential_().log()  # -log(E), E ~ Exp(1), is Gumbel(0, 1)
     logits = (alpha + gumbel).masked_fill(~alive, float("-inf"))
     soft = F.softmax(logits / tau, dim=-1)
     hard = F.one_hot(logits.argmax(dim=-1), alpha.shape[-1]).to(soft.dtype)
+    if every_op:
+        return hard + (soft - soft.detach())  # value: exactly one-hot; gradient: d soft / d alpha
     return hard * (1.0 + soft - soft.detach())  # value: exactly one-hot; gradient: d soft_{o*} / d alpha
 
 
@@ -69,12 +80,16 @@ class Gdas(Strategy):
     def __init__(self, opts: GdasOptions, supernet, primitives: list[str], epochs: int):
         super().__init__(opts, supernet, primitives, epochs)
         self.tau = opts.tau_max
+        self.every_op = opts.gradient == "all"
+        if self.every_op:  # undrawn ops have weight 0 but a gradient: the fast kernels must run them
+            keep_zero_weight_ops(supernet)
 
     def before_step(self, supernet, progress: float) -> None:
         self.tau = temperature(self.opts.tau_max, self.opts.tau_min, progress)
 
     def op_weights(self, alphas: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-        return {kind: gumbel_one_hot(a, self.alive[kind].to(a.device), self.tau) for kind, a in alphas.items()}
+        return {kind: gumbel_one_hot(a, self.alive[kind].to(a.device), self.tau,
+                                     every_op=self.every_op) for kind, a in alphas.items()}
 
     def after_epoch(self, epoch: int, tools: SearchTools) -> dict[str, float]:
         return {"tau": round(self.tau, 6)}  # the temperature of the epoch's last step, for metrics.jsonl

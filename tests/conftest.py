@@ -58,6 +58,15 @@ def tiny_search_config(out: Path, **overrides):
     return cfg
 
 
+def same_supernet_weights(run_a: Path, run_b: Path) -> bool:
+    """Whether the checkpoints of two search run folders hold bit-identical supernet weights (a resumed search
+    against an uninterrupted one)."""
+    from ssnas.runs import checkpoint
+
+    a, b = (checkpoint.load(run / "checkpoint.pt")["searcher"]["supernet"] for run in (run_a, run_b))
+    return all(torch.equal(a[k], b[k]) for k in a)
+
+
 # ---- a throwaway PostgreSQL server (Debian's postgresql package) ---------------------------------------------------
 
 def _postgres_bin() -> Path | None:

@@ -13,7 +13,7 @@ from ssnas.data.datasets import ImageSet
 from ssnas.errors import UserError
 from ssnas.runs import checkpoint
 from ssnas.search import Searcher, run_search
-from tests.conftest import ROOT, tiny_search_config
+from tests.conftest import ROOT, same_supernet_weights, tiny_search_config
 
 
 class LabelTrap(ImageSet):
@@ -73,9 +73,7 @@ def test_resume_equals_uninterrupted(tmp_path, fashion_train):
     resumed = run_search(tiny_search_config(tmp_path / "b", **{"optim.epochs": 3, "run.resume": True}), fashion_train)
     assert resumed.finished and resumed.epochs_run == 2
     assert resumed.genotype == straight.genotype
-    a = checkpoint.load(tmp_path / "a" / "checkpoint.pt")["searcher"]["supernet"]
-    b = checkpoint.load(tmp_path / "b" / "checkpoint.pt")["searcher"]["supernet"]
-    assert all(torch.equal(a[k], b[k]) for k in a)
+    assert same_supernet_weights(tmp_path / "a", tmp_path / "b")
     assert _metrics(tmp_path / "a") == _metrics(tmp_path / "b")
 
 

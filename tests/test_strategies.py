@@ -16,7 +16,7 @@ from ssnas.runs.ground_truth import BenchmarkTable, epoch_truth
 from ssnas.search import run_search
 from ssnas.search_spaces import nb201
 from ssnas.strategies.base import StrategyConfig, masked_softmax, uniform_weights
-from tests.conftest import requires_fashion, tiny_search_config
+from tests.conftest import requires_fashion, same_supernet_weights, tiny_search_config
 
 CELL = "|nor_conv_3x3~0|+|nor_conv_3x3~0|avg_pool_3x3~1|+|skip_connect~0|nor_conv_3x3~1|skip_connect~2|"
 OTHER = "|none~0|+|none~0|none~1|+|none~0|none~1|none~2|"
@@ -440,10 +440,7 @@ def test_an_sgas_search_runs_past_a_settled_cell_until_every_edge_is_decided_and
     run_search(tiny_search_config(tmp_path / "cut", **still, **{"run.stop_after": 3}), fashion_train)
     resumed = run_search(tiny_search_config(tmp_path / "cut", **still, **{"run.resume": True}), fashion_train)
     assert resumed.genotype == full.genotype and resumed.alive == full.alive
-    from ssnas.runs import checkpoint
-    a = checkpoint.load(tmp_path / "full" / "checkpoint.pt")["searcher"]["supernet"]
-    b = checkpoint.load(tmp_path / "cut" / "checkpoint.pt")["searcher"]["supernet"]
-    assert all(torch.equal(a[k], b[k]) for k in a)
+    assert same_supernet_weights(tmp_path / "full", tmp_path / "cut")
 
 
 def test_sgas_can_freeze_the_alphas_while_the_weights_warm_up():
@@ -536,7 +533,4 @@ def test_a_gdas_search_resumes_exactly_after_a_kill(tmp_path, fashion_train):
     rows = [json.loads(line) for line in (tmp_path / "full" / "metrics.jsonl").read_text().splitlines()]
     # tau after each epoch's last step: 10 - 9.9 x epoch / 3
     assert [r["tau"] for r in rows if r["kind"] == "strategy"] == pytest.approx([6.7, 3.4, 0.1])
-    from ssnas.runs import checkpoint
-    a = checkpoint.load(tmp_path / "full" / "checkpoint.pt")["searcher"]["supernet"]
-    b = checkpoint.load(tmp_path / "cut" / "checkpoint.pt")["searcher"]["supernet"]
-    assert all(torch.equal(a[k], b[k]) for k in a)
+    assert same_supernet_weights(tmp_path / "full", tmp_path / "cut")

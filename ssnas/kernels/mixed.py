@@ -108,7 +108,8 @@ class FastMixedOp(MixedOp):
 
     def live_ops(self, weights: torch.Tensor) -> list[int]:
         """The candidates to run for these softmax weights: all but `none`, and on CPU (where reading the
-        weights costs no device sync) all but those whose weight is exactly 0; never none at all."""
+        weights costs no device sync) all but those whose weight is exactly 0, unless `skip_zero_weights` is off;
+        never none at all."""
         live = [i for i, name in enumerate(self.primitives) if name != "none"]
         if weights.device.type != "cpu" or not self.skip_zero_weights:
             return live
